@@ -1,0 +1,64 @@
+"""Evaluation: answer extraction and grading, answer selection, metrics, datasets, reports."""
+
+from ttsearch.evaluation.aggregation import (
+    Reduction,
+    Selection,
+    SelectionMethod,
+    best_of_n,
+    majority_vote,
+    reduce_all,
+    reduce_scores,
+    select_answer,
+    select_answer_from_steps,
+    weighted_best_of_n,
+)
+from ttsearch.evaluation.datasets import DatasetError, Problem, load_math500, load_problems_jsonl
+from ttsearch.evaluation.difficulty import oracle_levels, predicted_levels, quantile_levels
+from ttsearch.evaluation.metrics import (
+    AccuracyReport,
+    AccuracyTable,
+    GradeCache,
+    MethodCurve,
+    ProblemSamples,
+    accuracy_at_k,
+    grade_candidates,
+    pass_at_k,
+)
+from ttsearch.evaluation.report import format_table, plot_accuracy, report_to_dict, save_report_json
+
+__all__ = [
+    # aggregation
+    "Reduction",
+    "Selection",
+    "SelectionMethod",
+    "best_of_n",
+    "majority_vote",
+    "reduce_all",
+    "reduce_scores",
+    "select_answer",
+    "select_answer_from_steps",
+    "weighted_best_of_n",
+    # datasets
+    "DatasetError",
+    "Problem",
+    "load_math500",
+    "load_problems_jsonl",
+    # difficulty
+    "oracle_levels",
+    "predicted_levels",
+    "quantile_levels",
+    # metrics
+    "AccuracyReport",
+    "AccuracyTable",
+    "GradeCache",
+    "MethodCurve",
+    "ProblemSamples",
+    "accuracy_at_k",
+    "grade_candidates",
+    "pass_at_k",
+    # report
+    "format_table",
+    "plot_accuracy",
+    "report_to_dict",
+    "save_report_json",
+]

@@ -1,0 +1,77 @@
+"""Session fixtures for tests against real vLLM engines (CPU is fine).
+
+One tiny random-weight Llama policy is built per test run (real Llama 3 tokenizer, steps
+end on "\\n\\n" and solutions on <|eot_id|> at calibrated rates), and ONE `VLLMPolicy`
+engine is started for the whole session and shut down at the end; teardown fails if the
+engine leaves child processes behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+# Rates for the test policy: steps of ~8 tokens and EOS every ~40 tokens, so short
+# max_tokens already give every finish reason.
+TEST_P_STEP = 1 / 8
+TEST_P_EOS = 1 / 40
+TEST_MAX_MODEL_LEN = 1024
+
+
+def _children() -> list:
+    import psutil
+
+    return psutil.Process().children(recursive=True)
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "tokenizers" / "llama3"
+    if not (path / "tokenizer.json").is_file():
+        pytest.skip(f"Llama 3 tokenizer not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer_dir: Path) -> Path:
+    from ttsearch.testing.tiny_models import build_tiny_llama
+
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama"),
+        tokenizer_dir=llama3_tokenizer_dir,
+        p_step=TEST_P_STEP,
+        p_eos=TEST_P_EOS,
+        seed=0,
+    )
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def vllm_policy(tiny_llama_dir: Path) -> AsyncIterator[object]:
+    pytest.importorskip("vllm")
+    from ttsearch.engine.vllm_policy import VLLMPolicy
+
+    before = {p.pid for p in _children()}
+    policy = await asyncio.to_thread(
+        VLLMPolicy.from_pretrained,
+        tiny_llama_dir,
+        dtype="bfloat16",
+        max_model_len=TEST_MAX_MODEL_LEN,
+        kv_cache_memory_bytes=64 << 20,
+        enforce_eager=True,
+        seed=0,
+    )
+    async with policy:
+        yield policy
+    # Clean shutdown: the engine's processes are gone (give them a moment to exit).
+    deadline = time.monotonic() + 10
+    while (left := [p for p in _children() if p.pid not in before]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    if left:
+        for p in left:
+            p.kill()
+        pytest.fail(f"vLLM left child processes after close(): {[p.pid for p in left]}")

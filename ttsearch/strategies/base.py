@@ -1,0 +1,100 @@
+"""The strategy interface: a frontier-selection policy with no I/O.
+
+The engine owns the one search loop (`ttsearch.engine.search`). A strategy only decides:
+`start(tree)` returns the first expansions; `update(tree, expansion, children)` is called
+each time one expansion has been generated and scored, and returns the next expansions
+(and prunes what it drops); `candidates(tree)` picks the final solutions once nothing is
+in flight. Per-problem state lives in the tree (frontier, finished, node groups), so one
+strategy object serves every problem, concurrently.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Hashable, Sequence
+
+from ttsearch.engine.tree import Node, SearchTree
+from ttsearch.evaluation.aggregation import REDUCTIONS, SELECTION_METHODS, Reduction, reduce_scores
+from ttsearch.evaluation.aggregation import SelectionMethod as Selection
+
+
+@dataclass(frozen=True, slots=True)
+class Expand:
+    """Ask the engine to sample `n` continuations of `node` and score them."""
+
+    node: Node
+    n: int
+    temperature: float
+    top_p: float = 1.0
+    to_completion: bool = False  # sample to EOS instead of stopping after one step
+    lookahead: int = 0  # rank each child by the score after this many greedy (T=0) steps
+    group: Hashable = None  # children's group (None: inherit the parent's)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"Expand.n must be >= 1, got {self.n}")
+        if self.lookahead < 0:
+            raise ValueError(f"Expand.lookahead must be >= 0, got {self.lookahead}")
+
+
+def check_common(n: int, temperature: float, top_p: float, reduction: str, selection: str) -> None:
+    """Validation shared by every built-in strategy config."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if selection not in SELECTION_METHODS:
+        raise ValueError(f"selection must be one of {SELECTION_METHODS}, got {selection!r}")
+
+
+class Strategy(ABC):
+    """Base class of search strategies. Subclasses are usually frozen dataclasses.
+
+    Required attributes: `n` (how many candidates the search should return), `reduction`
+    (how a candidate's step scores reduce to one reward) and `selection` (how the final
+    answer is picked from the candidates). Set `needs_verifier = False` for strategies that
+    never look at scores: the engine then skips the verifier entirely.
+    """
+
+    n: int
+    reduction: Reduction
+    selection: Selection
+    needs_verifier: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @abstractmethod
+    def start(self, tree: SearchTree) -> Sequence[Expand]:
+        """First expansions (usually of `tree.root`)."""
+
+    def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
+        """Next expansions after `expansion` produced the scored `children`. Default: none."""
+        return ()
+
+    def candidates(self, tree: SearchTree) -> list[Node]:
+        """Final solutions, once the search has stopped. Default: every finished node."""
+        return list(tree.finished)
+
+    def score(self, node: Node) -> float:
+        """The reward of a node's solution so far: its step scores reduced.
+
+        A node without any scored step (e.g. the model emitted an empty step) gets 0.0, so
+        it ranks last.
+        """
+        return reduce_scores(node.step_scores, self.reduction) if node.step_scores else 0.0
+
+    def rank_score(self, node: Node) -> float:
+        """What selection ranks by: the lookahead rollout's score when there is one."""
+        return node.lookahead_score if node.lookahead_score is not None else self.score(node)
+
+    def top(self, nodes: Sequence[Node], k: int) -> list[Node]:
+        """The k best nodes by `rank_score`; ties keep the earlier node (stable)."""
+        order = sorted(range(len(nodes)), key=lambda i: -self.rank_score(nodes[i]))
+        return [nodes[i] for i in order[:k]]

@@ -1,0 +1,105 @@
+"""PRM beam search (HF blog / search-and-learn), and lookahead search (arXiv 2408.03314).
+
+Round 0 samples N first steps from the problem. After each round (all of this problem's
+expansions scored) the strategy keeps the top N/M open beams by PRM score, prunes the rest
+and expands the kept ones into N new steps in total (M each; when fewer than N/M beams are
+left, the N samples are spread over those that remain, as search-and-learn does). Beams
+that finish (EOS, or a length limit) leave the frontier; the search stops as soon as N
+candidates have finished, and returns the N best of them — never more (search-and-learn's
+issue #42). The round that reaches `max_depth` samples to EOS, so every beam ends.
+
+Lookahead search ranks each candidate step by the PRM score at the end of a k-step greedy
+rollout from it, keeping only the step itself; k = 0 is beam search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ttsearch.engine.tree import Node, SearchTree
+from ttsearch.strategies.base import Expand, Reduction, Selection, Strategy, check_common
+
+
+@dataclass(frozen=True, kw_only=True)
+class BeamSearch(Strategy):
+    """N beams, beam width M: keep the top N/M each round and expand each M times."""
+
+    n: int
+    width: int = 4
+    max_depth: int = 40
+    temperature: float = 0.8
+    top_p: float = 1.0
+    lookahead: int = 0
+    reduction: Reduction = "last"
+    selection: Selection = "weighted"
+    dedupe: bool = False  # drop open beams whose text duplicates a better one (search-and-learn's filter_duplicates)
+
+    def __post_init__(self) -> None:
+        check_common(self.n, self.temperature, self.top_p, self.reduction, self.selection)
+        if self.width < 1 or self.n % self.width:
+            raise ValueError(f"beam width must be >= 1 and divide n: n={self.n}, width={self.width}")
+        if self.max_depth < 1:
+            raise ValueError(f"max_depth must be >= 1, got {self.max_depth}")
+        if self.lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
+
+    @property
+    def num_kept(self) -> int:
+        return self.n // self.width
+
+    def _expand(self, node: Node, n: int) -> Expand:
+        return Expand(
+            node,
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            to_completion=node.depth + 1 >= self.max_depth,
+            lookahead=self.lookahead,
+        )
+
+    def start(self, tree: SearchTree) -> Sequence[Expand]:
+        return [self._expand(tree.root, self.n)]
+
+    def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
+        if tree.in_flight:  # a round ends when all of its expansions are scored
+            return ()
+        open_beams = tree.frontier
+        if len(tree.finished) >= self.n or not open_beams:
+            tree.prune(open_beams)
+            return ()
+        if self.dedupe:
+            open_beams = self._dedupe(tree, open_beams)
+        kept = self.top(open_beams, self.num_kept)
+        kept_set = set(kept)
+        tree.prune([b for b in open_beams if b not in kept_set])
+        # Spread N samples over the kept beams: M each when N/M are kept.
+        per_beam, extra = divmod(self.n, len(kept))
+        return [self._expand(b, per_beam + (i < extra)) for i, b in enumerate(kept)]
+
+    def _dedupe(self, tree: SearchTree, beams: list[Node]) -> list[Node]:
+        seen: set[str] = set()
+        unique = []
+        for beam in self.top(beams, len(beams)):
+            text = beam.text
+            if text in seen:
+                tree.prune(beam)
+            else:
+                seen.add(text)
+                unique.append(beam)
+        return unique
+
+    def candidates(self, tree: SearchTree) -> list[Node]:
+        return sorted(tree.finished, key=lambda b: -self.score(b))[: self.n]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LookaheadSearch(BeamSearch):
+    """Beam search whose candidate steps are ranked after a k-step greedy rollout (k >= 1)."""
+
+    lookahead: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lookahead < 1:
+            raise ValueError("LookaheadSearch needs lookahead >= 1 (lookahead 0 is BeamSearch)")

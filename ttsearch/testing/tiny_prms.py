@@ -1,0 +1,203 @@
+"""Tiny random-weight process reward models in Hugging Face format, for tests and benchmarks.
+
+Real PRM weights are 8-16 GB and cannot be downloaded here, so tests build models with the
+real tokenizers and the real architectures but 2 layers of width 128 (head_dim 64: vLLM's
+CPU attention supports 64 and 128 only). Random weights would score every step ~0.5, which
+hides indexing bugs (a score read one position off looks the same), so the builders scale
+the weights that produce the score until scores spread over (0, 1) and depend on context.
+
+- `build_tiny_llama_prm`: a `LlamaForCausalLM` with the Llama 3 tokenizer, the shape of
+  RLHFlow/Llama3.1-8B-PRM-Deepseek-Data (an LM whose "+" / "-" next-token logits are the
+  score); serves the RLHFlow and Math-Shepherd formats.
+- `build_tiny_qwen2_prm`: a `Qwen2ForProcessRewardModel` (a Qwen2 body plus a 2-label token
+  classifier `score` = Linear -> ReLU -> Linear, as Qwen2.5-Math-PRM) with the Qwen2
+  tokenizer plus the `<extra_0>` step token. Transformers has no such class, so the
+  weights are written by hand under the names vLLM's `qwen2_rm.py` loads;
+  `load_tiny_qwen2_prm_reference` rebuilds it in plain PyTorch for reference scores.
+
+No pytest imports: shipped in the package so that benchmarks can build the same models.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = [
+    "QWEN_PRM_STEP_TOKEN",
+    "build_tiny_llama_prm",
+    "build_tiny_qwen2_prm",
+    "load_tiny_qwen2_prm_reference",
+]
+
+QWEN_PRM_STEP_TOKEN = "<extra_0>"
+
+# Shapes shared by both builders. hidden 128 = 2 heads x head_dim 64.
+_HIDDEN = 128
+_INTERMEDIATE = 256
+_LAYERS = 2
+_HEADS = 2
+_HEAD_DIM = 64
+_MAX_POSITIONS = 4096
+# Scale of the attention / MLP output projections: HF's default init (std 0.02) leaves the
+# hidden state at a position dominated by that token's embedding, so every step tag would
+# score alike. Larger projections make the score depend on the context.
+_MIXING_STD = 0.2
+
+
+def _strengthen_mixing(layers: torch.nn.ModuleList, generator: torch.Generator) -> None:
+    for layer in layers:
+        for proj in (layer.self_attn.v_proj, layer.self_attn.o_proj, layer.mlp.down_proj):
+            w = proj.weight
+            w.data.copy_(torch.randn(w.shape, generator=generator) * _MIXING_STD)
+
+
+def build_tiny_llama_prm(
+    out_dir: str | os.PathLike[str],
+    *,
+    tokenizer_dir: str | os.PathLike[str],
+    seed: int = 0,
+    label_tokens: tuple[str, ...] = ("+", "-"),
+    label_scale: float = 0.15,
+) -> Path:
+    """Write a 2-layer random `LlamaForCausalLM` (fp32 safetensors) plus the tokenizer to `out_dir`.
+
+    `tokenizer_dir` holds the Llama 3 tokenizer (`tokenizer.json`, `tokenizer_config.json`);
+    its files are copied. The LM-head rows of `label_tokens` are redrawn with std
+    `label_scale` (logits of std ~`label_scale * sqrt(hidden)` after the final norm) so that
+    P("+") / (P("+") + P("-")) spreads over (0, 1).
+    Returns `out_dir`.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok_src = Path(tokenizer_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tok_src / name).is_file():
+            shutil.copyfile(tok_src / name, out / name)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))
+    label_ids = [_single_token_id(tokenizer, t) for t in label_tokens]
+
+    config = LlamaConfig(
+        vocab_size=128256,  # Llama 3; the tokenizer's 128257th token is unused padding
+        hidden_size=_HIDDEN,
+        intermediate_size=_INTERMEDIATE,
+        num_hidden_layers=_LAYERS,
+        num_attention_heads=_HEADS,
+        num_key_value_heads=1,  # grouped-query attention, as in the real 8B
+        head_dim=_HEAD_DIM,
+        max_position_embeddings=_MAX_POSITIONS,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+        bos_token_id=128000,
+        eos_token_id=[128001, 128009],
+        torch_dtype="float32",
+    )
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    with torch.no_grad():
+        _strengthen_mixing(model.model.layers, generator)
+        for tid in label_ids:
+            model.lm_head.weight[tid] = torch.randn(_HIDDEN, generator=generator) * label_scale
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_tiny_qwen2_prm(
+    out_dir: str | os.PathLike[str],
+    *,
+    tokenizer_dir: str | os.PathLike[str],
+    seed: int = 0,
+    head_scale: float = 0.2,
+) -> Path:
+    """Write a 2-layer random `Qwen2ForProcessRewardModel` (fp32) plus tokenizer to `out_dir`.
+
+    `tokenizer_dir` holds the Qwen2 tokenizer; `<extra_0>` is added to it as a special token
+    (Qwen2.5-Math-PRM's step separator). Parameter names are those of the real checkpoint:
+    `model.*` (a `Qwen2Model`) and `score.0.*` / `score.2.*` (Linear(h, h) -> ReLU ->
+    Linear(h, 2), both with bias). The last layer is drawn with std `head_scale` so that
+    P(label 1) spreads over (0, 1). Returns `out_dir`.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer.add_tokens([QWEN_PRM_STEP_TOKEN], special_tokens=True)
+    tokenizer.save_pretrained(out)
+
+    config = Qwen2Config(
+        vocab_size=152064,  # Qwen2.5-7B's; covers the tokenizer plus <extra_0>
+        hidden_size=_HIDDEN,
+        intermediate_size=_INTERMEDIATE,
+        num_hidden_layers=_LAYERS,
+        num_attention_heads=_HEADS,
+        num_key_value_heads=_HEADS,
+        max_position_embeddings=_MAX_POSITIONS,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        num_labels=2,
+        architectures=["Qwen2ForProcessRewardModel"],
+        torch_dtype="float32",
+    )
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens > vocab_size {config.vocab_size}")
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    body = Qwen2Model(config).to(torch.float32).eval()
+    with torch.no_grad():
+        _strengthen_mixing(body.layers, generator)
+    tensors = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
+    std = _HIDDEN**-0.5
+    tensors["score.0.weight"] = torch.randn(_HIDDEN, _HIDDEN, generator=generator) * std
+    tensors["score.0.bias"] = torch.randn(_HIDDEN, generator=generator) * std
+    tensors["score.2.weight"] = torch.randn(2, _HIDDEN, generator=generator) * head_scale
+    tensors["score.2.bias"] = torch.zeros(2)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(out)
+    return out
+
+
+def load_tiny_qwen2_prm_reference(
+    model_dir: str | os.PathLike[str],
+) -> Callable[[list[int]], torch.Tensor]:
+    """A plain transformers/PyTorch (fp32, CPU) forward of a `build_tiny_qwen2_prm` model.
+
+    Returns `f(token_ids) -> probs` with `probs[i] = softmax(score(h_i))`, shape [len, 2],
+    where `h_i` is the final hidden state of `Qwen2Model` at position i.
+    """
+    from safetensors.torch import load_file
+    from transformers import Qwen2Config, Qwen2Model
+
+    path = Path(model_dir)
+    config = Qwen2Config.from_pretrained(str(path))
+    tensors = load_file(str(path / "model.safetensors"))
+    body = Qwen2Model(config).to(torch.float32).eval()
+    body.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    head = torch.nn.Sequential(torch.nn.Linear(_HIDDEN, _HIDDEN), torch.nn.ReLU(), torch.nn.Linear(_HIDDEN, 2))
+    head.load_state_dict({k[len("score.") :]: v for k, v in tensors.items() if k.startswith("score.")})
+    head = head.to(torch.float32).eval()
+
+    @torch.no_grad()
+    def forward(token_ids: list[int]) -> torch.Tensor:
+        ids = torch.tensor([token_ids], dtype=torch.long)
+        hidden = body(input_ids=ids).last_hidden_state[0]
+        return head(hidden).softmax(dim=-1)
+
+    return forward
+
+
+def _single_token_id(tokenizer, text: str) -> int:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is not a single token: {ids}")
+    return ids[0]
