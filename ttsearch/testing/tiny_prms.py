@@ -2,9 +2,12 @@
 
 Real PRM weights are 8-16 GB and cannot be downloaded here, so tests build models with the
 real tokenizers and the real architectures but 2 layers of width 128 (head_dim 64: vLLM's
-CPU attention supports 64 and 128 only). Random weights would score every step ~0.5, which
-hides indexing bugs (a score read one position off looks the same), so the builders scale
-the weights that produce the score until scores spread over (0, 1) and depend on context.
+CPU attention supports 64 and 128 only). Plain random weights score every step alike
+(~0.5, or pinned near 0 or 1), which hides indexing bugs: a score read one position off
+looks the same. So the builders rescale the embeddings and the attention / MLP output
+projections (a position's output then depends on its own token and on its context) and
+calibrate the weights that produce the score (mean ~0, std ~2 nats for the deciding logit
+difference), so that scores spread over (0, 1) and differ between neighbouring positions.
 
 - `build_tiny_llama_prm`: a `LlamaForCausalLM` with the Llama 3 tokenizer, the shape of
   RLHFlow/Llama3.1-8B-PRM-Deepseek-Data (an LM whose "+" / "-" next-token logits are the
@@ -43,13 +46,37 @@ _LAYERS = 2
 _HEADS = 2
 _HEAD_DIM = 64
 _MAX_POSITIONS = 4096
-# Scale of the attention / MLP output projections: HF's default init (std 0.02) leaves the
-# hidden state at a position dominated by that token's embedding, so every step tag would
-# score alike. Larger projections make the score depend on the context.
-_MIXING_STD = 0.2
+# Weight scales that make a position's score depend on both its own token and its context.
+# With HF's default init (std 0.02 everywhere) the attention / MLP outputs are tiny, and
+# every step tag (the same token) would score alike; with only larger projections, the
+# context swamps the token and neighbouring positions score alike. These balance the two.
+_EMBED_STD = 0.1
+_MIXING_STD = 0.05
 
 
-def _strengthen_mixing(layers: torch.nn.ModuleList, generator: torch.Generator) -> None:
+# Std (over positions) of the logit difference that decides a score, in nats: ~2 puts
+# most scores in (0.1, 0.9).
+_SCORE_SPREAD = 2.0
+
+
+def _calibration_ids(vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random token sequences whose hidden states stand in for real inputs' (calibration)."""
+    return torch.randint(0, vocab_size, (8, 96), generator=generator)
+
+
+def _calibrated_direction(features: torch.Tensor, generator: torch.Generator, spread: float) -> torch.Tensor:
+    """A random direction w with (features @ w) of mean ~0 and std `spread`: the mean
+    feature vector (a large component shared by all positions, which would push every
+    score to 0 or 1) is projected out."""
+    mean = features.mean(dim=0)
+    w = torch.randn(features.shape[1], generator=generator)
+    w = w - (w @ mean) / (mean @ mean) * mean
+    projected = features @ w
+    return w * (spread / projected.std().clamp_min(1e-6))
+
+
+def _rescale(embed: torch.nn.Embedding, layers: torch.nn.ModuleList, generator: torch.Generator) -> None:
+    embed.weight.data.copy_(torch.randn(embed.weight.shape, generator=generator) * _EMBED_STD)
     for layer in layers:
         for proj in (layer.self_attn.v_proj, layer.self_attn.o_proj, layer.mlp.down_proj):
             w = proj.weight
@@ -61,15 +88,15 @@ def build_tiny_llama_prm(
     *,
     tokenizer_dir: str | os.PathLike[str],
     seed: int = 0,
-    label_tokens: tuple[str, ...] = ("+", "-"),
-    label_scale: float = 0.15,
+    label_tokens: tuple[str, str] = ("+", "-"),
+    score_spread: float = _SCORE_SPREAD,
 ) -> Path:
     """Write a 2-layer random `LlamaForCausalLM` (fp32 safetensors) plus the tokenizer to `out_dir`.
 
     `tokenizer_dir` holds the Llama 3 tokenizer (`tokenizer.json`, `tokenizer_config.json`);
-    its files are copied. The LM-head rows of `label_tokens` are redrawn with std
-    `label_scale` (logits of std ~`label_scale * sqrt(hidden)` after the final norm) so that
-    P("+") / (P("+") + P("-")) spreads over (0, 1).
+    its files are copied. The LM-head rows of `label_tokens` (good, bad) are set to +/- w/2
+    for a direction w calibrated so that logit(good) - logit(bad) has mean ~0 and std
+    ~`score_spread` over positions: P(good) / (P(good) + P(bad)) then spreads over (0, 1).
     Returns `out_dir`.
     """
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -102,9 +129,12 @@ def build_tiny_llama_prm(
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float32).eval()
     with torch.no_grad():
-        _strengthen_mixing(model.model.layers, generator)
-        for tid in label_ids:
-            model.lm_head.weight[tid] = torch.randn(_HIDDEN, generator=generator) * label_scale
+        _rescale(model.model.embed_tokens, model.model.layers, generator)
+        hidden = model.model(input_ids=_calibration_ids(config.vocab_size, generator)).last_hidden_state
+        w = _calibrated_direction(hidden.reshape(-1, _HIDDEN), generator, score_spread)
+        good, bad = label_ids
+        model.lm_head.weight[good] = w / 2
+        model.lm_head.weight[bad] = -w / 2
     model.save_pretrained(out, safe_serialization=True)
     return out
 
@@ -114,15 +144,15 @@ def build_tiny_qwen2_prm(
     *,
     tokenizer_dir: str | os.PathLike[str],
     seed: int = 0,
-    head_scale: float = 0.2,
+    score_spread: float = _SCORE_SPREAD,
 ) -> Path:
     """Write a 2-layer random `Qwen2ForProcessRewardModel` (fp32) plus tokenizer to `out_dir`.
 
     `tokenizer_dir` holds the Qwen2 tokenizer; `<extra_0>` is added to it as a special token
     (Qwen2.5-Math-PRM's step separator). Parameter names are those of the real checkpoint:
     `model.*` (a `Qwen2Model`) and `score.0.*` / `score.2.*` (Linear(h, h) -> ReLU ->
-    Linear(h, 2), both with bias). The last layer is drawn with std `head_scale` so that
-    P(label 1) spreads over (0, 1). Returns `out_dir`.
+    Linear(h, 2), both with bias). The last layer is calibrated like the Llama builder's
+    label rows, so that P(label 1) spreads over (0, 1). Returns `out_dir`.
     """
     from safetensors.torch import save_file
     from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
@@ -155,12 +185,17 @@ def build_tiny_qwen2_prm(
     torch.manual_seed(seed)
     body = Qwen2Model(config).to(torch.float32).eval()
     with torch.no_grad():
-        _strengthen_mixing(body.layers, generator)
+        _rescale(body.embed_tokens, body.layers, generator)
+        std = _HIDDEN**-0.5
+        w1 = torch.randn(_HIDDEN, _HIDDEN, generator=generator) * std
+        b1 = torch.randn(_HIDDEN, generator=generator) * std
+        hidden = body(input_ids=_calibration_ids(config.vocab_size, generator)).last_hidden_state
+        features = torch.relu(hidden.reshape(-1, _HIDDEN) @ w1.T + b1)
+        w = _calibrated_direction(features, generator, score_spread)
     tensors = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
-    std = _HIDDEN**-0.5
-    tensors["score.0.weight"] = torch.randn(_HIDDEN, _HIDDEN, generator=generator) * std
-    tensors["score.0.bias"] = torch.randn(_HIDDEN, generator=generator) * std
-    tensors["score.2.weight"] = torch.randn(2, _HIDDEN, generator=generator) * head_scale
+    tensors["score.0.weight"] = w1
+    tensors["score.0.bias"] = b1
+    tensors["score.2.weight"] = torch.stack([-w / 2, w / 2])  # label 1 = "correct"
     tensors["score.2.bias"] = torch.zeros(2)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     config.save_pretrained(out)

@@ -1,0 +1,102 @@
+"""Chat templating of problems with the real tokenizers: Llama 3 (no chat template, our
+built-in format) and Qwen2 (its own template)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ttsearch.engine.chat import (
+    LLAMA3_CHAT_FORMAT,
+    ChatFormat,
+    encode_chat_prompt,
+    render_chat_format,
+)
+from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
+
+PROBLEM = "What is $1 + 1$?"
+
+
+def _load(shared_dir: Path, name: str):
+    transformers = pytest.importorskip("transformers")
+    path = shared_dir / "tokenizers" / name
+    if not (path / "tokenizer.json").is_file():
+        pytest.skip(f"tokenizer not found at {path}")
+    return transformers.AutoTokenizer.from_pretrained(str(path))
+
+
+@pytest.fixture(scope="module")
+def llama3(shared_dir: Path):
+    return _load(shared_dir, "llama3")
+
+
+@pytest.fixture(scope="module")
+def qwen2(shared_dir: Path):
+    return _load(shared_dir, "qwen2")
+
+
+def test_llama3_builtin_format_has_one_bos_and_ends_at_the_assistant_turn(llama3):
+    assert not llama3.chat_template
+    ids = encode_chat_prompt(llama3, PROBLEM)
+    assert ids[0] == 128000 and ids.count(128000) == 1
+    # <|start_header_id|>assistant<|end_header_id|>\n\n
+    assert ids[-4:] == [128006, 78191, 128007, 271]
+    assert llama3.decode(ids) == (
+        "<|begin_of_text|>"
+        f"<|start_header_id|>system<|end_header_id|>\n\n{LLAMA3_MATH_SYSTEM_PROMPT}<|eot_id|>"
+        f"<|start_header_id|>user<|end_header_id|>\n\n{PROBLEM}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def test_llama3_without_system_prompt_and_with_stripped_content(llama3):
+    ids = encode_chat_prompt(llama3, f"  {PROBLEM}\n\n", system_prompt=None)
+    assert llama3.decode(ids) == (
+        f"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{PROBLEM}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def test_bos_inside_the_problem_is_rejected(llama3):
+    with pytest.raises(ValueError, match="BOS"):
+        encode_chat_prompt(llama3, "x <|begin_of_text|> y")
+
+
+def test_tokenizer_template_required_when_asked_for(llama3):
+    with pytest.raises(ValueError, match="no chat template"):
+        encode_chat_prompt(llama3, PROBLEM, chat_format="tokenizer")
+
+
+def test_qwen2_uses_its_own_template(qwen2):
+    ids = encode_chat_prompt(qwen2, PROBLEM, system_prompt="Be brief.")
+    text = qwen2.decode(ids)
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        f"<|im_start|>user\n{PROBLEM}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert qwen2.bos_token_id not in ids  # Qwen adds no BOS
+
+
+def test_builtin_llama3_format_refuses_a_foreign_vocabulary(qwen2):
+    template = qwen2.chat_template
+    qwen2.chat_template = None
+    try:
+        with pytest.raises(ValueError, match="not one token"):
+            encode_chat_prompt(qwen2, PROBLEM)
+    finally:
+        qwen2.chat_template = template
+
+
+def test_explicit_format(qwen2):
+    chatml = ChatFormat(bos="", turn_start="<|im_start|>{role}\n", turn_end="<|im_end|>\n")
+    ids = encode_chat_prompt(qwen2, PROBLEM, system_prompt="Be brief.", chat_format=chatml)
+    assert ids == encode_chat_prompt(qwen2, PROBLEM, system_prompt="Be brief.")
+
+
+def test_chat_format_validation_and_rendering():
+    with pytest.raises(ValueError, match="role"):
+        ChatFormat(bos="", turn_start="<start>", turn_end="<end>")
+    text = render_chat_format(LLAMA3_CHAT_FORMAT, [{"role": "user", "content": "a {content} b"}])
+    assert "a {content} b" in text  # content is not a format string

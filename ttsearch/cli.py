@@ -1,0 +1,205 @@
+"""The `ttsearch` command line: `demo`, `run` (a benchmark run on vLLM) and `evaluate`.
+
+    ttsearch demo
+    ttsearch run --policy PATH --prm PATH --prm-format rlhflow --strategy beam --n 16 --out runs/beam16.jsonl
+    ttsearch evaluate runs/beam16.jsonl --plot runs/beam16.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ttsearch.strategies.registry import STRATEGIES
+
+PRM_FORMATS = ("math_shepherd", "rlhflow", "qwen")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'128MiB', '2g', '1048576' -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 128MiB, 2GiB, 1048576)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttsearch", description="Test-time search for LLM math reasoning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="search the shipped toy world on CPU and print an accuracy table")
+    demo.add_argument("--problems", type=int, default=100, help="held-out toy problems (default 100)")
+    demo.add_argument("--ns", type=str, default="1,2,4,8,16", help="budgets N, comma-separated")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where results and the plot go")
+    demo.add_argument("--seed", type=int, default=0)
+
+    run = sub.add_parser("run", help="run a strategy over a dataset with vLLM; resumable JSONL output")
+    run.add_argument("--policy", required=True, help="policy model path or Hugging Face id")
+    run.add_argument("--tokenizer", help="policy tokenizer (default: the model's)")
+    run.add_argument("--prm", help="PRM model path or id (needed by every strategy except majority)")
+    run.add_argument("--prm-format", choices=PRM_FORMATS, default="rlhflow")
+    run.add_argument("--prm-mode", choices=("auto", "generative", "pooling"), default="auto")
+    run.add_argument("--strategy", choices=sorted(STRATEGIES), required=True)
+    run.add_argument("--n", type=int, required=True, help="candidates per problem (N)")
+    run.add_argument("--width", type=int, help="beam width M (beam, dvts, lookahead)")
+    run.add_argument("--max-depth", type=int, help="max steps (beam, dvts, lookahead; default 40)")
+    run.add_argument("--lookahead", type=int, help="greedy rollout steps (lookahead)")
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--top-p", type=float)
+    run.add_argument("--reduction", choices=("last", "min", "prod"))
+    run.add_argument("--selection", choices=("majority", "naive", "weighted"))
+    run.add_argument("--dataset", default="HuggingFaceH4/MATH-500", help="JSONL path or HF dataset id")
+    run.add_argument("--limit", type=int, help="only the first K problems")
+    run.add_argument("--out", type=Path, required=True, help="results JSONL (appended to; reruns resume)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--max-solution-tokens", type=int, default=2048)
+    run.add_argument("--max-model-len", type=int, default=4096)
+    run.add_argument("--max-concurrent-problems", type=int, default=64)
+    run.add_argument("--policy-kv-cache", type=parse_size, help="policy KV cache size, e.g. 8GiB")
+    run.add_argument("--prm-kv-cache", type=parse_size, help="PRM KV cache size, e.g. 4GiB")
+    run.add_argument("--policy-memory-fraction", type=float, help="policy gpu_memory_utilization")
+    run.add_argument("--prm-memory-fraction", type=float, help="PRM gpu_memory_utilization")
+    run.add_argument("--system-prompt-file", type=Path, help="system prompt (default: Meta's Llama 3 math prompt)")
+    run.add_argument("--dtype", default="auto")
+    run.add_argument("--enforce-eager", action="store_true", help="skip CUDA graphs / compilation")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("evaluate", help="accuracy@k of results files (one per seed)")
+    ev.add_argument("results", type=Path, nargs="+")
+    ev.add_argument("--by", choices=("overall", "level", "subject"), default="overall")
+    ev.add_argument("--plot", type=Path, help="save accuracy vs N to this PNG")
+    ev.add_argument("--json", type=Path, help="save the report as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from ttsearch.demo import run_demo
+
+            ns = tuple(int(x) for x in args.ns.split(","))
+            asyncio.run(run_demo(num_problems=args.problems, ns=ns, out_dir=args.out, seed=args.seed))
+        elif args.command == "run":
+            return asyncio.run(_run(args))
+        else:
+            _evaluate(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"ttsearch {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from ttsearch.engine.search import SearchLimits
+    from ttsearch.engine.searcher import Searcher
+    from ttsearch.evaluation.datasets import load_math500
+    from ttsearch.runner import run_benchmark
+    from ttsearch.strategies.registry import make_strategy
+
+    strategy = make_strategy(
+        args.strategy,
+        n=args.n,
+        width=args.width,
+        max_depth=args.max_depth,
+        lookahead=args.lookahead,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        reduction=args.reduction,
+        selection=args.selection,
+    )
+    if strategy.needs_verifier and not args.prm:
+        raise ValueError(f"strategy {args.strategy!r} needs a PRM: pass --prm (and --prm-format)")
+    problems = load_math500(args.dataset, limit=args.limit)
+    policy, verifier = await _start_engines(args, with_verifier=strategy.needs_verifier)
+    searcher = Searcher(
+        policy,
+        verifier,
+        limits=SearchLimits(max_solution_tokens=args.max_solution_tokens),
+        max_concurrent_problems=args.max_concurrent_problems,
+        seed=args.seed,
+        keep_trees=False,
+    )
+    async with searcher:
+        summary = await run_benchmark(searcher, problems, strategy, args.out, progress=not args.quiet)
+    print(
+        f"{summary.done} problems in {summary.path} ({summary.skipped} resumed, {summary.failed} failed): "
+        f"accuracy {summary.accuracy:.3f}; this run generated {summary.usage.generated_tokens} tokens"
+    )
+    return 0
+
+
+async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # type: ignore[no-untyped-def]
+    from ttsearch.engine import prm_formats
+    from ttsearch.engine.vllm_policy import VLLMPolicy
+    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
+
+    system_prompt = (
+        args.system_prompt_file.read_text(encoding="utf-8") if args.system_prompt_file else LLAMA3_MATH_SYSTEM_PROMPT
+    )
+    start_policy = asyncio.to_thread(
+        VLLMPolicy.from_pretrained,
+        args.policy,
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        kv_cache_memory_bytes=args.policy_kv_cache,
+        gpu_memory_utilization=args.policy_memory_fraction,
+        enforce_eager=args.enforce_eager,
+        seed=args.seed,
+        system_prompt=system_prompt,
+    )
+    if not with_verifier:
+        return await start_policy, None
+    fmt = {"math_shepherd": prm_formats.MATH_SHEPHERD, "rlhflow": prm_formats.RLHFLOW, "qwen": prm_formats.QWEN_PRM}[
+        args.prm_format
+    ]
+    start_verifier = asyncio.to_thread(
+        VLLMVerifier.from_pretrained,
+        args.prm,
+        format=fmt,
+        mode=args.prm_mode,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        kv_cache_memory_bytes=args.prm_kv_cache,
+        gpu_memory_utilization=args.prm_memory_fraction,
+        enforce_eager=args.enforce_eager,
+        seed=args.seed,
+    )
+    results = await asyncio.gather(start_policy, start_verifier, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        for r in results:
+            if not isinstance(r, BaseException):
+                await r.close()
+        raise errors[0]
+    return results[0], results[1]
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ttsearch.evaluation.report import format_table, plot_accuracy, save_report_json
+    from ttsearch.runner import evaluate_results
+
+    report = evaluate_results(args.results)
+    if args.by == "overall":
+        print(format_table(report.overall, title=f"accuracy (%) over {report.overall.num_problems} problems"))
+    else:
+        tables = report.by_level if args.by == "level" else report.by_subject
+        for key, table in tables.items():
+            print(format_table(table, title=f"{args.by} {key} ({table.num_problems} problems)"))
+            print()
+    if args.plot:
+        print(f"plot: {plot_accuracy(report.overall, args.plot)}")
+    if args.json:
+        print(f"report: {save_report_json(report, args.json)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
