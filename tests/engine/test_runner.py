@@ -1,0 +1,103 @@
+"""Benchmark runs: JSONL results, resume after a kill, evaluation, and the CLI's parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import make_searcher
+from ttsearch.cli import build_parser, main, parse_size
+from ttsearch.evaluation.datasets import Problem
+from ttsearch.runner import ResultsFileError, evaluate_results, read_records, run_benchmark
+from ttsearch.strategies import BestOfN
+from ttsearch.strategies.registry import make_strategy
+from ttsearch.testing.scripted import EOS
+
+PROBLEMS = [
+    Problem(problem=f"What is {i}+{i}?", answer=str(2 * i), subject="Algebra", level=1 + i % 5, unique_id=f"p{i}", solution=None)
+    for i in range(6)
+]
+
+
+def script(call):  # right for even problems, wrong for odd ones; candidate 0 always right
+    a, b = call.problem.removeprefix("What is ").removesuffix("?").split("+")
+    right = int(a) + int(b)
+    wrong = right + 1 if int(a) % 2 and call.index else right
+    return f"add\n\n\\boxed{{{wrong}}} [p={0.9 if wrong == right else 0.6}]{EOS}"
+
+
+async def test_run_writes_one_line_per_problem_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    summary = await run_benchmark(make_searcher(script), PROBLEMS[:3], BestOfN(n=4), out, progress=False)
+    assert summary.done == 3 and summary.skipped == 0
+    records = read_records(out)
+    assert [r["unique_id"] for r in sorted(records, key=lambda r: r["unique_id"])] == ["p0", "p1", "p2"]
+    assert all(len(r["candidates"]) == 4 for r in records)
+    assert {r["unique_id"]: r["correct"] for r in records} == {"p0": True, "p1": False, "p2": True}
+
+    # a kill mid-write leaves a torn last line: it is dropped and that problem reruns
+    with out.open("a") as f:
+        f.write('{"unique_id": "p3", "cand')
+    searcher = make_searcher(script)
+    summary = await run_benchmark(searcher, PROBLEMS, BestOfN(n=4), out, progress=False)
+    assert summary.skipped == 3 and summary.done == 6
+    assert len(searcher.policy.requests) == 3  # only p3, p4, p5 were searched
+    assert sorted(r["unique_id"] for r in read_records(out)) == [f"p{i}" for i in range(6)]
+
+
+async def test_evaluate_results_gives_accuracy_at_k(tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    await run_benchmark(make_searcher(script), PROBLEMS, BestOfN(n=4), out, progress=False)
+    report = evaluate_results([out])
+    table = report.overall
+    assert table.ks == (1, 2, 4)
+    # k=1: candidate 0 is always right; k=4 majority: odd problems' wrong answers win 3:1
+    assert table.accuracy("majority", 1) == 1.0
+    assert table.accuracy("majority", 4) == 0.5
+    assert table.accuracy("naive", 4) == 1.0  # the right answer has the highest reward
+    assert set(report.by_level) == {1, 2, 3, 4, 5}
+
+
+def test_corrupt_results_file_names_the_line(tmp_path: Path) -> None:
+    out = tmp_path / "bad.jsonl"
+    out.write_text('{"unique_id": "a", "candidates": []}\nnot json\n{"unique_id": "b"}\n')
+    with pytest.raises(ResultsFileError, match="bad.jsonl:2"):
+        read_records(out)
+    out.write_text('{"x": 1}\n')
+    with pytest.raises(ResultsFileError, match="no unique_id"):
+        read_records(out)
+
+
+def test_cli_evaluate_prints_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run.jsonl"
+    records = [
+        {"unique_id": f"q{i}", "gold": "4", "subject": None, "level": None, "error": None,
+         "candidates": [{"answer": a, "score": s} for a, s in (("4", 0.9), ("5", 0.1))]}
+        for i in range(2)
+    ]
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["evaluate", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "weighted" in printed and "100.0" in printed
+    assert json.loads((tmp_path / "r.json").read_text())
+    assert main(["evaluate", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_make_strategy_and_cli_parsing() -> None:
+    beam = make_strategy("beam", n=16, width=4, lookahead=None)
+    assert (beam.n, beam.width, beam.lookahead) == (16, 4, 0)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        make_strategy("mcts", n=4)
+    with pytest.raises(ValueError, match="no option"):
+        make_strategy("majority", n=4, width=2)
+    assert parse_size("128MiB") == 128 << 20 and parse_size("2g") == 2 << 30 and parse_size("4096") == 4096
+    args = build_parser().parse_args(["run", "--policy", "p", "--strategy", "dvts", "--n", "8", "--out", "o.jsonl"])
+    assert args.strategy == "dvts" and args.prm is None
+
+
+def test_cli_run_without_prm_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--policy", "p", "--strategy", "beam", "--n", "4", "--out", "o.jsonl"])
+    assert code == 2
+    assert "needs a PRM" in capsys.readouterr().err
