@@ -21,6 +21,7 @@ import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +30,7 @@ SHARED = Path(os.environ.get("TTSEARCH_SHARED", REPO.parent / "shared"))
 
 async def bench(args: argparse.Namespace) -> None:
     from ttsearch import RLHFLOW, BeamSearch, SearchLimits, Searcher, VLLMPolicy, VLLMVerifier, load_math500
+    from ttsearch.engine.startup import start_together
     from ttsearch.testing.tiny_models import build_tiny_llama
     from ttsearch.testing.tiny_prms import build_tiny_llama_prm
 
@@ -40,8 +42,8 @@ async def bench(args: argparse.Namespace) -> None:
     )
     prm_dir = build_tiny_llama_prm(tmp / "prm", tokenizer_dir=tokenizer)
     t0 = time.perf_counter()
-    policy, verifier = await asyncio.gather(
-        asyncio.to_thread(
+    policy, verifier = await start_together(
+        partial(
             VLLMPolicy.from_pretrained,
             policy_dir,
             dtype="bfloat16",
@@ -49,7 +51,7 @@ async def bench(args: argparse.Namespace) -> None:
             kv_cache_memory_bytes=args.policy_kv_mib << 20,
             enforce_eager=True,
         ),
-        asyncio.to_thread(
+        partial(
             VLLMVerifier.from_pretrained,
             prm_dir,
             format=RLHFLOW,

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -137,6 +138,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # type: ignore[no-untyped-def]
     from ttsearch.engine import prm_formats
+    from ttsearch.engine.startup import start_together
     from ttsearch.engine.vllm_policy import VLLMPolicy
     from ttsearch.engine.vllm_verifier import VLLMVerifier
     from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
@@ -144,7 +146,7 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
     system_prompt = (
         args.system_prompt_file.read_text(encoding="utf-8") if args.system_prompt_file else LLAMA3_MATH_SYSTEM_PROMPT
     )
-    start_policy = asyncio.to_thread(
+    start_policy = partial(
         VLLMPolicy.from_pretrained,
         args.policy,
         tokenizer=args.tokenizer,
@@ -157,11 +159,12 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
         system_prompt=system_prompt,
     )
     if not with_verifier:
-        return await start_policy, None
+        (policy,) = await start_together(start_policy)
+        return policy, None
     fmt = {"math_shepherd": prm_formats.MATH_SHEPHERD, "rlhflow": prm_formats.RLHFLOW, "qwen": prm_formats.QWEN_PRM}[
         args.prm_format
     ]
-    start_verifier = asyncio.to_thread(
+    start_verifier = partial(
         VLLMVerifier.from_pretrained,
         args.prm,
         format=fmt,
@@ -173,14 +176,8 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
         enforce_eager=args.enforce_eager,
         seed=args.seed,
     )
-    results = await asyncio.gather(start_policy, start_verifier, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        for r in results:
-            if not isinstance(r, BaseException):
-                await r.close()
-        raise errors[0]
-    return results[0], results[1]
+    policy, verifier = await start_together(start_policy, start_verifier)
+    return policy, verifier
 
 
 def _evaluate(args: argparse.Namespace) -> None:

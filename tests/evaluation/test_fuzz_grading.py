@@ -19,6 +19,11 @@ from ttsearch.evaluation.canonical import canonical_form, group_answers
 from ttsearch.evaluation.extraction import extract_answer
 from ttsearch.evaluation.grading import Grader
 
+# A hang guard, not a speed target (speed lives in benchmarks/bench_grading.py): these calls
+# take milliseconds, a quadratic blow-up on 100k characters would take minutes, and a loaded
+# 2-core CI machine must not make the test flaky.
+HANG_BOUND_S = 5.0
+
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 # LaTeX-flavoured alphabet, so random strings hit the interesting code paths.
@@ -67,7 +72,7 @@ def _timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 def test_extract_answer_never_raises(text: str) -> None:
     result, elapsed = _timed(extract_answer, text)
     assert result is None or (isinstance(result, str) and result.strip() == result and result)
-    assert elapsed < 0.5
+    assert elapsed < HANG_BOUND_S
 
 
 @settings(FUZZ, max_examples=30)
@@ -76,7 +81,7 @@ def test_extract_answer_linear_on_long_brace_soup(seed: int, length: int) -> Non
     soup = random.Random(seed).choices(["\\boxed{", "{", "}", "\\{", "a", "\\boxed ", "final answer is"], k=length)
     result, elapsed = _timed(extract_answer, "".join(soup))
     assert result is None or isinstance(result, str)
-    assert elapsed < 0.5
+    assert elapsed < HANG_BOUND_S
 
 
 @settings(FUZZ, max_examples=400)
@@ -85,7 +90,7 @@ def test_canonical_form_never_raises_and_is_deterministic(text: str) -> None:
     canonical_form.cache_clear()  # type: ignore[attr-defined]
     key, elapsed = _timed(canonical_form, text)
     assert isinstance(key, str)
-    assert elapsed < 0.5
+    assert elapsed < HANG_BOUND_S
     canonical_form.cache_clear()  # type: ignore[attr-defined]
     assert canonical_form(text) == key
 

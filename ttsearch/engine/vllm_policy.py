@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
 import os
@@ -41,7 +40,7 @@ from ttsearch.engine.backend import (
     SampleRequest,
 )
 from ttsearch.engine.chat import ChatFormat, encode_chat_prompt
-from ttsearch.engine.vllm_env import configure_vllm_env
+from ttsearch.engine.vllm_env import configure_vllm_env, shutdown_engine
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["VLLMPolicy", "engine_seed"]
@@ -164,7 +163,7 @@ class VLLMPolicy:
                 owns_engine=True,
             )
         except BaseException:
-            _shutdown(engine)
+            shutdown_engine(engine)
             raise
 
     # -- Policy protocol -------------------------------------------------------------
@@ -264,7 +263,7 @@ class VLLMPolicy:
             return
         self._closed = True
         if self._owns_engine:
-            _shutdown(self._engine)
+            shutdown_engine(self._engine)
 
     async def __aenter__(self) -> VLLMPolicy:
         return self
@@ -382,25 +381,3 @@ def _eos_token_ids(engine: Any, tokenizer: Any) -> frozenset[int]:
         elif isinstance(value, Sequence):
             ids.update(v for v in value if isinstance(v, int))
     return frozenset(ids)
-
-
-def _shutdown(engine: Any) -> None:
-    """`AsyncLLM.shutdown`, with a short timeout where the installed vLLM takes one."""
-    shutdown = engine.shutdown
-    try:
-        takes_timeout = "timeout" in inspect.signature(shutdown).parameters
-    except (TypeError, ValueError):
-        takes_timeout = False
-    if takes_timeout:
-        shutdown(timeout=5)
-    else:
-        shutdown()
-    # vLLM keeps the frames of some imports alive, so the engine object can outlive us
-    # until interpreter exit, where its __del__ calls shutdown() again after module
-    # globals are gone ("TypeError: 'NoneType' object is not callable"). It is shut down:
-    # make later calls no-ops.
-    engine.shutdown = _already_shut_down
-
-
-def _already_shut_down(timeout: float | None = None) -> None:
-    return None

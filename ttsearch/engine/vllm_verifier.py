@@ -283,7 +283,11 @@ class VLLMVerifier:
         return StepScores(scores=tuple(scores), prompt_tokens=sum(len(p) for p in prompts))
 
     async def close(self) -> None:
-        """Stop accepting requests; shut the engine down if this verifier started it."""
+        """Stop accepting requests; shut the engine down if this verifier started it.
+
+        The shutdown blocks the event loop for up to ~2 s (vLLM then kills its processes).
+        It runs on the loop on purpose: from another thread, vLLM's output handler would
+        see the engine die before it is cancelled and log an error."""
         if self._closed:
             return
         self._closed = True
@@ -415,9 +419,15 @@ def _label_sampling_params(label_ids: tuple[int, int] | None) -> Any:
 
 
 def _tokens_prompt(token_ids: list[int]) -> Any:
-    from vllm.inputs import TokensPrompt
+    """Token ids as an engine input: already-rendered `tokens_input` where this vLLM has it
+    (0.32 logs a deprecation for raw prompts), else a `TokensPrompt` (0.26)."""
+    try:
+        from vllm.inputs import tokens_input
+    except ImportError:
+        from vllm.inputs import TokensPrompt
 
-    return TokensPrompt(prompt_token_ids=token_ids)
+        return TokensPrompt(prompt_token_ids=token_ids)
+    return tokens_input(token_ids)
 
 
 def _two_way_probability(lp_good: float, lp_bad: float, request_id: str) -> float:
@@ -473,6 +483,6 @@ def _shutdown(engine: Any) -> None:
     except (TypeError, ValueError):
         takes_timeout = False
     if takes_timeout:
-        shutdown(timeout=5)
+        shutdown(timeout=2)
     else:
         shutdown()

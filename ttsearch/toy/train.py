@@ -47,7 +47,7 @@ from ttsearch.toy.task import (
 )
 from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT, build_tokenizer
 
-__all__ = ["ToyTrainConfig", "main", "roc_auc", "train"]
+__all__ = ["ToyTrainConfig", "generate", "greedy_accuracy", "main", "roc_auc", "train"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +181,13 @@ def _prompt_ids(tokenizer: Any, problems: Sequence[Problem]) -> list[list[int]]:
     ]
 
 
-def greedy_accuracy(model: Any, tokenizer: Any, problems: Sequence[Problem], *, cfg: ToyTrainConfig) -> float:
+def greedy_accuracy(
+    model: Any, tokenizer: Any, problems: Sequence[Problem], *, max_new_tokens: int = 100, batch_size: int = 128
+) -> float:
     """Fraction of `problems` whose greedy solution has the right final answer."""
     outs = generate(
         model, tokenizer, _prompt_ids(tokenizer, problems),
-        temperature=None, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+        temperature=None, max_new_tokens=max_new_tokens, batch_size=batch_size,
     )
     return float(np.mean([is_correct(p, tokenizer.decode(o)) for p, o in zip(problems, outs)]))
 
@@ -237,7 +239,7 @@ def train_policy(
         opt.zero_grad(set_to_none=True)
         n_steps = step + 1
         if n_steps % cfg.eval_every == 0:
-            acc = greedy_accuracy(model, tokenizer, val, cfg=cfg)
+            acc = greedy_accuracy(model, tokenizer, val, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
             history.append((n_steps, acc))
             _log(f"policy step {n_steps}: loss {loss.item():.4f}, validation greedy accuracy {acc:.3f}")
             if acc >= cfg.target_accuracy:
@@ -405,9 +407,12 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
 
     policy, policy_info = train_policy(cfg, tokenizer, train_problems, val)
     t_policy = time.time() - t0
-    greedy = greedy_accuracy(policy, tokenizer, test, cfg=cfg)
+    greedy = greedy_accuracy(policy, tokenizer, test, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
     per_level = {
-        level: greedy_accuracy(policy, tokenizer, [p for p in test if p.level == level], cfg=cfg)
+        level: greedy_accuracy(
+            policy, tokenizer, [p for p in test if p.level == level],
+            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+        )
         for level in sorted({p.level for p in test if p.level is not None})
     }
     _log(f"policy: {policy_info['policy_steps']} steps in {t_policy:.0f} s; held-out greedy accuracy "

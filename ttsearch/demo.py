@@ -1,0 +1,144 @@
+"""`ttsearch demo`: the search strategies on the shipped toy world, through real vLLM engines.
+
+Held-out toy arithmetic problems are searched with majority voting, weighted best-of-N,
+beam search and DVTS at each budget N, by the shipped tiny policy and PRM
+(`ttsearch.toy`) on vLLM (CPU is fine). Majority voting and best-of-N are read from the
+same N=max samples (the first k candidates for budget k: a paired comparison); beam
+search and DVTS run once per N. Prints an accuracy table and saves a plot and a JSON report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from ttsearch.engine.results import SearchResult, pick_answer
+from ttsearch.engine.searcher import Searcher
+from ttsearch.evaluation.datasets import Problem
+from ttsearch.evaluation.grading import is_equivalent
+from ttsearch.evaluation.metrics import AccuracyTable, MethodCurve
+from ttsearch.strategies import DVTS, BeamSearch, BestOfN, Strategy
+
+METHOD_LABELS = {
+    "majority": "majority voting",
+    "weighted_bon": "weighted best-of-N",
+    "beam": "beam search",
+    "dvts": "DVTS",
+}
+
+
+@dataclass(frozen=True)
+class ToyExperiment:
+    """Accuracy of each method at each budget N on the same problems."""
+
+    ns: tuple[int, ...]
+    accuracy: dict[str, tuple[float, ...]]  # method -> accuracy per N
+    num_problems: int
+    seconds: float
+    generated_tokens: int
+
+    def table(self) -> AccuracyTable:
+        curves = tuple(
+            MethodCurve(method=METHOD_LABELS[m], mean=acc, std=(0.0,) * len(acc), per_seed=(acc,))
+            for m, acc in self.accuracy.items()
+        )
+        return AccuracyTable(ks=self.ns, curves=curves, num_problems=self.num_problems, num_seeds=1)
+
+
+def _width(n: int, width: int = 4) -> int:
+    return min(width, n)
+
+
+async def run_toy_experiment(
+    searcher: Searcher,
+    problems: Sequence[Problem],
+    ns: Sequence[int] = (1, 2, 4, 8, 16),
+    *,
+    progress: bool = True,
+) -> ToyExperiment:
+    """Search `problems` with every method at every N (all runs in flight at once)."""
+    ns = tuple(sorted(set(ns)))
+    if not ns or ns[0] < 1:
+        raise ValueError(f"budgets must be positive, got {ns}")
+    runs: list[tuple[str, int, Strategy]] = [("sampling", ns[-1], BestOfN(n=ns[-1], selection="weighted"))]
+    for n in ns:
+        runs.append(("beam", n, BeamSearch(n=n, width=_width(n))))
+        runs.append(("dvts", n, DVTS(n=n, width=_width(n))))
+    bar = tqdm(total=len(runs) * len(problems), disable=not progress, desc="toy search", unit="search")
+    started = time.perf_counter()
+
+    async def collect(strategy: Strategy) -> list[SearchResult]:
+        results: list[SearchResult] = [None] * len(problems)  # type: ignore[list-item]
+        async for result in searcher.solve_all(problems, strategy):
+            if result.error is not None:
+                raise RuntimeError(f"toy problem {result.index} failed: {result.error}")
+            results[result.index or 0] = result
+            bar.update(1)
+        return results
+
+    outputs = await asyncio.gather(*(collect(strategy) for _, _, strategy in runs))
+    bar.close()
+    seconds = time.perf_counter() - started
+
+    def accuracy(answers: Sequence[str | None]) -> float:
+        return sum(a is not None and is_equivalent(p.answer, a) for p, a in zip(problems, answers)) / len(problems)
+
+    table: dict[str, list[float]] = {m: [] for m in METHOD_LABELS}
+    sampled = outputs[0]
+    for n in ns:
+        # the first n of the N=max independent samples, as if only n had been drawn
+        table["majority"].append(accuracy([_first_k(r, n, "majority") for r in sampled]))
+        table["weighted_bon"].append(accuracy([_first_k(r, n, "weighted") for r in sampled]))
+    for (kind, _, _), results in zip(runs[1:], outputs[1:]):
+        table[kind].append(accuracy([r.answer for r in results]))
+    return ToyExperiment(
+        ns=ns,
+        accuracy={m: tuple(v) for m, v in table.items()},
+        num_problems=len(problems),
+        seconds=seconds,
+        generated_tokens=sum(r.usage.generated_tokens for results in outputs for r in results),
+    )
+
+
+def _first_k(result: SearchResult, k: int, method: str) -> str | None:
+    return pick_answer(method, result.candidates[:k])  # type: ignore[arg-type]
+
+
+async def run_demo(*, num_problems: int = 100, ns: Sequence[int] = (1, 2, 4, 8, 16), out_dir: Path, seed: int = 0) -> ToyExperiment:
+    """The README's main job: start the toy engines, run the experiment, report."""
+    from ttsearch.evaluation.report import format_table, plot_accuracy
+    from ttsearch.toy.engines import start_toy_searcher
+    from ttsearch.toy.task import HELD_OUT_SEED, make_problems
+
+    problems = make_problems(num_problems, seed=HELD_OUT_SEED)
+    print(f"toy world: {num_problems} held-out problems (levels 1-5), budgets N = {', '.join(map(str, ns))}")
+    t0 = time.perf_counter()
+    searcher = await start_toy_searcher(seed=seed)
+    print(f"vLLM engines (policy + PRM) started in {time.perf_counter() - t0:.0f} s")
+    async with searcher:
+        result = await run_toy_experiment(searcher, problems, ns)
+    table = result.table()
+    print(format_table(table, title=f"toy world accuracy (%) over {num_problems} problems, by budget N"))
+    print(
+        f"searched in {result.seconds:.0f} s, {result.generated_tokens} tokens generated "
+        f"({result.generated_tokens / result.seconds:.0f} tok/s)"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = plot_accuracy(table, out_dir / "toy_accuracy.png", title="toy world: accuracy vs N")
+    report = {
+        "ns": list(result.ns),
+        "accuracy": {m: list(v) for m, v in result.accuracy.items()},
+        "num_problems": result.num_problems,
+        "seconds": result.seconds,
+        "generated_tokens": result.generated_tokens,
+        "seed": seed,
+    }
+    (out_dir / "toy_accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"plot: {plot}\nreport: {out_dir / 'toy_accuracy.json'}")
+    return result

@@ -1,0 +1,58 @@
+"""Start the shipped toy policy and PRM on vLLM (CPU-sized defaults) and wrap them in a Searcher."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+
+from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmFormat
+from ttsearch.engine.searcher import Searcher
+from ttsearch.engine.startup import start_together
+from ttsearch.engine.search import SearchLimits
+from ttsearch.engine.vllm_policy import VLLMPolicy
+from ttsearch.engine.vllm_verifier import VLLMVerifier
+from ttsearch.toy import TOY_POLICY_DIR, TOY_PRM_DIR
+from ttsearch.toy.tokenizer import MINUS, PLUS, STEP_TAG, TOY_SYSTEM_PROMPT
+
+# The toy PRM reads Math-Shepherd-style input: question, then each step followed by the tag.
+TOY_PRM_FORMAT: PrmFormat = replace(MATH_SHEPHERD, step_tag=STEP_TAG, label_tokens=(PLUS, MINUS))
+
+TOY_MAX_MODEL_LEN = 512
+TOY_MAX_SOLUTION_TOKENS = 256
+
+
+async def start_toy_engines(
+    *, seed: int = 0, policy_kv_bytes: int = 96 << 20, prm_kv_bytes: int = 64 << 20
+) -> tuple[VLLMPolicy, VLLMVerifier]:
+    """Start both engines side by side (each ~20 s on a CPU)."""
+    if not (TOY_POLICY_DIR / "config.json").is_file() or not (TOY_PRM_DIR / "config.json").is_file():
+        raise FileNotFoundError(
+            f"toy models not found under {TOY_POLICY_DIR.parent}; build them with `python -m ttsearch.toy.train`"
+        )
+    common = dict(dtype="float32", max_model_len=TOY_MAX_MODEL_LEN, enforce_eager=True, seed=seed)
+    policy, verifier = await start_together(
+        partial(
+            VLLMPolicy.from_pretrained,
+            TOY_POLICY_DIR,
+            system_prompt=TOY_SYSTEM_PROMPT,
+            chat_format="tokenizer",
+            kv_cache_memory_bytes=policy_kv_bytes,
+            **common,
+        ),
+        partial(
+            VLLMVerifier.from_pretrained, TOY_PRM_DIR, format=TOY_PRM_FORMAT, kv_cache_memory_bytes=prm_kv_bytes, **common
+        ),
+    )
+    return policy, verifier
+
+
+async def start_toy_searcher(*, seed: int = 0, max_concurrent_problems: int = 128) -> Searcher:
+    policy, verifier = await start_toy_engines(seed=seed)
+    return Searcher(
+        policy,
+        verifier,
+        limits=SearchLimits(max_solution_tokens=TOY_MAX_SOLUTION_TOKENS),
+        max_concurrent_problems=max_concurrent_problems,
+        seed=seed,
+        keep_trees=False,
+    )
