@@ -158,17 +158,6 @@ async def verifiers(llama_prm_dir: Path, qwen_prm_dir: Path) -> AsyncIterator[di
         for _ in range(3):
             await asyncio.sleep(0.05)
             gc.collect()
-    import sys, types
-    from vllm.v1.engine.async_llm import AsyncLLM
-    for o in [o for o in gc.get_objects() if type(o) is AsyncLLM]:
-        for r in gc.get_referrers(o):
-            if isinstance(r, types.FrameType):
-                f = r
-                print("FRAME", f.f_code.co_filename, f.f_lineno, f.f_code.co_name, file=sys.stderr)
-            else:
-                print("REF", type(r), str(r)[:200], file=sys.stderr)
-                for r2 in gc.get_referrers(r):
-                    print("   REF2", type(r2), str(r2)[:200], file=sys.stderr)
     # Clean shutdown: the engines' processes are gone (give them a moment to exit).
     deadline = time.monotonic() + 15
     while (left := [p for p in _children() if p.pid not in before]) and time.monotonic() < deadline:

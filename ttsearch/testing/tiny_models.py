@@ -51,10 +51,14 @@ def build_tiny_llama(
 ) -> Path:
     """Write a random-weight `LlamaForCausalLM` (HF format) to `out_dir` and return the path.
 
+    `p_step`: per-token probability of sampling a token that contains "\\n\\n" (the "\\n\\n"
+    token or one of the ~600 others such as ".\\n\\n"), so steps run ~1/p_step tokens;
+    `p_eos`: per-token probability of <|eot_id|>; both at sampling `temperature`.
     `head_dim` must be 64 or 128 for vLLM's CPU attention. The tokenizer is copied from
     `tokenizer_dir` with its EOS set to <|eot_id|> (as in Llama 3 instruct models), and
-    generation_config.json lists <|end_of_text|>, <|eom_id|>, <|eot_id|> as EOS, so vLLM
-    stops on <|eot_id|>. Deterministic for a given seed; takes a few seconds.
+    config / generation_config list <|end_of_text|> and <|eot_id|> (and <|eom_id|> where the
+    vocabulary has it) as EOS, so vLLM stops on <|eot_id|>. Deterministic for a given seed;
+    takes a few seconds (mostly loading the tokenizer).
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -95,8 +99,9 @@ def build_tiny_llama(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_ids,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
 
     with torch.no_grad():
         # Residual dim 0 = constant c at every position, untouched by every layer.
