@@ -31,11 +31,14 @@ from ttsearch.engine.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFor
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
 MAX_MODEL_LEN = 1024
-ENGINE = dict(dtype="float32", max_model_len=MAX_MODEL_LEN, enforce_eager=True, kv_cache_memory_bytes=32 << 20)
+ENGINE = dict(
+    dtype="float32", max_model_len=MAX_MODEL_LEN, enforce_eager=True, kv_cache_memory_bytes=32 << 20
+)
 TOLERANCE = 1e-4
 
 # Llama 3 ids
-START_HEADER, END_HEADER, ASSISTANT, DOUBLE_NEWLINE, PLUS, MINUS, TAG = 128006, 128007, 78191, 271, 10, 12, 116624
+START_HEADER, END_HEADER, ASSISTANT, DOUBLE_NEWLINE = 128006, 128007, 78191, 271
+PLUS, MINUS, TAG = 10, 12, 116624  # "+", "-", " ки"
 
 LONG_QUESTION = (
     "A farmer has 17 sheep, 23 goats and twice as many chickens as sheep and goats together. "
@@ -143,7 +146,9 @@ async def verifiers(llama_prm_dir: Path, qwen_prm_dir: Path) -> AsyncIterator[di
         "shepherd-generative": VLLMVerifier(generative.engine, generative.tokenizer, format=MATH_SHEPHERD),
         "shepherd-pooling": shepherd_pooling,
         "qwen-pooling": qwen,
-        "rlhflow-orm": VLLMVerifier(generative.engine, generative.tokenizer, format=RLHFLOW.as_outcome_model()),
+        "rlhflow-orm": VLLMVerifier(
+            generative.engine, generative.tokenizer, format=RLHFLOW.as_outcome_model()
+        ),
     }
     yield by_name
     for v in by_name.values():
@@ -154,7 +159,7 @@ async def verifiers(llama_prm_dir: Path, qwen_prm_dir: Path) -> AsyncIterator[di
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         by_name.clear()
-        del built, owned, generative, shepherd_pooling, qwen
+        del built, owned, generative, shepherd_pooling, qwen, v
         for _ in range(3):
             await asyncio.sleep(0.05)
             gc.collect()
@@ -173,7 +178,7 @@ async def verifiers(llama_prm_dir: Path, qwen_prm_dir: Path) -> AsyncIterator[di
 
 @pytest.fixture(scope="module")
 def hf_reference(llama_prm_dir: Path, qwen_prm_dir: Path, verifiers: dict[str, Any]):
-    """`reference(name, question, steps) -> [score per step]` from transformers (fp32, CPU)."""
+    """`reference(format, question, steps) -> [score per step]` from transformers (fp32, CPU)."""
     import torch
     from transformers import LlamaForCausalLM
 
@@ -236,7 +241,10 @@ async def test_scores_match_hf_reference(name: str, verifiers, hf_reference):
         assert result.scores == pytest.approx(expected, abs=TOLERANCE), (question[:30], steps)
         assert result.prompt_tokens > 0
         scores += result.scores
-    print(f"\n{name}: max |vLLM - HF| = {worst:.2e} over {len(scores)} scores, range {min(scores):.3f}..{max(scores):.3f}")
+    print(
+        f"\n{name}: max |vLLM - HF| = {worst:.2e} over {len(scores)} scores, "
+        f"range {min(scores):.3f}..{max(scores):.3f}"
+    )
     assert max(scores) - min(scores) > 0.01  # the tiny models' scores are not all alike
 
 
@@ -269,7 +277,9 @@ async def test_text_ending_with_the_separator_gets_no_empty_step(name: str, veri
 
 
 async def test_many_concurrent_calls_agree_with_sequential_ones(verifiers):
-    calls = [(name, q, steps[:k]) for name in PRM_NAMES for q, steps in EXAMPLES for k in range(1, len(steps) + 1)]
+    calls = [
+        (name, q, steps[:k]) for name in PRM_NAMES for q, steps in EXAMPLES for k in range(1, len(steps) + 1)
+    ]
     sequential = [await verifiers[name].score(q, s) for name, q, s in calls]
     concurrent = await asyncio.gather(*(verifiers[name].score(q, s) for name, q, s in calls))
     assert len(calls) > 40
@@ -339,7 +349,8 @@ async def test_cancellation_aborts_the_requests(name: str, verifiers):
 async def test_too_long_input_raises_prompt_too_long(name: str, verifiers):
     verifier = verifiers[name]
     question = "Count the words. " + "word " * 1100
-    with pytest.raises(PromptTooLongError, match=rf"exceeds the verifier's max_model_len of {MAX_MODEL_LEN}") as info:
+    message = rf"PRM input of \d+ tokens.* exceeds the verifier's max_model_len of {MAX_MODEL_LEN}"
+    with pytest.raises(PromptTooLongError, match=message) as info:
         await verifier.score(question, ["one step"])
     assert isinstance(info.value, BackendError)
     assert len((await verifier.score(*EXAMPLES[0])).scores) == 2  # nothing was sent; still serving

@@ -35,7 +35,7 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 from ttsearch.engine.backend import BackendError, PromptTooLongError, StepScores
@@ -103,7 +103,7 @@ class VLLMVerifier:
         engine: Any,
         tokenizer: Any = None,
         *,
-        format: PrmFormat,  # noqa: A002 - the natural name; shadows nothing used here
+        format: PrmFormat,  # noqa: A002
         mode: ScorerMode = "auto",
         max_in_flight: int = 64,
         owns_engine: bool = False,
@@ -130,14 +130,16 @@ class VLLMVerifier:
                 f"mode {self._mode!r} needs a {wanted_runner!r} engine, this one runs {runner!r} "
                 "(build it with engine_options_for(format, mode, tokenizer))"
             )
+        self._sampling_params: Any = None  # generative: the 1-token request
+        self._step_tag_id: int | None = None  # pooling: the token the STEP pooler returns rows for
+        self._label_index = 0  # pooling: the column of a pooled row that is the score
         if self._mode == "generative":
             self._sampling_params = _label_sampling_params(self._encoder.label_ids)
-            self._label_index = 0
         else:
             # Rows of the STEP pooler: one per occurrence of its step_tag_id (every position
             # when it has none).
             pooler = getattr(engine.model_config, "pooler_config", None)
-            self._step_tag_id: int | None = getattr(pooler, "step_tag_id", None)
+            self._step_tag_id = getattr(pooler, "step_tag_id", None)
             if self._step_tag_id is not None and self._step_tag_id != self._encoder.anchor_id:
                 raise ValueError(
                     f"the engine's STEP pooler reads token {self._step_tag_id}, but this format "
@@ -313,7 +315,7 @@ class VLLMVerifier:
     def _next_request_id(self) -> str:
         return f"{self._request_prefix}-{next(self._request_counter)}"
 
-    async def _run(self, stream_factory: Any, request_id: str) -> Any:
+    async def _run(self, stream_factory: Callable[[], AsyncIterator[Any]], request_id: str) -> Any:
         """Run one vLLM request to its final output, under the in-flight limit."""
         final = None
         async with self._limit:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -218,7 +218,9 @@ def load_tiny_qwen2_prm_reference(
     tensors = load_file(str(path / "model.safetensors"))
     body = Qwen2Model(config).to(torch.float32).eval()
     body.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    head = torch.nn.Sequential(torch.nn.Linear(_HIDDEN, _HIDDEN), torch.nn.ReLU(), torch.nn.Linear(_HIDDEN, 2))
+    head = torch.nn.Sequential(
+        torch.nn.Linear(_HIDDEN, _HIDDEN), torch.nn.ReLU(), torch.nn.Linear(_HIDDEN, 2)
+    )
     head.load_state_dict({k[len("score.") :]: v for k, v in tensors.items() if k.startswith("score.")})
     head = head.to(torch.float32).eval()
 
@@ -231,7 +233,7 @@ def load_tiny_qwen2_prm_reference(
     return forward
 
 
-def _single_token_id(tokenizer, text: str) -> int:
+def _single_token_id(tokenizer: Any, text: str) -> int:
     ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) != 1:
         raise ValueError(f"{text!r} is not a single token: {ids}")
