@@ -87,8 +87,6 @@ class ToyTrainConfig:
     prm_epochs: int = 2
 
     def __post_init__(self) -> None:
-        if self.hidden_size != self.num_heads * 64:
-            raise ValueError("hidden_size must be num_heads * 64 (head_dim 64 for vLLM on CPU)")
         if not 0.0 < self.target_accuracy <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
 
@@ -110,7 +108,7 @@ def _new_model(cfg: ToyTrainConfig, tokenizer: Any) -> Any:
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_heads,
-        head_dim=64,
+        head_dim=64,  # vLLM's CPU attention supports 64 and 128 only; independent of hidden_size
         max_position_embeddings=cfg.max_position_embeddings,
         rope_theta=10000.0,
         # Untied: vLLM's "+"/"-" classifier for the PRM is built from lm_head rows.
@@ -123,8 +121,12 @@ def _new_model(cfg: ToyTrainConfig, tokenizer: Any) -> Any:
     return LlamaForCausalLM(config)
 
 
-def _lr_at(step: int, peak: float, warmup: int) -> float:
-    return peak * min(1.0, (step + 1) / warmup)
+def _lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of `peak` at `total` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
@@ -229,7 +231,7 @@ def train_policy(
             labels.append([-100] * len(prompt) + target)  # no loss on the prompt
         model.train()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg.policy_lr, cfg.warmup_steps)
+            group["lr"] = _lr_at(step, cfg.policy_lr, cfg.warmup_steps, cfg.policy_max_steps)
         # Right padding under a causal mask cannot affect real positions: no attention mask.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
             loss = model(input_ids=_pad_right(inputs, pad), labels=_pad_right(labels, -100)).loss
@@ -309,13 +311,14 @@ def train_prm(
     opt = torch.optim.AdamW(prm.parameters(), lr=cfg.prm_lr, weight_decay=0.01)
     order_gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
+    total = cfg.prm_epochs * math.ceil(len(data) / cfg.prm_batch_size)
     for epoch in range(cfg.prm_epochs):
         order = torch.randperm(len(data), generator=order_gen).tolist()
         for lo in range(0, len(order), cfg.prm_batch_size):
             batch = [data[i] for i in order[lo : lo + cfg.prm_batch_size]]
             prm.train()
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg.prm_lr, cfg.warmup_steps)
+                group["lr"] = _lr_at(step, cfg.prm_lr, cfg.warmup_steps, total)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
                 logits = _tag_logits(prm, batch, label_ids, pad)
             # Target class 0 is "+" (good), 1 is "-".
