@@ -146,17 +146,15 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
     system_prompt = (
         args.system_prompt_file.read_text(encoding="utf-8") if args.system_prompt_file else LLAMA3_MATH_SYSTEM_PROMPT
     )
+    common = dict(dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, seed=args.seed)
     start_policy = partial(
         VLLMPolicy.from_pretrained,
         args.policy,
         tokenizer=args.tokenizer,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
         kv_cache_memory_bytes=args.policy_kv_cache,
         gpu_memory_utilization=args.policy_memory_fraction,
-        enforce_eager=args.enforce_eager,
-        seed=args.seed,
         system_prompt=system_prompt,
+        **common,
     )
     if not with_verifier:
         (policy,) = await start_together(start_policy)
@@ -169,12 +167,9 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
         args.prm,
         format=fmt,
         mode=args.prm_mode,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
         kv_cache_memory_bytes=args.prm_kv_cache,
         gpu_memory_utilization=args.prm_memory_fraction,
-        enforce_eager=args.enforce_eager,
-        seed=args.seed,
+        **common,
     )
     policy, verifier = await start_together(start_policy, start_verifier)
     return policy, verifier

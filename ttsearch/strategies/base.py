@@ -98,3 +98,38 @@ class Strategy(ABC):
         """The k best nodes by `rank_score`; ties keep the earlier node (stable)."""
         order = sorted(range(len(nodes)), key=lambda i: -self.rank_score(nodes[i]))
         return [nodes[i] for i in order[:k]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepwiseStrategy(Strategy):
+    """Shared configuration of strategies that grow solutions one step at a time.
+
+    `width` is the beam width M (N must be a multiple of it); the expansion that would
+    reach `max_depth` samples to EOS instead of stopping after one step.
+    """
+
+    n: int
+    width: int = 4
+    max_depth: int = 40
+    temperature: float = 0.8
+    top_p: float = 1.0
+    reduction: Reduction = "last"
+    selection: Selection = "weighted"
+
+    def __post_init__(self) -> None:
+        check_common(self.n, self.temperature, self.top_p, self.reduction, self.selection)
+        if self.width < 1 or self.n % self.width:
+            raise ValueError(f"{self.name}: width must be >= 1 and divide n, got n={self.n}, width={self.width}")
+        if self.max_depth < 1:
+            raise ValueError(f"{self.name}: max_depth must be >= 1, got {self.max_depth}")
+
+    def expand(self, node: Node, n: int, *, lookahead: int = 0, group: Hashable = None) -> Expand:
+        return Expand(
+            node,
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            to_completion=node.depth + 1 >= self.max_depth,
+            lookahead=lookahead,
+            group=group,
+        )

@@ -18,29 +18,18 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ttsearch.engine.tree import Node, SearchTree
-from ttsearch.strategies.base import Expand, Reduction, Selection, Strategy, check_common
+from ttsearch.strategies.base import Expand, StepwiseStrategy
 
 
 @dataclass(frozen=True, kw_only=True)
-class BeamSearch(Strategy):
+class BeamSearch(StepwiseStrategy):
     """N beams, beam width M: keep the top N/M each round and expand each M times."""
 
-    n: int
-    width: int = 4
-    max_depth: int = 40
-    temperature: float = 0.8
-    top_p: float = 1.0
     lookahead: int = 0
-    reduction: Reduction = "last"
-    selection: Selection = "weighted"
     dedupe: bool = False  # drop open beams whose text duplicates a better one (search-and-learn's filter_duplicates)
 
     def __post_init__(self) -> None:
-        check_common(self.n, self.temperature, self.top_p, self.reduction, self.selection)
-        if self.width < 1 or self.n % self.width:
-            raise ValueError(f"beam width must be >= 1 and divide n: n={self.n}, width={self.width}")
-        if self.max_depth < 1:
-            raise ValueError(f"max_depth must be >= 1, got {self.max_depth}")
+        super().__post_init__()
         if self.lookahead < 0:
             raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
 
@@ -48,18 +37,8 @@ class BeamSearch(Strategy):
     def num_kept(self) -> int:
         return self.n // self.width
 
-    def _expand(self, node: Node, n: int) -> Expand:
-        return Expand(
-            node,
-            n=n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            to_completion=node.depth + 1 >= self.max_depth,
-            lookahead=self.lookahead,
-        )
-
     def start(self, tree: SearchTree) -> Sequence[Expand]:
-        return [self._expand(tree.root, self.n)]
+        return [self.expand(tree.root, self.n, lookahead=self.lookahead)]
 
     def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
         if tree.in_flight:  # a round ends when all of its expansions are scored
@@ -75,7 +54,7 @@ class BeamSearch(Strategy):
         tree.prune([b for b in open_beams if b not in kept_set])
         # Spread N samples over the kept beams: M each when N/M are kept.
         per_beam, extra = divmod(self.n, len(kept))
-        return [self._expand(b, per_beam + (i < extra)) for i, b in enumerate(kept)]
+        return [self.expand(b, per_beam + (i < extra), lookahead=self.lookahead) for i, b in enumerate(kept)]
 
     def _dedupe(self, tree: SearchTree, beams: list[Node]) -> list[Node]:
         seen: set[str] = set()
