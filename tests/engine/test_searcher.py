@@ -74,6 +74,21 @@ async def test_bad_problems_fail_alone() -> None:
         await searcher.solve("", BestOfN(n=2))
 
 
+async def test_unexpected_error_in_one_problem_fails_it_alone() -> None:
+    def picky(problem: str, steps: tuple[str, ...]) -> float:
+        if problem == "bad":
+            raise ValueError("cannot encode this step")
+        return 0.5
+
+    searcher = make_searcher(SCRIPT)
+    searcher.verifier.script = picky
+    results = {r.problem: r async for r in searcher.solve_all(["ok", "bad", "fine"], BeamSearch(n=2, width=1))}
+    assert results["ok"].ok and results["fine"].ok
+    assert results["bad"].error == "ValueError: cannot encode this step"
+    with pytest.raises(ValueError, match="cannot encode"):
+        await searcher.solve("bad", BeamSearch(n=2, width=1))  # solve() raises it as it is
+
+
 async def test_engine_failure_ends_the_run_with_search_error() -> None:
     calls = 0
 

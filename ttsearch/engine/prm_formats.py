@@ -271,21 +271,27 @@ class PrmEncoder:
     def encode(self, question: str, steps: Sequence[str]) -> PrmInput:
         """Token ids of the format's text for (question, steps), one score position per step.
 
-        Ignores `outcome_only`: for an outcome model use `encode_requests`.
-        Raises ValueError if a step's anchor did not end up as the anchor token (a step
-        text that merged with it).
+        Ignores `outcome_only`: for an outcome model use `encode_requests`. A step whose
+        text would merge with the anchor in tokenization is encoded apart from it, so every
+        step gets its score position.
         """
         ids: list[int] = list(self._leading)
         positions: list[int] = []
         segments = format_segments(self.format, question, steps)
+        anchor = self.format.anchor
         for k, segment in enumerate(segments):
-            ids += self.tokenizer.encode(segment, add_special_tokens=False)
+            piece = self.tokenizer.encode(segment, add_special_tokens=False)
+            if k < len(steps) and (not piece or piece[-1] != self.anchor_id):
+                # The step's last characters merged with the anchor (e.g. a tokenizer with
+                # a " = " token, and a step ending in "="): score at the anchor anyway, as
+                # the PRM was trained to, by encoding the step and the anchor separately.
+                assert segment.endswith(anchor)
+                piece = self.tokenizer.encode(segment[: -len(anchor)], add_special_tokens=False)
+                piece += self.tokenizer.encode(anchor, add_special_tokens=False)
+                if piece[-1] != self.anchor_id:
+                    raise ValueError(f"step {k}: cannot place the anchor {anchor!r} after {steps[k]!r}")
+            ids += piece
             if k < len(steps):
-                if not ids or ids[-1] != self.anchor_id:
-                    raise ValueError(
-                        f"step {k}: the anchor {self.format.anchor!r} did not tokenize to its own "
-                        f"token {self.anchor_id} (step text {steps[k]!r})"
-                    )
                 positions.append(len(ids) - 1)
         return PrmInput(tuple(ids), tuple(positions))
 

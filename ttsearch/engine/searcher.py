@@ -100,8 +100,8 @@ class Searcher:
     ) -> AsyncIterator[SearchResult]:
         """Search many problems at once; yield each result as soon as it is finished.
 
-        A problem that cannot run yields a result with `error` set while the others go on;
-        an engine failure stops the whole run with `SearchError`. `result.index` is the
+        A problem that cannot run (or whose search raised) yields a result with `error`
+        set while the others go on; an engine failure stops the whole run with `SearchError`. `result.index` is the
         problem's position in `problems`.
         """
         self._check_open()
@@ -142,7 +142,10 @@ class Searcher:
     async def _solve_or_fail(self, problem: ProblemInput, strategy: Strategy, index: int) -> SearchResult:
         try:
             return await self._solve(problem, strategy, index=index)
-        except ProblemError as error:
+        except SearchError:
+            raise  # an engine failed: every problem is affected
+        except Exception as error:  # noqa: BLE001 - one problem's failure must not end a long run
+            message = str(error) if isinstance(error, ProblemError) else f"{type(error).__name__}: {error}"
             text = problem.problem if isinstance(problem, Problem) else str(problem)
             return SearchResult(
                 problem=text,
@@ -153,7 +156,7 @@ class Searcher:
                 usage=Usage(),
                 tree=None,
                 index=index,
-                error=str(error),
+                error=message,
             )
 
     async def _solve(self, problem: ProblemInput, strategy: Strategy, *, index: int | None) -> SearchResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from functools import partial
 
 from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmFormat
@@ -11,7 +12,7 @@ from ttsearch.engine.startup import start_together
 from ttsearch.engine.search import SearchLimits
 from ttsearch.engine.vllm_policy import VLLMPolicy
 from ttsearch.engine.vllm_verifier import VLLMVerifier
-from ttsearch.toy import TOY_POLICY_DIR, TOY_PRM_DIR
+from ttsearch.toy import TOY_ASSETS_DIR
 from ttsearch.toy.tokenizer import MINUS, PLUS, STEP_TAG, TOY_SYSTEM_PROMPT
 
 # The toy PRM reads Math-Shepherd-style input: question, then each step followed by the tag.
@@ -22,32 +23,39 @@ TOY_MAX_SOLUTION_TOKENS = 256
 
 
 async def start_toy_engines(
-    *, seed: int = 0, policy_kv_bytes: int = 96 << 20, prm_kv_bytes: int = 64 << 20
+    *,
+    seed: int = 0,
+    assets_dir: Path = TOY_ASSETS_DIR,
+    policy_kv_bytes: int = 96 << 20,
+    prm_kv_bytes: int = 64 << 20,
 ) -> tuple[VLLMPolicy, VLLMVerifier]:
-    """Start both engines side by side (each ~20 s on a CPU)."""
-    if not (TOY_POLICY_DIR / "config.json").is_file() or not (TOY_PRM_DIR / "config.json").is_file():
+    """Start both engines side by side (each ~20 s on a CPU). `assets_dir` holds policy/ and prm/."""
+    policy_dir, prm_dir = assets_dir / "policy", assets_dir / "prm"
+    if not (policy_dir / "config.json").is_file() or not (prm_dir / "config.json").is_file():
         raise FileNotFoundError(
-            f"toy models not found under {TOY_POLICY_DIR.parent}; build them with `python -m ttsearch.toy.train`"
+            f"toy models not found under {assets_dir}; build them with `python -m ttsearch.toy.train --out {assets_dir}`"
         )
     common = dict(dtype="float32", max_model_len=TOY_MAX_MODEL_LEN, enforce_eager=True, seed=seed)
     policy, verifier = await start_together(
         partial(
             VLLMPolicy.from_pretrained,
-            TOY_POLICY_DIR,
+            policy_dir,
             system_prompt=TOY_SYSTEM_PROMPT,
             chat_format="tokenizer",
             kv_cache_memory_bytes=policy_kv_bytes,
             **common,
         ),
         partial(
-            VLLMVerifier.from_pretrained, TOY_PRM_DIR, format=TOY_PRM_FORMAT, kv_cache_memory_bytes=prm_kv_bytes, **common
+            VLLMVerifier.from_pretrained, prm_dir, format=TOY_PRM_FORMAT, kv_cache_memory_bytes=prm_kv_bytes, **common
         ),
     )
     return policy, verifier
 
 
-async def start_toy_searcher(*, seed: int = 0, max_concurrent_problems: int = 128) -> Searcher:
-    policy, verifier = await start_toy_engines(seed=seed)
+async def start_toy_searcher(
+    *, seed: int = 0, assets_dir: Path = TOY_ASSETS_DIR, max_concurrent_problems: int = 128
+) -> Searcher:
+    policy, verifier = await start_toy_engines(seed=seed, assets_dir=assets_dir)
     return Searcher(
         policy,
         verifier,
