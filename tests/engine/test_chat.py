@@ -3,8 +3,6 @@ built-in format) and Qwen2 (its own template)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ttsearch.engine.chat import (
@@ -16,24 +14,6 @@ from ttsearch.engine.chat import (
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 PROBLEM = "What is $1 + 1$?"
-
-
-def _load(shared_dir: Path, name: str):
-    transformers = pytest.importorskip("transformers")
-    path = shared_dir / "tokenizers" / name
-    if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"tokenizer not found at {path}")
-    return transformers.AutoTokenizer.from_pretrained(str(path))
-
-
-@pytest.fixture(scope="module")
-def llama3(shared_dir: Path):
-    return _load(shared_dir, "llama3")
-
-
-@pytest.fixture(scope="module")
-def qwen2(shared_dir: Path):
-    return _load(shared_dir, "qwen2")
 
 
 def test_llama3_builtin_format_has_one_bos_and_ends_at_the_assistant_turn(llama3):

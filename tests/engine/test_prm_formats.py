@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -37,24 +36,10 @@ TRICKY_STEPS = [
 ]
 
 
-def _load(shared_dir: Path, name: str):
-    transformers = pytest.importorskip("transformers")
-    path = shared_dir / "tokenizers" / name
-    if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"tokenizer not found at {path}")
-    return transformers.AutoTokenizer.from_pretrained(str(path))
-
-
 @pytest.fixture(scope="module")
-def llama3(shared_dir: Path):
-    return _load(shared_dir, "llama3")
-
-
-@pytest.fixture(scope="module")
-def qwen2_prm(shared_dir: Path):
-    tokenizer = _load(shared_dir, "qwen2")
-    tokenizer.add_tokens(["<extra_0>"], special_tokens=True)  # as Qwen2.5-Math-PRM's tokenizer
-    return tokenizer
+def qwen2_prm(qwen2):
+    qwen2.add_tokens(["<extra_0>"], special_tokens=True)  # as Qwen2.5-Math-PRM's tokenizer
+    return qwen2  # this module's copy (tests/engine/conftest.py)
 
 
 # -- texts ------------------------------------------------------------------------------

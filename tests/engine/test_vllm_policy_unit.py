@@ -4,7 +4,6 @@ for vLLM's `AsyncLLM` (no engine; needs the vllm package for SamplingParams)."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,13 +18,8 @@ EOT = 128009
 
 
 @pytest.fixture(scope="module")
-def tokenizer(shared_dir: Path):
-    from transformers import AutoTokenizer
-
-    path = shared_dir / "tokenizers" / "llama3"
-    if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"tokenizer not found at {path}")
-    return AutoTokenizer.from_pretrained(str(path))
+def tokenizer(llama3):
+    return llama3
 
 
 def completion(index, token_ids, text, finish_reason="stop", stop_reason=None):

@@ -3,15 +3,17 @@
 One tiny random-weight Llama policy is built per test run (real Llama 3 tokenizer, steps
 end on "\\n\\n" and solutions on <|eot_id|> at calibrated rates), and ONE `VLLMPolicy`
 engine is started for the whole session and shut down at the end; teardown fails if the
-engine leaves child processes behind.
+engine leaves child processes behind (`no_leftover_processes`, also used by the PRM tests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -23,7 +25,7 @@ TEST_P_EOS = 1 / 40
 TEST_MAX_MODEL_LEN = 1024
 
 
-def _children() -> list:
+def _children() -> list[Any]:
     """Our child processes, less Python's multiprocessing resource tracker (started by the
     first engine, it lives as long as the interpreter by design)."""
     import psutil
@@ -38,12 +40,26 @@ def _children() -> list:
     return children
 
 
+@contextlib.asynccontextmanager
+async def _reaped(timeout: float) -> AsyncIterator[None]:
+    before = {p.pid for p in _children()}
+    yield
+    # Clean shutdown: the engines' processes are gone (give them a moment to exit).
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in _children() if p.pid not in before]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    if left:
+        for p in left:
+            p.kill()
+        pytest.fail(f"vLLM left child processes after close(): {[p.pid for p in left]}")
+
+
 @pytest.fixture(scope="session")
-def llama3_tokenizer_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "tokenizers" / "llama3"
-    if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"Llama 3 tokenizer not found at {path}")
-    return path
+def no_leftover_processes() -> Callable[[float], contextlib.AbstractAsyncContextManager[None]]:
+    """`async with no_leftover_processes(timeout):` around starting and closing engines:
+    fails (after killing them) if child processes started inside outlive the block by
+    `timeout` s. A block that raises is not checked."""
+    return _reaped
 
 
 @pytest.fixture(scope="session")
@@ -60,27 +76,19 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer_di
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def vllm_policy(tiny_llama_dir: Path) -> AsyncIterator[object]:
+async def vllm_policy(tiny_llama_dir: Path, no_leftover_processes) -> AsyncIterator[object]:
     pytest.importorskip("vllm")
     from ttsearch.engine.vllm_policy import VLLMPolicy
 
-    before = {p.pid for p in _children()}
-    policy = await asyncio.to_thread(
-        VLLMPolicy.from_pretrained,
-        tiny_llama_dir,
-        dtype="bfloat16",
-        max_model_len=TEST_MAX_MODEL_LEN,
-        kv_cache_memory_bytes=64 << 20,
-        enforce_eager=True,
-        seed=0,
-    )
-    async with policy:
-        yield policy
-    # Clean shutdown: the engine's processes are gone (give them a moment to exit).
-    deadline = time.monotonic() + 10
-    while (left := [p for p in _children() if p.pid not in before]) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    if left:
-        for p in left:
-            p.kill()
-        pytest.fail(f"vLLM left child processes after close(): {[p.pid for p in left]}")
+    async with no_leftover_processes(10):
+        policy = await asyncio.to_thread(
+            VLLMPolicy.from_pretrained,
+            tiny_llama_dir,
+            dtype="bfloat16",
+            max_model_len=TEST_MAX_MODEL_LEN,
+            kv_cache_memory_bytes=64 << 20,
+            enforce_eager=True,
+            seed=0,
+        )
+        async with policy:
+            yield policy

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import time
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -57,20 +55,6 @@ EXAMPLES: list[tuple[str, list[str]]] = [
 ]
 
 
-def _children() -> list[Any]:
-    """Our child processes, less Python's multiprocessing resource tracker."""
-    import psutil
-
-    children = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "resource_tracker" not in " ".join(p.cmdline()) and p.status() != "zombie":
-                children.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return children
-
-
 @contextlib.contextmanager
 def _worker_in_engine_process() -> Iterator[None]:
     """While engines start: run vLLM's model worker inside its engine-core process instead
@@ -93,14 +77,6 @@ def _worker_in_engine_process() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def qwen2_tokenizer_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "tokenizers" / "qwen2"
-    if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"Qwen2 tokenizer not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def llama_prm_dir(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer_dir: Path) -> Path:
     from ttsearch.testing.tiny_prms import build_tiny_llama_prm
 
@@ -115,7 +91,9 @@ def qwen_prm_dir(tmp_path_factory: pytest.TempPathFactory, qwen2_tokenizer_dir: 
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def verifiers(llama_prm_dir: Path, qwen_prm_dir: Path) -> AsyncIterator[dict[str, Any]]:
+async def verifiers(
+    llama_prm_dir: Path, qwen_prm_dir: Path, no_leftover_processes
+) -> AsyncIterator[dict[str, Any]]:
     # Import vLLM's engine modules here, not first inside from_pretrained: on CPU installs
     # (no torchcodec) vLLM keeps the ImportError's traceback, and with it the importing
     # frames and their locals (an engine) for the life of the process.
@@ -123,54 +101,38 @@ async def verifiers(llama_prm_dir: Path, qwen_prm_dir: Path) -> AsyncIterator[di
     pytest.importorskip("vllm.v1.engine.async_llm")
     from ttsearch.engine.vllm_verifier import VLLMVerifier
 
-    before = {p.pid for p in _children()}
-    started = time.monotonic()
-    with _worker_in_engine_process():
-        built = await asyncio.gather(
-            asyncio.to_thread(VLLMVerifier.from_pretrained, llama_prm_dir, format=RLHFLOW, **ENGINE),
-            asyncio.to_thread(
-                VLLMVerifier.from_pretrained, llama_prm_dir, format=MATH_SHEPHERD, mode="pooling", **ENGINE
+    async with no_leftover_processes(15):
+        started = time.monotonic()
+        with _worker_in_engine_process():
+            built = await asyncio.gather(
+                asyncio.to_thread(VLLMVerifier.from_pretrained, llama_prm_dir, format=RLHFLOW, **ENGINE),
+                asyncio.to_thread(
+                    VLLMVerifier.from_pretrained, llama_prm_dir, format=MATH_SHEPHERD, mode="pooling", **ENGINE
+                ),
+                asyncio.to_thread(VLLMVerifier.from_pretrained, qwen_prm_dir, format=QWEN_PRM, **ENGINE),
+                return_exceptions=True,
+            )
+        owned = [v for v in built if isinstance(v, VLLMVerifier)]
+        if len(owned) < len(built):
+            await asyncio.gather(*(v.close() for v in owned))
+            raise next(e for e in built if isinstance(e, BaseException))
+        print(f"\n3 PRM engines started in {time.monotonic() - started:.1f} s")
+        generative, shepherd_pooling, qwen = owned
+        # Further verifiers on the generation engine: they do not own it.
+        by_name: dict[str, Any] = {
+            "rlhflow-generative": generative,
+            "shepherd-generative": VLLMVerifier(generative.engine, generative.tokenizer, format=MATH_SHEPHERD),
+            "shepherd-pooling": shepherd_pooling,
+            "qwen-pooling": qwen,
+            "rlhflow-orm": VLLMVerifier(
+                generative.engine, generative.tokenizer, format=RLHFLOW.as_outcome_model()
             ),
-            asyncio.to_thread(VLLMVerifier.from_pretrained, qwen_prm_dir, format=QWEN_PRM, **ENGINE),
-            return_exceptions=True,
-        )
-    owned = [v for v in built if isinstance(v, VLLMVerifier)]
-    if len(owned) < len(built):
-        await asyncio.gather(*(v.close() for v in owned))
-        raise next(e for e in built if isinstance(e, BaseException))
-    print(f"\n3 PRM engines started in {time.monotonic() - started:.1f} s")
-    generative, shepherd_pooling, qwen = owned
-    # Further verifiers on the generation engine: they do not own it.
-    by_name: dict[str, Any] = {
-        "rlhflow-generative": generative,
-        "shepherd-generative": VLLMVerifier(generative.engine, generative.tokenizer, format=MATH_SHEPHERD),
-        "shepherd-pooling": shepherd_pooling,
-        "qwen-pooling": qwen,
-        "rlhflow-orm": VLLMVerifier(
-            generative.engine, generative.tokenizer, format=RLHFLOW.as_outcome_model()
-        ),
-    }
-    yield by_name
-    for v in by_name.values():
-        await v.close()
-    # vLLM never terminates its ZMQ contexts: pyzmq warns (ResourceWarning) when an engine is
-    # garbage-collected, which pytest (filterwarnings = error) would report as an error in
-    # whatever test runs then. Let the engines' cancelled tasks finish and collect them here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        by_name.clear()
-        del built, owned, generative, shepherd_pooling, qwen, v
-        for _ in range(3):
-            await asyncio.sleep(0.05)
-            gc.collect()
-    # Clean shutdown: the engines' processes are gone (give them a moment to exit).
-    deadline = time.monotonic() + 15
-    while (left := [p for p in _children() if p.pid not in before]) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    if left:
-        for p in left:
-            p.kill()
-        pytest.fail(f"vLLM left child processes after close(): {[p.pid for p in left]}")
+        }
+        yield by_name
+        # close() shuts each owned engine down on this loop and terminates vLLM's ZMQ context
+        # (vllm_env.shutdown_engine), so collecting the engines later warns of nothing.
+        for v in by_name.values():
+            await v.close()
 
 
 # -- the Hugging Face reference ---------------------------------------------------------

@@ -23,12 +23,8 @@ vLLM's source:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -40,7 +36,7 @@ from ttsearch.engine.backend import (
     SampleRequest,
 )
 from ttsearch.engine.chat import ChatFormat, encode_chat_prompt
-from ttsearch.engine.vllm_env import configure_vllm_env, shutdown_engine
+from ttsearch.engine.vllm_engine import VLLMBackend, prepare_vllm, start_engine
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["VLLMPolicy", "engine_seed"]
@@ -60,13 +56,15 @@ def engine_seed(seed: int) -> int:
     return (z ^ (z >> 31)) % _SEED_SPACE
 
 
-class VLLMPolicy:
+class VLLMPolicy(VLLMBackend):
     """The `Policy` protocol on a vLLM `AsyncLLM`.
 
     Build it from a model path with `VLLMPolicy.from_pretrained(...)` (the policy then owns
     the engine and `close()` shuts it down), or wrap an engine you built:
     `VLLMPolicy(engine, tokenizer)` (then `close()` leaves the engine running).
     """
+
+    _request_tag = "policy"
 
     def __init__(
         self,
@@ -80,17 +78,11 @@ class VLLMPolicy:
         """`engine`: a vLLM v1 `AsyncLLM`. `tokenizer`: the HF tokenizer the prompts are encoded
         with (default: the engine's own). `system_prompt`, `chat_format`: see
         `ttsearch.engine.chat.encode_chat_prompt`. `owns_engine`: shut it down on `close()`."""
-        self._engine = engine
-        self._tokenizer = tokenizer if tokenizer is not None else _engine_tokenizer(engine)
+        super().__init__(engine, tokenizer, owns_engine=owns_engine)
         self._system_prompt = system_prompt
         self._chat_format = chat_format
-        self._owns_engine = owns_engine
-        self._max_model_len = int(engine.model_config.max_model_len)
         self._eos_token_ids = _eos_token_ids(engine, self._tokenizer)
         self._seeds_crash_engine = _seeds_crash_engine(engine)
-        self._request_prefix = f"ttsearch-policy-{uuid.uuid4().hex[:8]}"
-        self._request_counter = itertools.count()
-        self._closed = False
 
     @classmethod
     def from_pretrained(
@@ -122,65 +114,22 @@ class VLLMPolicy:
         defaults to max(max_model_len, 2048). `engine_options` are passed to
         `AsyncEngineArgs` as they are.
         """
-        configure_vllm_env()
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        options: dict[str, Any] = dict(
-            model=str(model),
-            tokenizer=str(tokenizer) if tokenizer is not None else None,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
-            seed=seed,
-            enable_prefix_caching=enable_prefix_caching,
-            disable_log_stats=True,
-        )
-        if kv_cache_memory_bytes is not None:
-            options["kv_cache_memory_bytes"] = kv_cache_memory_bytes
-        if gpu_memory_utilization is not None:
-            options["gpu_memory_utilization"] = gpu_memory_utilization
-        if max_num_seqs is not None:
-            options["max_num_seqs"] = max_num_seqs
+        prepare_vllm()
         if enable_chunked_prefill is None and _on_cpu():
             enable_chunked_prefill = False
             if max_num_batched_tokens is None:
                 max_num_batched_tokens = max(max_model_len, 2048)
-        if enable_chunked_prefill is not None:
-            options["enable_chunked_prefill"] = enable_chunked_prefill
-        if max_num_batched_tokens is not None:
-            options["max_num_batched_tokens"] = max_num_batched_tokens
-        options.update(engine_options or {})
-        try:
-            engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
-        except Exception as e:
-            raise BackendError(f"could not start a vLLM engine for {model}: {e}") from e
-        try:
-            return cls(
-                engine,
-                system_prompt=system_prompt,
-                chat_format=chat_format,
-                owns_engine=True,
-            )
-        except BaseException:
-            shutdown_engine(engine)
-            raise
+        engine = start_engine(
+            model, tokenizer=None if tokenizer is None else str(tokenizer), dtype=dtype,
+            max_model_len=max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
+            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager, seed=seed, enable_prefix_caching=enable_prefix_caching,
+            enable_chunked_prefill=enable_chunked_prefill,
+            max_num_batched_tokens=max_num_batched_tokens, engine_options=engine_options,
+        )
+        return cls._owning(engine, system_prompt=system_prompt, chat_format=chat_format)
 
-    # -- Policy protocol -------------------------------------------------------------
-
-    @property
-    def max_model_len(self) -> int:
-        return self._max_model_len
-
-    @property
-    def tokenizer(self) -> Any:
-        """The HF tokenizer prompts are encoded with (decode samples with it)."""
-        return self._tokenizer
-
-    @property
-    def engine(self) -> Any:
-        """The underlying `AsyncLLM` (for metrics and tests)."""
-        return self._engine
+    # -- Policy protocol (max_model_len, close: see VLLMBackend) ----------------------
 
     def encode_problem(self, problem: str) -> list[int]:
         return encode_chat_prompt(
@@ -197,8 +146,7 @@ class VLLMPolicy:
         max_tokens exceeds `max_model_len`, `BackendError` when the engine fails. On
         cancellation the vLLM request is aborted and CancelledError propagates.
         """
-        if self._closed:
-            raise BackendError("VLLMPolicy is closed")
+        self._check_open()
         _validate(request)
         if request.seed is not None and request.temperature > 0 and self._seeds_crash_engine:
             raise ValueError(
@@ -231,24 +179,8 @@ class VLLMPolicy:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
-        request_id = f"{self._request_prefix}-{next(self._request_counter)}"
-
-        final = None
-        try:
-            # aclosing: if we are cancelled between items, generate() still sees
-            # GeneratorExit and aborts the request (it also does on CancelledError).
-            async with contextlib.aclosing(
-                self._engine.generate(prompt, params, request_id)
-            ) as outputs:
-                async for output in outputs:
-                    final = output
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            raise BackendError(_describe_failure(e, request_id)) from e
-
-        if final is None or not final.finished:
-            raise BackendError(f"vLLM request {request_id} ended without a final output")
+        request_id = self._next_request_id()
+        final = await self._run(lambda: self._engine.generate(prompt, params, request_id), request_id)
         completions = sorted(final.outputs, key=lambda c: c.index)
         if len(completions) != n:
             raise BackendError(
@@ -256,20 +188,6 @@ class VLLMPolicy:
             )
         samples = [self._to_sample(c, request_id) for c in completions]
         return samples * request.n if greedy else samples
-
-    async def close(self) -> None:
-        """Stop accepting requests; shut the engine down if this policy started it."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_engine:
-            shutdown_engine(self._engine)
-
-    async def __aenter__(self) -> VLLMPolicy:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # -- output mapping --------------------------------------------------------------
 
@@ -334,16 +252,6 @@ def _validate(request: SampleRequest) -> None:
         raise ValueError(f"stop strings must be non-empty, got {request.stop!r}")
 
 
-def _describe_failure(error: BaseException, request_id: str) -> str:
-    try:
-        from vllm.v1.engine.exceptions import EngineDeadError
-    except ImportError:  # pragma: no cover - layout of a future vLLM
-        EngineDeadError = ()  # type: ignore[assignment]  # noqa: N806
-    if isinstance(error, EngineDeadError):
-        return f"the vLLM engine died while serving request {request_id} (see its log above)"
-    return f"vLLM request {request_id} failed: {type(error).__name__}: {error}"
-
-
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -354,20 +262,6 @@ def _seeds_crash_engine(engine: Any) -> bool:
     config = getattr(engine, "vllm_config", None)
     scheduler = getattr(config, "scheduler_config", None)
     return bool(getattr(scheduler, "enable_chunked_prefill", False)) and _on_cpu()
-
-
-def _engine_tokenizer(engine: Any) -> Any:
-    """The engine's HF tokenizer (vLLM >= 0.11 exposes it as `engine.tokenizer`), else
-    one loaded from the engine's tokenizer path."""
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is not None and hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode"):
-        return tokenizer
-    from transformers import AutoTokenizer
-
-    config = engine.model_config
-    return AutoTokenizer.from_pretrained(
-        config.tokenizer, trust_remote_code=getattr(config, "trust_remote_code", False)
-    )
 
 
 def _eos_token_ids(engine: Any, tokenizer: Any) -> frozenset[int]:

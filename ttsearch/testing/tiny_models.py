@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
-__all__ = ["build_tiny_llama", "logit_bias_weight"]
+__all__ = ["build_tiny_llama", "logit_bias_weight", "tiny_decoder_shape"]
 
 # Llama 3 conventions (also those of the shared llama3 tokenizer).
 STEP_TEXT = "\n\n"
@@ -32,6 +33,32 @@ def logit_bias_weight(p: float, *, vocab_size: int, hidden_size: int, temperatur
     if not 0.0 < p < 1.0:
         raise ValueError(f"probability must be in (0, 1), got {p}")
     return temperature * math.log(vocab_size * p / (1.0 - p)) / math.sqrt(hidden_size)
+
+
+def tiny_decoder_shape(
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    head_dim: int,
+    max_position_embeddings: int,
+    num_kv_heads: int | None = None,
+) -> dict[str, Any]:
+    """The size settings of a tiny decoder's HF config (`LlamaConfig`, `Qwen2Config`) that
+    vLLM's CPU backend runs: `head_dim` 64 or 128 (its attention supports no other), hidden
+    size = heads x head_dim, MLP width 2 x hidden, LM head not tied to the embeddings.
+    `num_kv_heads`: fewer than `num_heads` for grouped-query attention (default: as many)."""
+    if hidden_size != num_heads * head_dim:
+        raise ValueError(
+            f"hidden_size ({hidden_size}) must equal num_heads * head_dim "
+            f"({num_heads} * {head_dim})"
+        )
+    heads = dict(num_attention_heads=num_heads, num_key_value_heads=num_kv_heads or num_heads)
+    return dict(
+        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+        head_dim=head_dim, max_position_embeddings=max_position_embeddings, tie_word_embeddings=False,
+        **heads,
+    )
 
 
 def build_tiny_llama(
@@ -63,11 +90,10 @@ def build_tiny_llama(
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    if hidden_size != num_heads * head_dim:
-        raise ValueError(
-            f"hidden_size ({hidden_size}) must equal num_heads * head_dim "
-            f"({num_heads} * {head_dim})"
-        )
+    shape = tiny_decoder_shape(
+        hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, head_dim=head_dim,
+        max_position_embeddings=max_position_embeddings,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -87,17 +113,10 @@ def build_tiny_llama(
 
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        head_dim=head_dim,
-        max_position_embeddings=max_position_embeddings,
         rope_theta=500000.0,
-        tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_ids,
+        **shape,
     )
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
         torch.manual_seed(seed)

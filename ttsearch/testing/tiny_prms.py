@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import torch
 
+from ttsearch.testing.tiny_models import tiny_decoder_shape
+
 __all__ = [
     "QWEN_PRM_STEP_TOKEN",
     "build_tiny_llama_prm",
@@ -39,13 +41,17 @@ __all__ = [
 
 QWEN_PRM_STEP_TOKEN = "<extra_0>"
 
-# Shapes shared by both builders. hidden 128 = 2 heads x head_dim 64.
+# Shapes shared by both builders: hidden 128 = 2 heads x head_dim 64, 2 layers.
 _HIDDEN = 128
-_INTERMEDIATE = 256
-_LAYERS = 2
-_HEADS = 2
-_HEAD_DIM = 64
-_MAX_POSITIONS = 4096
+
+
+def _shape(num_kv_heads: int | None = None) -> dict[str, Any]:
+    return tiny_decoder_shape(
+        hidden_size=_HIDDEN, num_layers=2, num_heads=2, head_dim=64, max_position_embeddings=4096,
+        num_kv_heads=num_kv_heads,
+    )
+
+
 # Weight scales that make a position's score depend on both its own token and its context.
 # With HF's default init (std 0.02 everywhere) the attention / MLP outputs are tiny, and
 # every step tag (the same token) would score alike; with only larger projections, the
@@ -112,15 +118,8 @@ def build_tiny_llama_prm(
 
     config = LlamaConfig(
         vocab_size=128256,  # Llama 3; the tokenizer's 128257th token is unused padding
-        hidden_size=_HIDDEN,
-        intermediate_size=_INTERMEDIATE,
-        num_hidden_layers=_LAYERS,
-        num_attention_heads=_HEADS,
-        num_key_value_heads=1,  # grouped-query attention, as in the real 8B
-        head_dim=_HEAD_DIM,
-        max_position_embeddings=_MAX_POSITIONS,
+        **_shape(num_kv_heads=1),  # grouped-query attention, as in the real 8B
         rope_theta=500000.0,
-        tie_word_embeddings=False,
         bos_token_id=128000,
         eos_token_id=[128001, 128009],
         torch_dtype="float32",
@@ -165,14 +164,8 @@ def build_tiny_qwen2_prm(
 
     config = Qwen2Config(
         vocab_size=152064,  # Qwen2.5-7B's; covers the tokenizer plus <extra_0>
-        hidden_size=_HIDDEN,
-        intermediate_size=_INTERMEDIATE,
-        num_hidden_layers=_LAYERS,
-        num_attention_heads=_HEADS,
-        num_key_value_heads=_HEADS,
-        max_position_embeddings=_MAX_POSITIONS,
+        **_shape(),
         rope_theta=10000.0,
-        tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         num_labels=2,

@@ -1,0 +1,188 @@
+"""Engine plumbing shared by the vLLM backends (`VLLMPolicy`, `VLLMVerifier`).
+
+`start_engine()` starts an `AsyncLLM` from keyword settings; `VLLMBackend` is the base both
+backends build on: it holds the engine and the HF tokenizer, names requests, runs one
+request to its final output (engine failures become `BackendError`; on cancellation the
+request is aborted) and owns the lifecycle (`close()`, `async with`, "... is closed").
+The backends add only what they send and how they read the outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Self
+
+from ttsearch.engine.backend import BackendError
+from ttsearch.engine.vllm_env import configure_vllm_env, shutdown_engine
+
+__all__ = ["VLLMBackend", "engine_tokenizer", "prepare_vllm", "start_engine"]
+
+# transformers' lazy module is not thread-safe on first import, and engines are often
+# started from threads (asyncio.to_thread) side by side.
+_IMPORT_LOCK = threading.Lock()
+
+
+def prepare_vllm() -> None:
+    """Set vLLM's environment (`configure_vllm_env`) and import transformers' tokenizers and
+    vLLM's engine modules, one thread at a time. Call it before anything imports vLLM."""
+    configure_vllm_env()
+    with _IMPORT_LOCK:
+        import transformers  # noqa: F401
+        import vllm.engine.arg_utils  # noqa: F401
+        import vllm.v1.engine.async_llm  # noqa: F401
+
+
+def start_engine(
+    model: str | os.PathLike[str],
+    *,
+    description: str | None = None,
+    engine_options: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Any:
+    """Start a vLLM `AsyncLLM` for `model` (blocking). `AsyncEngineArgs` get `model`, the
+    `settings` that are not None, stats logging off, then `engine_options` as they are.
+
+    Raises `BackendError` (naming `description`, default the model) when vLLM fails to start.
+    """
+    prepare_vllm()
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    options: dict[str, Any] = {"model": str(model), "disable_log_stats": True}
+    options.update((key, value) for key, value in settings.items() if value is not None)
+    options.update(engine_options or {})
+    try:
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**options))
+    except Exception as e:
+        raise BackendError(f"could not start a vLLM engine for {description or model}: {e}") from e
+
+
+def engine_tokenizer(engine: Any) -> Any:
+    """The engine's HF tokenizer (vLLM >= 0.11 exposes it as `engine.tokenizer`), else one
+    loaded from the engine's tokenizer path."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode"):
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    config = engine.model_config
+    return AutoTokenizer.from_pretrained(
+        config.tokenizer, trust_remote_code=getattr(config, "trust_remote_code", False)
+    )
+
+
+class VLLMBackend:
+    """What a backend on a vLLM v1 `AsyncLLM` needs besides its own requests.
+
+    Subclasses set `_request_tag` (request ids are "ttsearch-{tag}-{8 hex}-{counter}"), call
+    `_check_open()` before sending, and run each request with `_run()`.
+    """
+
+    _request_tag: ClassVar[str] = "backend"
+
+    def __init__(self, engine: Any, tokenizer: Any = None, *, owns_engine: bool = False) -> None:
+        """`engine`: a vLLM v1 `AsyncLLM`; `tokenizer`: its HF tokenizer (default: the
+        engine's own); `owns_engine`: shut the engine down on `close()`."""
+        self._engine = engine
+        self._tokenizer = tokenizer if tokenizer is not None else engine_tokenizer(engine)
+        self._owns_engine = owns_engine
+        self._max_model_len = int(engine.model_config.max_model_len)
+        self._request_prefix = f"ttsearch-{self._request_tag}-{uuid.uuid4().hex[:8]}"
+        self._request_counter = itertools.count()
+        self._closed = False
+
+    @classmethod
+    def _owning(cls, engine: Any, tokenizer: Any = None, **kwargs: Any) -> Self:
+        """`cls(engine, tokenizer, owns_engine=True, **kwargs)` for an engine just started;
+        the engine is shut down if that raises."""
+        try:
+            return cls(engine, tokenizer, owns_engine=True, **kwargs)
+        except BaseException:
+            shutdown_engine(engine)
+            raise
+
+    @property
+    def engine(self) -> Any:
+        """The underlying `AsyncLLM` (for metrics and tests)."""
+        return self._engine
+
+    @property
+    def tokenizer(self) -> Any:
+        """The HF tokenizer inputs are encoded with (decode outputs with it)."""
+        return self._tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        """Longest input (+ generation) the engine accepts, in tokens."""
+        return self._max_model_len
+
+    # -- requests --------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError(f"{type(self).__name__} is closed")
+
+    def _next_request_id(self) -> str:
+        return f"{self._request_prefix}-{next(self._request_counter)}"
+
+    async def _run(self, stream: Callable[[], AsyncIterator[Any]], request_id: str) -> Any:
+        """Run one vLLM request to its final output. `stream()` starts it (the engine's
+        `generate` or `encode` for `request_id`; outputs of kind FINAL_ONLY).
+
+        Raises `BackendError` when the engine fails or the stream ends unfinished. On
+        cancellation the request is aborted and CancelledError propagates.
+        """
+        final = None
+        try:
+            # aclosing: if we are cancelled between items, the stream still sees
+            # GeneratorExit and vLLM aborts the request (it also does on CancelledError).
+            async with contextlib.aclosing(stream()) as outputs:
+                async for output in outputs:
+                    final = output
+        except asyncio.CancelledError:
+            # vLLM aborts on cancellation itself; abort again in case this version does not.
+            with contextlib.suppress(Exception):
+                await self._engine.abort(request_id)
+            raise
+        except Exception as e:
+            raise BackendError(_describe_failure(e, request_id)) from e
+        if final is None or not getattr(final, "finished", True):
+            raise BackendError(f"vLLM request {request_id} ended without a final output")
+        return final
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop accepting requests; shut the engine down if this backend started it.
+
+        The shutdown blocks the event loop for up to a few seconds (vLLM then kills its
+        processes). It runs on the loop on purpose: from another thread, vLLM's output
+        handler would see the engine die before it is cancelled and log an error, and
+        vLLM's sockets (hence its ZMQ context) could not be closed right away."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_engine:
+            shutdown_engine(self._engine)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _describe_failure(error: BaseException, request_id: str) -> str:
+    try:
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:  # pragma: no cover - layout of a future vLLM
+        EngineDeadError = ()  # type: ignore[assignment]  # noqa: N806
+    if isinstance(error, EngineDeadError):
+        return f"the vLLM engine died while serving request {request_id} (see its log above)"
+    return f"vLLM request {request_id} failed: {type(error).__name__}: {error}"
