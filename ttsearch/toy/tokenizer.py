@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import re
 import string
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "BOS",
@@ -87,7 +91,7 @@ TOY_CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
+def build_tokenizer() -> PreTrainedTokenizerFast:
     """A fresh toy tokenizer (deterministic: same ids every time); save it with
     `save_pretrained` next to a model."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors

@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,9 +38,11 @@ import torch
 from ttsearch.engine.chat import encode_chat_prompt
 from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.evaluation.datasets import Problem
+from ttsearch.evaluation.extraction import extract_answer
 from ttsearch.toy.task import (
     HELD_OUT_SEED,
     check_steps,
+    final_step,
     is_correct,
     make_problems,
     prefix_correct,
@@ -47,7 +50,7 @@ from ttsearch.toy.task import (
 )
 from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT, build_tokenizer
 
-__all__ = ["ToyTrainConfig", "generate", "greedy_accuracy", "main", "roc_auc", "train"]
+__all__ = ["ToyTrainConfig", "generate", "greedy_accuracy", "greedy_correct", "main", "roc_auc", "train"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,26 +61,29 @@ class ToyTrainConfig:
     threads: int = 2  # torch intra-op threads; results depend on it (reduction order)
     # Model shape (policy and PRM). head_dim 64: vLLM's CPU attention supports 64 / 128.
     hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int = 512
+    # 4 layers x 4 heads: 2 x 2 mostly failed to fetch the k-th operand from the problem
+    # after 3000 steps (wrong operands, not wrong sums); this shape learns the lookup and
+    # leaves carry mistakes, the mistakes we want.
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 256
     max_position_embeddings: int = 512
     # bf16 autocast for the training passes (2-3x faster on CPUs with AVX512-BF16);
     # weights, optimizer state and all evaluation stay fp32.
     bf16_autocast: bool = True
     # Policy training.
     policy_batch_size: int = 32
-    policy_lr: float = 3e-3
+    policy_lr: float = 3e-3  # 6e-3 diverged
     warmup_steps: int = 50
-    policy_max_steps: int = 2000
-    eval_every: int = 50
+    policy_max_steps: int = 3000  # also the length of the cosine learning-rate decay
+    eval_every: int = 250
     n_val: int = 100  # validation problems for early stopping (20 per level)
     target_accuracy: float = 0.5  # stop once validation greedy accuracy reaches this
     # Sampling (policy evaluation and PRM data).
     max_new_tokens: int = 100
     temperature: float = 0.8
     n_test: int = 200  # held-out problems (seed HELD_OUT_SEED)
-    test_samples: int = 4  # samples per held-out problem: sampled accuracy, PRM AUC, best-of-N
+    test_samples: int = 8  # samples per held-out problem: sampled accuracy, PRM AUC, best-of-N
     prm_problems: int = 600
     prm_samples: int = 8  # per PRM training problem (duplicates dropped)
     gen_batch_size: int = 128
@@ -183,15 +189,22 @@ def _prompt_ids(tokenizer: Any, problems: Sequence[Problem]) -> list[list[int]]:
     ]
 
 
-def greedy_accuracy(
+def greedy_correct(
     model: Any, tokenizer: Any, problems: Sequence[Problem], *, max_new_tokens: int = 100, batch_size: int = 128
-) -> float:
-    """Fraction of `problems` whose greedy solution has the right final answer."""
+) -> list[bool]:
+    """Per problem: does its greedy solution have the right final answer?"""
     outs = generate(
         model, tokenizer, _prompt_ids(tokenizer, problems),
         temperature=None, max_new_tokens=max_new_tokens, batch_size=batch_size,
     )
-    return float(np.mean([is_correct(p, tokenizer.decode(o)) for p, o in zip(problems, outs)]))
+    return [is_correct(p, tokenizer.decode(o)) for p, o in zip(problems, outs)]
+
+
+def greedy_accuracy(
+    model: Any, tokenizer: Any, problems: Sequence[Problem], *, max_new_tokens: int = 100, batch_size: int = 128
+) -> float:
+    """Fraction of `problems` whose greedy solution has the right final answer."""
+    return float(np.mean(greedy_correct(model, tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size)))
 
 
 def sample_solutions(
@@ -263,6 +276,7 @@ class LabelledSolution:
     tag_positions: tuple[int, ...]  # one per step
     labels: tuple[bool, ...]  # per step: it and every earlier step correct
     correct: bool  # the final answer is right
+    source: tuple[int, int]  # (problem index, sample index) in the inputs it was built from
 
 
 def label_solutions(
@@ -270,9 +284,9 @@ def label_solutions(
 ) -> list[LabelledSolution]:
     """PRM examples from sampled solutions (skips ones without steps)."""
     data = []
-    for problem, texts in zip(problems, solutions):
+    for i, (problem, texts) in enumerate(zip(problems, solutions)):
         seen: set[str] = set()
-        for text in texts:
+        for j, text in enumerate(texts):
             if dedupe and text in seen:
                 continue  # repeated easy solutions would only weight "+" further
             seen.add(text)
@@ -286,6 +300,7 @@ def label_solutions(
                     tag_positions=enc.score_positions,
                     labels=tuple(prefix_correct(check_steps(problem, steps))),
                     correct=is_correct(problem, text),
+                    source=(i, j),
                 )
             )
     return data
@@ -387,6 +402,14 @@ def _save(model: Any, tokenizer: Any, out: Path) -> None:
     )
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
+    # transformers 5 writes its own class name and a separate chat_template.jinja; name the
+    # class every version knows and inline the template too, so transformers 4.x (GPU
+    # installs of vLLM) loads the same tokenizer.
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["chat_template"] = tokenizer.chat_template
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------- main
@@ -410,12 +433,12 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
 
     policy, policy_info = train_policy(cfg, tokenizer, train_problems, val)
     t_policy = time.time() - t0
-    greedy = greedy_accuracy(policy, tokenizer, test, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
+    greedy_flags = greedy_correct(
+        policy, tokenizer, test, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size
+    )
+    greedy = float(np.mean(greedy_flags))
     per_level = {
-        level: greedy_accuracy(
-            policy, tokenizer, [p for p in test if p.level == level],
-            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
-        )
+        level: float(np.mean([ok for p, ok in zip(test, greedy_flags) if p.level == level]))
         for level in sorted({p.level for p in test if p.level is not None})
     }
     _log(f"policy: {policy_info['policy_steps']} steps in {t_policy:.0f} s; held-out greedy accuracy "
@@ -433,7 +456,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     )
     n_steps = sum(len(ex.labels) for ex in prm_data)
     n_good = sum(sum(ex.labels) for ex in prm_data)
-    _log(f"PRM data: {len(prm_data)} solutions, {n_steps} steps, {n_good / n_steps:.2f} labelled '+'")
+    _log(f"PRM data: {len(prm_data)} solutions, {n_steps} steps, {n_good} labelled '+'")
 
     test_texts = sample_solutions(policy, tokenizer, test, cfg.test_samples, cfg=cfg, seed=cfg.seed + 5)
     test_data = label_solutions(encoder, test, test_texts, dedupe=False)
@@ -444,8 +467,10 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     prm = train_prm(cfg, policy, prm_data, encoder.label_ids, pad)
     t_prm = time.time() - t1
     scores = prm_scores(prm, test_data, encoder.label_ids, pad)
-    auc = roc_auc([s for ss in scores for s in ss], [y for ex in test_data for y in ex.labels])
-    _log(f"PRM trained in {t_prm:.0f} s; held-out step-level ROC AUC {auc:.3f}")
+    step_labels = [y for ex in test_data for y in ex.labels]
+    # Undefined when one class is missing (an untrained policy gets every step wrong).
+    auc = roc_auc([s for ss in scores for s in ss], step_labels) if 0 < sum(step_labels) < len(step_labels) else None
+    _log(f"PRM trained in {t_prm:.0f} s; held-out step-level ROC AUC {auc}")
 
     # Best-of-N on the held-out samples, solution score = PRM score of the last step.
     best_of_n = _best_of_n(test, test_texts, test_data, scores)
@@ -474,7 +499,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
         "policy_val_history": policy_info["policy_val_history"],
         "prm_examples": len(prm_data),
         "prm_steps": n_steps,
-        "prm_positive_fraction": n_good / n_steps,
+        "prm_positive_fraction": n_good / max(1, n_steps),
         "prm_format": {"preset": "MATH_SHEPHERD", "step_tag": encoder.format.step_tag,
                        "label_tokens": list(encoder.format.label_tokens)},
         "system_prompt": TOY_SYSTEM_PROMPT,
@@ -495,32 +520,33 @@ def _best_of_n(
     data: Sequence[LabelledSolution],
     scores: Sequence[Sequence[float]],
 ) -> dict[str, float]:
-    """pass@N, and accuracy of the PRM-`last` pick among the N samples (data is per sample,
-    in order; samples without steps score -inf)."""
-    it = iter(zip(data, scores))
-    picked, passed = [], []
-    for problem, ts in zip(problems, texts):
-        best, best_score = None, -math.inf
-        for t in ts:
-            score = -math.inf
-            if split_steps(t):
-                _, s = next(it)
-                score = s[-1]
-            if score > best_score:
-                best, best_score = t, score
-        picked.append(best is not None and is_correct(problem, best))
+    """Selection among the N samples per problem: pass@N (any correct), maj@N (most common
+    answer) and best-of-N by the PRM score of the last step (texts without steps lose)."""
+    last = {ex.source: s[-1] for ex, s in zip(data, scores)}
+    passed, majority, picked = [], [], []
+    for i, (problem, ts) in enumerate(zip(problems, texts)):
         passed.append(any(is_correct(problem, t) for t in ts))
+        answers = [a for a in (extract_answer(t) for t in ts) if a is not None]
+        vote = Counter(answers).most_common(1)[0][0] if answers else None
+        majority.append(vote is not None and is_correct(problem, final_step(vote)))
+        best = max(range(len(ts)), key=lambda j: last.get((i, j), -math.inf))
+        picked.append(is_correct(problem, ts[best]))
     n = len(texts[0]) if texts else 0
-    return {f"pass_at_{n}": float(np.mean(passed)), f"best_of_{n}_prm_last": float(np.mean(picked))}
+    return {
+        f"pass_at_{n}": float(np.mean(passed)),
+        f"maj_at_{n}": float(np.mean(majority)),
+        f"best_of_{n}_prm_last": float(np.mean(picked)),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    defaults = ToyTrainConfig()  # slots dataclass: class attributes are not the defaults
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for policy/, prm/, toy_metrics.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--target-accuracy", type=float, default=ToyTrainConfig.target_accuracy)
-    parser.add_argument("--policy-max-steps", type=int, default=ToyTrainConfig.policy_max_steps)
+    parser.add_argument("--target-accuracy", type=float, default=defaults.target_accuracy)
+    parser.add_argument("--policy-max-steps", type=int, default=defaults.policy_max_steps)
     args = parser.parse_args(argv)
     cfg = ToyTrainConfig(
         seed=args.seed,
