@@ -181,7 +181,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     report = evaluate_results(args.results)
     if args.by == "overall":
-        print(format_table(report.overall, title=f"accuracy (%) over {report.overall.num_problems} problems"))
+        print(format_table(report.overall))
     else:
         tables = report.by_level if args.by == "level" else report.by_subject
         for key, table in tables.items():
