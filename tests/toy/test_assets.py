@@ -1,8 +1,8 @@
 """Tests for the shipped toy models in ttsearch/assets/toy/ (transformers only, ~10 s).
 
 They check what the rest of the project relies on: both models load, stop on <|eot_id|>,
-use the toy tokenizer, stay small, and are neither useless nor perfect, and the PRM ranks
-correct solutions above corrupted ones. A failure here means the assets are missing or
+use the toy tokenizer, stay small, the policy is neither useless nor perfect, and the PRM
+tells good sampled steps from bad ones. A failure here means the assets are missing or
 stale: rebuild them with `python -m ttsearch.toy.train --out ttsearch/assets/toy --seed 0`.
 """
 
@@ -16,9 +16,9 @@ import torch
 
 from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.toy import TOY_ASSETS_DIR, TOY_POLICY_DIR, TOY_PRM_DIR
-from ttsearch.toy.task import HELD_OUT_SEED, final_step, gold_steps, make_problems
+from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 from ttsearch.toy.tokenizer import EOS, build_tokenizer
-from ttsearch.toy.train import greedy_accuracy
+from ttsearch.toy.train import greedy_accuracy, label_solutions, prm_scores, roc_auc, sample_solutions
 
 
 @pytest.fixture(scope="module")
@@ -74,24 +74,19 @@ def test_policy_is_imperfect_on_held_out_problems(policy: Any, tokenizer: Any) -
     assert 0.1 <= accuracy <= 0.9
 
 
-@torch.no_grad()
-def test_prm_prefers_gold_solutions_to_corrupted_ones(prm: Any, tokenizer: Any) -> None:
+def test_prm_separates_good_from_bad_sampled_steps(policy: Any, prm: Any, tokenizer: Any) -> None:
+    # Step-level ROC AUC of P("+") against exact Math-Shepherd labels, on solutions the
+    # policy samples at T=0.8 for held-out problems (the PRM's job in the search).
+    torch.set_num_threads(2)
     encoder = PrmEncoder(MATH_SHEPHERD, tokenizer)
     assert encoder.label_ids is not None
-    wins = 0
-    problems = make_problems(20, HELD_OUT_SEED)
-    for problem in problems:
-        gold = gold_steps(problem)
-        wrong = gold[:-1] + [final_step(int(problem.answer) + 10)]
-        last = []
-        for steps in (gold, wrong):
-            enc = encoder.encode(problem.problem, steps)
-            logits = prm(torch.tensor([enc.token_ids])).logits[0, enc.score_positions[-1]]
-            last.append(logits[list(encoder.label_ids)].softmax(-1)[0].item())
-        wins += last[0] > last[1]
-    # A random PRM wins half the time. The shipped one wins 15/20: it does not yet check the
-    # final answer reliably (the toy-world issue's open part); raise this as the PRM improves.
-    assert wins >= 0.7 * len(problems)
+    problems = make_problems(30, HELD_OUT_SEED)
+    texts = sample_solutions(policy, tokenizer, problems, 4, temperature=0.8, seed=0)
+    data = label_solutions(encoder, problems, texts, dedupe=False)
+    scores = prm_scores(prm, data, encoder.label_ids, tokenizer.pad_token_id)
+    labels = [y for ex in data for y in ex.labels]
+    assert 0 < sum(labels) < len(labels)
+    assert roc_auc([s for ss in scores for s in ss], labels) > 0.8
 
 
 def test_metrics_file_matches_the_brief() -> None:

@@ -10,6 +10,7 @@ from ttsearch.toy.task import (
     HELD_OUT_SEED,
     LEVELS,
     check_steps,
+    corrupt_steps,
     final_step,
     gold_solution,
     gold_steps,
@@ -150,3 +151,14 @@ def test_is_correct_uses_the_final_answer() -> None:
     assert not is_correct(problem, wrong)
     assert is_correct(problem, final_step(problem.answer))
     assert not is_correct(problem, "no answer here")
+
+
+@pytest.mark.parametrize("problem", make_problems(40, seed=21), ids=lambda p: p.unique_id)
+def test_corrupted_solutions_go_wrong_exactly_at_the_reported_step(problem: Problem) -> None:
+    import random
+
+    steps, bad = corrupt_steps(problem, random.Random(problem.unique_id))
+    assert len(steps) == len(gold_steps(problem))
+    assert steps[:bad] == gold_steps(problem)[:bad]
+    assert check_steps(problem, steps) == [k < bad for k in range(len(steps))]
+    assert not is_correct(problem, "\n\n".join(steps))

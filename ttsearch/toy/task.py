@@ -36,6 +36,7 @@ __all__ = [
     "Expression",
     "LevelSpec",
     "check_steps",
+    "corrupt_steps",
     "final_step",
     "gold_solution",
     "gold_steps",
@@ -252,3 +253,47 @@ def _draw(rng: random.Random, spec: LevelSpec) -> Expression:
         terms.append(term)
         ops.append(op)
     return Expression(terms=tuple(terms), ops=tuple(ops))
+
+
+def corrupt_steps(problem: Problem | str, rng: random.Random) -> tuple[list[str], int]:
+    """A plausible wrong solution and the index of its first wrong step.
+
+    Gold steps up to a random arithmetic step, which gets a slip a small model makes
+    (a result off by 1 or 10, a wrong digit, or a misread operand), then every later step
+    computed correctly from the wrong value, as a solver that trusts its own mistake.
+    """
+    expr = parse_problem(problem)
+    n_ops = len(expr.ops)
+    bad = rng.randrange(n_ops)
+    value = expr.terms[0]
+    steps: list[str] = []
+    for k, (op, term) in enumerate(zip(expr.ops, expr.terms[1:])):
+        shown = term
+        result = value + term if op == "+" else value - term
+        if k == bad:
+            if rng.random() < 0.25:
+                shown = _slip(term, rng)  # misread operand, right arithmetic on it
+                result = value + shown if op == "+" else value - shown
+            else:
+                result = _slip(result, rng)
+        steps.append(f"## Step {k + 1}: {value} {op} {shown} = {result}")
+        value = result
+    steps.append(final_step(value))
+    return steps, bad
+
+
+def _slip(n: int, rng: random.Random) -> int:
+    """A different non-negative number close to `n` in the ways carries go wrong."""
+    while True:
+        kind = rng.random()
+        if kind < 0.4:
+            m = n + rng.choice([-1, 1])
+        elif kind < 0.8:
+            m = n + rng.choice([-10, 10])
+        else:  # one digit replaced
+            digits = list(str(n))
+            i = rng.randrange(len(digits))
+            digits[i] = str(rng.randrange(10))
+            m = int("".join(digits))
+        if m != n and m >= 0:
+            return m

@@ -12,7 +12,10 @@
    (Math-Shepherd labels: "+" iff the step and all earlier ones are right); a copy of the
    policy is fine-tuned with cross-entropy on the ("+", "-") logits at the step tags of
    `ttsearch.engine.prm_formats.MATH_SHEPHERD` inputs (built by its `PrmEncoder`, so
-   training and scoring see identical ids).
+   training and scoring see identical ids). Known limit: its step-level AUC (~0.9) comes
+   from what it can see without doing arithmetic (level, step index, the steps after a
+   visible slip); it does not yet check a sum, so among samples of ONE problem it picks
+   no better than chance (best-of-8 below greedy; see toy_metrics.json).
 3. Writes `policy/`, `prm/` and `toy_metrics.json` (greedy and sampled accuracy on
    held-out problems, PRM step-level ROC AUC, best-of-N with the PRM, seeds, times).
 
@@ -50,7 +53,19 @@ from ttsearch.toy.task import (
 )
 from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT, build_tokenizer
 
-__all__ = ["ToyTrainConfig", "generate", "greedy_accuracy", "greedy_correct", "main", "roc_auc", "train"]
+__all__ = [
+    "LabelledSolution",
+    "ToyTrainConfig",
+    "generate",
+    "greedy_accuracy",
+    "greedy_correct",
+    "label_solutions",
+    "main",
+    "prm_scores",
+    "roc_auc",
+    "sample_solutions",
+    "train",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +205,12 @@ def _prompt_ids(tokenizer: Any, problems: Sequence[Problem]) -> list[list[int]]:
 
 
 def greedy_correct(
-    model: Any, tokenizer: Any, problems: Sequence[Problem], *, max_new_tokens: int = 100, batch_size: int = 128
+    model: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    *,
+    max_new_tokens: int = 100,
+    batch_size: int = 128,
 ) -> list[bool]:
     """Per problem: does its greedy solution have the right final answer?"""
     outs = generate(
@@ -201,21 +221,36 @@ def greedy_correct(
 
 
 def greedy_accuracy(
-    model: Any, tokenizer: Any, problems: Sequence[Problem], *, max_new_tokens: int = 100, batch_size: int = 128
+    model: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    *,
+    max_new_tokens: int = 100,
+    batch_size: int = 128,
 ) -> float:
     """Fraction of `problems` whose greedy solution has the right final answer."""
-    return float(np.mean(greedy_correct(model, tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size)))
+    flags = greedy_correct(model, tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return float(np.mean(flags))
 
 
 def sample_solutions(
-    model: Any, tokenizer: Any, problems: Sequence[Problem], k: int, *, cfg: ToyTrainConfig, seed: int
+    model: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    k: int,
+    *,
+    temperature: float,
+    seed: int,
+    max_new_tokens: int = 100,
+    batch_size: int = 128,
 ) -> list[list[str]]:
-    """`k` solutions per problem sampled at `cfg.temperature` (texts, EOS stripped)."""
+    """`k` solutions per problem sampled at `temperature` (texts, EOS stripped); seeds
+    torch's global generator with `seed` (HF sampling draws from it)."""
     torch.manual_seed(seed)
     prompts = [ids for ids in _prompt_ids(tokenizer, problems) for _ in range(k)]
     outs = generate(
         model, tokenizer, prompts,
-        temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+        temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
     )
     texts = [tokenizer.decode(o) for o in outs]
     return [texts[i * k : (i + 1) * k] for i in range(len(problems))]
@@ -254,7 +289,9 @@ def train_policy(
         opt.zero_grad(set_to_none=True)
         n_steps = step + 1
         if n_steps % cfg.eval_every == 0:
-            acc = greedy_accuracy(model, tokenizer, val, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
+            acc = greedy_accuracy(
+                model, tokenizer, val, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size
+            )
             history.append((n_steps, acc))
             _log(f"policy step {n_steps}: loss {loss.item():.4f}, validation greedy accuracy {acc:.3f}")
             if acc >= cfg.target_accuracy:
@@ -306,7 +343,9 @@ def label_solutions(
     return data
 
 
-def _tag_logits(model: Any, batch: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int) -> torch.Tensor:
+def _tag_logits(
+    model: Any, batch: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int
+) -> torch.Tensor:
     """("+", "-") logits at every tag of the batch, in order: shape [n_tags, 2]."""
     hidden = model.model(input_ids=_pad_right([ex.token_ids for ex in batch], pad)).last_hidden_state
     rows = torch.tensor([b for b, ex in enumerate(batch) for _ in ex.tag_positions])
@@ -351,7 +390,9 @@ def train_prm(
 
 
 @torch.no_grad()
-def prm_scores(prm: Any, data: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int) -> list[list[float]]:
+def prm_scores(
+    prm: Any, data: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int
+) -> list[list[float]]:
     """P("+") at every step tag, per solution."""
     prm.eval()
     scores: list[list[float]] = []
@@ -428,7 +469,8 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     val = make_problems(cfg.n_val, cfg.seed + 3)
     reserved = {p.problem for p in test} | {p.problem for p in val}
     n_train = cfg.policy_max_steps * cfg.policy_batch_size
-    train_problems = [p for p in make_problems(2 * n_train, cfg.seed + 1) if p.problem not in reserved][:n_train]
+    drawn = make_problems(2 * n_train, cfg.seed + 1)
+    train_problems = [p for p in drawn if p.problem not in reserved][:n_train]
     _log(f"{len(train_problems)} training problems, vocab {len(tokenizer)}, {cfg.threads} threads")
 
     policy, policy_info = train_policy(cfg, tokenizer, train_problems, val)
@@ -446,19 +488,22 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
 
     encoder = PrmEncoder(MATH_SHEPHERD, tokenizer)
     assert encoder.label_ids is not None
+    sampling: dict[str, Any] = dict(
+        temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size
+    )
     prm_problems = [p for p in make_problems(3 * cfg.prm_problems, cfg.seed + 2) if p.problem not in reserved]
     prm_problems = prm_problems[: cfg.prm_problems]
     _log(f"sampling {cfg.prm_samples} solutions for each of {len(prm_problems)} PRM problems")
     prm_data = label_solutions(
         encoder, prm_problems,
-        sample_solutions(policy, tokenizer, prm_problems, cfg.prm_samples, cfg=cfg, seed=cfg.seed + 4),
+        sample_solutions(policy, tokenizer, prm_problems, cfg.prm_samples, seed=cfg.seed + 4, **sampling),
         dedupe=True,
     )
     n_steps = sum(len(ex.labels) for ex in prm_data)
     n_good = sum(sum(ex.labels) for ex in prm_data)
     _log(f"PRM data: {len(prm_data)} solutions, {n_steps} steps, {n_good} labelled '+'")
 
-    test_texts = sample_solutions(policy, tokenizer, test, cfg.test_samples, cfg=cfg, seed=cfg.seed + 5)
+    test_texts = sample_solutions(policy, tokenizer, test, cfg.test_samples, seed=cfg.seed + 5, **sampling)
     test_data = label_solutions(encoder, test, test_texts, dedupe=False)
     sampled_acc = float(np.mean([is_correct(p, t) for p, ts in zip(test, test_texts) for t in ts]))
     _log(f"held-out sampled accuracy at T={cfg.temperature}: {sampled_acc:.3f}")
@@ -469,7 +514,9 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     scores = prm_scores(prm, test_data, encoder.label_ids, pad)
     step_labels = [y for ex in test_data for y in ex.labels]
     # Undefined when one class is missing (an untrained policy gets every step wrong).
-    auc = roc_auc([s for ss in scores for s in ss], step_labels) if 0 < sum(step_labels) < len(step_labels) else None
+    auc = None
+    if 0 < sum(step_labels) < len(step_labels):
+        auc = roc_auc([s for ss in scores for s in ss], step_labels)
     _log(f"PRM trained in {t_prm:.0f} s; held-out step-level ROC AUC {auc}")
 
     # Best-of-N on the held-out samples, solution score = PRM score of the last step.
