@@ -38,20 +38,6 @@ class Expand:
             raise ValueError(f"Expand.lookahead must be >= 0, got {self.lookahead}")
 
 
-def check_common(n: int, temperature: float, top_p: float, reduction: str, selection: str) -> None:
-    """Validation shared by every built-in strategy config."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if selection not in SELECTION_METHODS:
-        raise ValueError(f"selection must be one of {SELECTION_METHODS}, got {selection!r}")
-
-
 class Strategy(ABC):
     """Base class of search strategies. Subclasses are usually frozen dataclasses.
 
@@ -101,23 +87,41 @@ class Strategy(ABC):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StepwiseStrategy(Strategy):
-    """Shared configuration of strategies that grow solutions one step at a time.
-
-    `width` is the beam width M (N must be a multiple of it); the expansion that would
-    reach `max_depth` samples to EOS instead of stopping after one step.
-    """
+class SampledStrategy(Strategy):
+    """Configuration shared by the built-in strategies: N candidates sampled at a temperature."""
 
     n: int
-    width: int = 4
-    max_depth: int = 40
     temperature: float = 0.8
     top_p: float = 1.0
     reduction: Reduction = "last"
     selection: Selection = "weighted"
 
     def __post_init__(self) -> None:
-        check_common(self.n, self.temperature, self.top_p, self.reduction, self.selection)
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if self.selection not in SELECTION_METHODS:
+            raise ValueError(f"selection must be one of {SELECTION_METHODS}, got {self.selection!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepwiseStrategy(SampledStrategy):
+    """Shared configuration of strategies that grow solutions one step at a time.
+
+    `width` is the beam width M (N must be a multiple of it); the expansion that would
+    reach `max_depth` samples to EOS instead of stopping after one step.
+    """
+
+    width: int = 4
+    max_depth: int = 40
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.width < 1 or self.n % self.width:
             raise ValueError(f"{self.name}: width must be >= 1 and divide n, got n={self.n}, width={self.width}")
         if self.max_depth < 1:

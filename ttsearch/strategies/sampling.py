@@ -11,20 +11,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 from ttsearch.engine.tree import SearchTree
-from ttsearch.strategies.base import Expand, Reduction, Selection, Strategy, check_common
+from ttsearch.strategies.base import Expand, SampledStrategy, Selection
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Sampling(Strategy):
-    n: int
-    temperature: float = 0.8
-    top_p: float = 1.0
-    reduction: Reduction = "last"
-    selection: Selection = "majority"
-
-    def __post_init__(self) -> None:
-        check_common(self.n, self.temperature, self.top_p, self.reduction, self.selection)
-
+class _Sampling(SampledStrategy):
     def start(self, tree: SearchTree) -> Sequence[Expand]:
         return [Expand(tree.root, n=self.n, temperature=self.temperature, top_p=self.top_p, to_completion=True)]
 
