@@ -10,6 +10,7 @@ from ttsearch.toy.task import (
     HELD_OUT_SEED,
     LEVELS,
     check_steps,
+    check_steps_locally,
     corrupt_steps,
     final_step,
     gold_solution,
@@ -37,14 +38,14 @@ def test_default_cycles_through_all_levels() -> None:
 
 
 @pytest.mark.parametrize("level", sorted(LEVELS))
-def test_level_controls_terms_and_operand_size(level: int) -> None:
+def test_level_controls_terms_and_keeps_every_number_one_digit(level: int) -> None:
     spec = LEVELS[level]
     for p in make_problems(40, seed=3, difficulty=level):
         expr = parse_problem(p)
         assert p.level == level
         assert len(expr.terms) == spec.n_terms
         assert all(spec.low <= t <= spec.high for t in expr.terms)
-        assert all(v >= 0 for v in expr.running_values())  # never goes negative
+        assert all(0 <= v <= spec.max_value <= 9 for v in expr.running_values())
         assert p.answer == str(expr.value)
 
 
@@ -52,7 +53,8 @@ def test_hard_levels_are_harder_than_easy_ones() -> None:
     easy = make_problems(30, seed=1, difficulty=1)
     hard = make_problems(30, seed=1, difficulty=5)
     assert max(len(gold_steps(p)) for p in easy) < min(len(gold_steps(p)) for p in hard)
-    assert max(int(p.answer) for p in easy) < max(int(p.answer) for p in hard)
+    steps = [len(gold_steps(p)) for p in make_problems(5, seed=1)]  # levels 1..5
+    assert steps == sorted(steps) and len(set(steps)) == 5
 
 
 def test_difficulty_sequence_and_bad_levels() -> None:
@@ -162,3 +164,27 @@ def test_corrupted_solutions_go_wrong_exactly_at_the_reported_step(problem: Prob
     assert steps[:bad] == gold_steps(problem)[:bad]
     assert check_steps(problem, steps) == [k < bad for k in range(len(steps))]
     assert not is_correct(problem, "\n\n".join(steps))
+
+
+@pytest.mark.parametrize("problem", make_problems(40, seed=22), ids=lambda p: p.unique_id)
+def test_local_labels_flag_the_slip_once_and_agree_with_outcome(problem: Problem) -> None:
+    import random
+
+    steps, bad = corrupt_steps(problem, random.Random(problem.unique_id))
+    # The slip is wrong; every later step computes correctly from it, and the final
+    # sentence states the last result written, so only the slip is flagged.
+    assert check_steps_locally(problem, steps) == [k != bad for k in range(len(steps))]
+    assert check_steps_locally(problem, gold_steps(problem)) == [True] * len(gold_steps(problem))
+    # A solution is correct iff every step is locally right.
+    assert all(check_steps_locally(problem, steps)) == is_correct(problem, "\n\n".join(steps))
+
+
+def test_local_labels_of_a_copied_wrong_value_and_extra_steps() -> None:
+    text = "Compute 7 - 5 + 6 - 3 + 2."
+    steps = ["## Step 1: 7 - 5 = 2", "## Step 2: 3 + 6 = 9", "## Step 3: 9 - 3 = 6", "## Step 4: 6 + 2 = 8"]
+    # Step 2 starts from a value that step 1 did not write; later steps follow from it.
+    assert check_steps_locally(text, steps + [final_step(8)]) == [True, False, True, True, True]
+    assert check_steps_locally(text, steps + [final_step(7)]) == [True, False, True, True, False]
+    assert check_steps_locally(text, steps + [final_step(8), "more"]) == [True, False, True, True, True, False]
+    assert check_steps_locally(text, ["## Step 1: 7 + 5 = 12"]) == [False]  # wrong operation
+    assert check_steps_locally(text, []) == []

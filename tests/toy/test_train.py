@@ -39,10 +39,10 @@ def test_roc_auc_needs_both_classes() -> None:
         roc_auc([0.1, 0.2], [True, True])
 
 
-def test_label_solutions_gives_math_shepherd_labels_at_the_tags() -> None:
+def test_label_solutions_gives_local_step_labels_at_the_tags() -> None:
     tok = build_tokenizer()
     encoder = PrmEncoder(MATH_SHEPHERD, tok)
-    problem = make_problems(2, seed=0)[1]  # level 2: three arithmetic steps
+    problem = make_problems(2, seed=0)[1]  # level 2: four arithmetic steps
     gold = problem.solution
     assert gold is not None
     steps = gold.split("\n\n")
@@ -52,11 +52,25 @@ def test_label_solutions_gives_math_shepherd_labels_at_the_tags() -> None:
     data = label_solutions(encoder, [problem], [texts], dedupe=True)
     # The repeated gold text and the empty text are dropped.
     assert [ex.source for ex in data] == [(0, 0), (0, 1), (0, 2)]
-    assert data[0].labels == (True,) * 4 and data[0].correct
-    # A wrong step poisons every later label, though the final answer (untouched) is right.
-    assert data[1].labels == (True, False, False, False) and data[1].correct
-    assert data[2].labels == (True, True, True, False) and not data[2].correct
+    assert data[0].labels == (True,) * 5 and data[0].correct
+    # Step 2's result is wrong and step 3 does not start from it: both are flagged; step 4
+    # and the final answer follow from what step 3 wrote.
+    assert data[1].labels == (True, False, False, True, True) and data[1].correct
+    assert data[2].labels == (True, True, True, True, False) and not data[2].correct
     tag = tok.convert_tokens_to_ids(STEP_TAG)
     for ex in data:
-        assert [ex.token_ids[p] for p in ex.tag_positions] == [tag] * 4
+        assert [ex.token_ids[p] for p in ex.tag_positions] == [tag] * 5
     assert data[0].token_ids == encoder.encode(problem.problem, steps).token_ids
+
+
+def test_synthetic_pairs_are_a_gold_solution_and_a_one_slip_copy() -> None:
+    from ttsearch.toy.train import synthetic_pairs
+
+    encoder = PrmEncoder(MATH_SHEPHERD, build_tokenizer())
+    problems = make_problems(10, seed=4)
+    data = synthetic_pairs(encoder, problems, random.Random(0))
+    assert [ex.source for ex in data] == [(i, j) for i in range(10) for j in (0, 1)]
+    for gold, slipped in zip(data[::2], data[1::2]):
+        assert all(gold.labels) and gold.correct
+        assert list(slipped.labels).count(False) == 1 and not slipped.correct
+        assert len(gold.labels) == len(slipped.labels)

@@ -1,21 +1,21 @@
 """A synthetic multi-step arithmetic task whose every solution step is checkable exactly.
 
-Problems are running sums, "Compute 7 + 5 + 8 - 3 + 9.", solved in the format of the
-real MATH prompts: one step per operation, steps separated by "\\n\\n", and a closing
-sentence with the boxed answer:
+Problems are running sums of one-digit numbers whose running value stays in 0-9,
+"Compute 7 - 5 + 6 - 3 + 2.", solved in the format of the real MATH prompts: one step per
+operation, steps separated by "\\n\\n", and a closing sentence with the boxed answer:
 
-    ## Step 1: 7 + 5 = 12
+    ## Step 1: 7 - 5 = 2
 
-    ## Step 2: 12 + 8 = 20
+    ## Step 2: 2 + 6 = 8
 
     ...
 
-    Therefore, the final answer is: $\\boxed{26}$. I hope it is correct.
+    Therefore, the final answer is: $\\boxed{7}$. I hope it is correct.
 
 Because a step's correctness is decidable (`check_steps`), sampled solutions can be
 labelled step by step without a human or a rollout, which is what the toy PRM is trained
-on. Difficulty levels 1-5 grow the number of terms and the operand size, so a small policy
-solves easy problems and fails hard ones, as a real policy does on MATH levels.
+on. Difficulty levels 1-5 grow the number of terms (3 to 12), so a small policy solves easy
+problems and fails hard ones, as a real policy does on MATH levels.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "Expression",
     "LevelSpec",
     "check_steps",
+    "check_steps_locally",
     "corrupt_steps",
     "final_step",
     "gold_solution",
@@ -60,17 +61,22 @@ class LevelSpec:
     n_terms: int  # numbers in the expression; a solution has n_terms - 1 arithmetic steps
     low: int  # smallest operand
     high: int  # largest operand (inclusive)
-    p_minus: float = 0.4  # chance of "-" where it keeps the running value non-negative
+    p_minus: float = 0.5  # chance of "-" where both operations keep the value in range
+    max_value: int = 9  # the running value stays in [0, max_value]
 
 
-# Levels 1-2 stay within one-digit operands; 3-5 need multi-digit carries, which is
-# where a small policy makes its mistakes.
+# Difficulty is the number of steps. Every number is one digit (the running value stays in
+# 0-9), so each step is a one-token fact "A op B = C" at fixed offsets: a tiny PRM learns
+# to check it. With multi-digit operands (carries) a 4-layer PRM did not learn to check a
+# sum in an hour of CPU training, so it could only rank problems by difficulty, not the
+# solutions of one problem (measured; see the notes of issue #4). The policy still errs,
+# on the facts it has not settled and more often the longer the problem.
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(n_terms=3, low=1, high=9),
-    2: LevelSpec(n_terms=4, low=1, high=9),
-    3: LevelSpec(n_terms=4, low=10, high=49),
-    4: LevelSpec(n_terms=5, low=10, high=99),
-    5: LevelSpec(n_terms=6, low=10, high=99),
+    2: LevelSpec(n_terms=5, low=1, high=9),
+    3: LevelSpec(n_terms=7, low=1, high=9),
+    4: LevelSpec(n_terms=9, low=1, high=9),
+    5: LevelSpec(n_terms=12, low=1, high=9),
 }
 
 
@@ -174,6 +180,43 @@ def check_steps(problem: Problem | str, steps: Sequence[str]) -> list[bool]:
     return flags
 
 
+def check_steps_locally(problem: Problem | str, steps: Sequence[str]) -> list[bool]:
+    """Per step: is it right given the solution's own previous result?
+
+    Like `check_steps`, except that arithmetic step k must start from the result the
+    solution wrote in step k-1 (the first from the problem's first term), and the
+    final-answer step must state the last result written. A wrong step is flagged once,
+    and the steps after it that compute correctly from its wrong value are not, so a
+    solution is correct iff every step is: the minimum over steps of a PRM trained on
+    these labels scores the whole solution. The toy PRM learns these labels because each
+    one is decided by the step itself (and the problem), not by the whole history.
+    """
+    expr = parse_problem(problem)
+    n_ops = len(expr.ops)
+    previous = expr.terms[0]
+    flags: list[bool] = []
+    for k, step in enumerate(steps):
+        text = step.strip()
+        if k < n_ops:
+            m = _STEP_RE.fullmatch(text)
+            ok = m is not None and (
+                int(m.group(1)) == k + 1
+                and int(m.group(2)) == previous
+                and m.group(3) == expr.ops[k]
+                and int(m.group(4)) == expr.terms[k + 1]
+                and int(m.group(5)) == (previous + expr.terms[k + 1] if expr.ops[k] == "+" else previous - expr.terms[k + 1])
+            )
+            if m is not None:
+                previous = int(m.group(5))
+        elif k == n_ops:
+            m = _FINAL_RE.fullmatch(text)
+            ok = m is not None and int(m.group(1)) == previous
+        else:
+            ok = False
+        flags.append(ok)
+    return flags
+
+
 def prefix_correct(flags: Sequence[bool]) -> list[bool]:
     """Math-Shepherd-style labels: step k is good iff it and every earlier step are correct."""
     labels: list[bool] = []
@@ -241,14 +284,17 @@ def make_problems(
 
 
 def _draw(rng: random.Random, spec: LevelSpec) -> Expression:
-    terms = [rng.randint(spec.low, spec.high)]
+    value = rng.randint(spec.low, min(spec.high, spec.max_value))
+    terms = [value]
     ops: list[str] = []
-    value = terms[0]
     for _ in range(spec.n_terms - 1):
-        term = rng.randint(spec.low, spec.high)
-        # Only subtract where the result stays >= 0: negative numbers would add a sign
-        # token and a second kind of mistake without making the task more interesting.
-        op = "-" if rng.random() < spec.p_minus and term <= value else "+"
+        # A random walk that never leaves [0, max_value]: no negative numbers (a sign token
+        # would add a second kind of mistake) and no second digit.
+        can_add = value + spec.low <= spec.max_value
+        can_subtract = value - spec.low >= 0
+        op = "-" if can_subtract and (not can_add or rng.random() < spec.p_minus) else "+"
+        room = spec.max_value - value if op == "+" else value
+        term = rng.randint(spec.low, min(spec.high, room))
         value = value + term if op == "+" else value - term
         terms.append(term)
         ops.append(op)
@@ -258,36 +304,61 @@ def _draw(rng: random.Random, spec: LevelSpec) -> Expression:
 def corrupt_steps(problem: Problem | str, rng: random.Random) -> tuple[list[str], int]:
     """A plausible wrong solution and the index of its first wrong step.
 
-    Gold steps up to a random arithmetic step, which gets a slip a small model makes
-    (a result off by 1 or 10, a wrong digit, or a misread operand), then every later step
-    computed correctly from the wrong value, as a solver that trusts its own mistake.
+    Gold steps up to a random arithmetic step, which gets a slip of the kinds the toy
+    policy makes (measured on its samples: mostly taking the wrong operation or number
+    from the problem, e.g. a neighbouring one), then every later step computed correctly
+    from the wrong value, as a solver that trusts its own mistake.
     """
     expr = parse_problem(problem)
     n_ops = len(expr.ops)
+    pairs = list(zip(expr.ops, expr.terms[1:]))
     bad = rng.randrange(n_ops)
     value = expr.terms[0]
     steps: list[str] = []
-    for k, (op, term) in enumerate(zip(expr.ops, expr.terms[1:])):
-        shown = term
-        result = value + term if op == "+" else value - term
+    for k, (op, term) in enumerate(pairs):
         if k == bad:
-            if rng.random() < 0.25:
-                shown = _slip(term, rng)  # misread operand, right arithmetic on it
-                result = value + shown if op == "+" else value - shown
-            else:
-                result = _slip(result, rng)
-        steps.append(f"## Step {k + 1}: {value} {op} {shown} = {result}")
+            op, term, slipped_result = _wrong_step(pairs, k, value, rng)
+            result = slipped_result
+        else:
+            result = value + term if op == "+" else value - term
+        steps.append(f"## Step {k + 1}: {value} {op} {term} = {result}")
         value = result
     steps.append(final_step(value))
     return steps, bad
 
 
-def _slip(n: int, rng: random.Random) -> int:
-    """A different non-negative number close to `n` in the ways carries go wrong."""
+def _wrong_step(pairs: Sequence[tuple[str, int]], k: int, value: int, rng: random.Random) -> tuple[str, int, int]:
+    """(op, operand, result) of a wrong step k starting from `value` (which is right)."""
+    op, term = pairs[k]
+    right = value + term if op == "+" else value - term
     while True:
         kind = rng.random()
-        if kind < 0.4:
+        if kind < 0.5 and len(pairs) > 1:  # another step's operation and number, usually a neighbour's
+            j = k + rng.choice([-2, -1, 1, 1, 2]) if rng.random() < 0.8 else rng.randrange(len(pairs))
+            if not 0 <= j < len(pairs):
+                continue
+            op, term = pairs[j]
+        elif kind < 0.65:  # the right operation, a misread number
+            op, term = pairs[k][0], _slip(pairs[k][1], rng)
+            term = max(term, 1)
+        elif kind < 0.75:  # the number with the other operation
+            op, term = ("-" if pairs[k][0] == "+" else "+"), pairs[k][1]
+        else:  # the right operation and number, a wrong result
+            op, term = pairs[k]
+            return op, term, _slip(right, rng)
+        result = value + term if op == "+" else value - term
+        if result != right and result >= 0:
+            return op, term, result
+
+
+def _slip(n: int, rng: random.Random) -> int:
+    """A different non-negative number close to `n`, as a model that half-knows a fact errs."""
+    while True:
+        kind = rng.random()
+        if kind < 0.5:
             m = n + rng.choice([-1, 1])
+        elif kind < 0.7:
+            m = n + rng.choice([-2, 2])
         elif kind < 0.8:
             m = n + rng.choice([-10, 10])
         else:  # one digit replaced

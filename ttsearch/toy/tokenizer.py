@@ -4,7 +4,7 @@ It is a `tokenizers` WordLevel model behind a regex pre-tokenizer that cuts text
 longest vocabulary pieces: the fixed phrases of the solution format ("## Step ",
 " + ", "Therefore, the final answer is: $\\boxed{", ...) are single tokens, and every
 printable ASCII character is a token of its own, so any ASCII text round-trips through
-`encode` / `decode`. Digits are single characters (the policy has to learn carries).
+`encode` / `decode`. Digits are single characters.
 
 Conventions copied from Llama 3 so that the project's code treats the toy like the real
 models: "\\n\\n" is ONE token (steps end there), `<|begin_of_text|>` is BOS and is

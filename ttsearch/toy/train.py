@@ -9,13 +9,14 @@
    reaches `target_accuracy`: the point is a policy that is right on easy problems and
    wrong on many hard ones, so that search has something to fix.
 2. PRM: the policy samples solutions at T=0.8; every step is labelled by exact checking
-   (Math-Shepherd labels: "+" iff the step and all earlier ones are right); a copy of the
-   policy is fine-tuned with cross-entropy on the ("+", "-") logits at the step tags of
+   (`check_steps_locally`: "+" iff the step is right given the solution's own previous
+   result, so the minimum over steps scores a solution). A copy of the policy is
+   fine-tuned with cross-entropy on the ("+", "-") logits at the step tags of
    `ttsearch.engine.prm_formats.MATH_SHEPHERD` inputs (built by its `PrmEncoder`, so
-   training and scoring see identical ids). Known limit: its step-level AUC (~0.9) comes
-   from what it can see without doing arithmetic (level, step index, the steps after a
-   visible slip); it does not yet check a sum, so among samples of ONE problem it picks
-   no better than chance (best-of-8 below greedy; see toy_metrics.json).
+   training and scoring see identical ids), each batch half policy samples and half
+   synthetic pairs (a gold solution and a copy with one slip, `corrupt_steps`): the pairs
+   differ only in the slip, so only checking the step explains their labels, not the
+   problem's difficulty (which is all a PRM trained on samples alone learned).
 3. Writes `policy/`, `prm/` and `toy_metrics.json` (greedy and sampled accuracy on
    held-out problems, PRM step-level ROC AUC, best-of-N with the PRM, seeds, times).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -42,13 +44,15 @@ from ttsearch.engine.chat import encode_chat_prompt
 from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.evaluation.extraction import extract_answer
+from ttsearch.prompts import STEP_SEPARATOR
 from ttsearch.toy.task import (
     HELD_OUT_SEED,
-    check_steps,
+    check_steps_locally,
+    corrupt_steps,
     final_step,
+    gold_steps,
     is_correct,
     make_problems,
-    prefix_correct,
     split_steps,
 )
 from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT, build_tokenizer
@@ -60,6 +64,7 @@ __all__ = [
     "greedy_accuracy",
     "greedy_correct",
     "label_solutions",
+    "synthetic_pairs",
     "main",
     "prm_scores",
     "roc_auc",
@@ -76,9 +81,9 @@ class ToyTrainConfig:
     threads: int = 2  # torch intra-op threads; results depend on it (reduction order)
     # Model shape (policy and PRM). head_dim 64: vLLM's CPU attention supports 64 / 128.
     hidden_size: int = 128
-    # 4 layers x 4 heads: 2 x 2 mostly failed to fetch the k-th operand from the problem
-    # after 3000 steps (wrong operands, not wrong sums); this shape learns the lookup and
-    # leaves carry mistakes, the mistakes we want.
+    # 4 layers x 4 heads. The policy's mistakes are mostly taking the wrong operation or
+    # number from a long problem; the PRM, trained longer on contrastive pairs, learns to
+    # check that lookup (and the one-digit sums) better than the policy makes it.
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 256
@@ -91,25 +96,29 @@ class ToyTrainConfig:
     policy_lr: float = 3e-3  # 6e-3 diverged
     warmup_steps: int = 50
     policy_max_steps: int = 3000  # also the length of the cosine learning-rate decay
-    eval_every: int = 250
+    eval_every: int = 100
     n_val: int = 100  # validation problems for early stopping (20 per level)
     target_accuracy: float = 0.5  # stop once validation greedy accuracy reaches this
     # Sampling (policy evaluation and PRM data).
-    max_new_tokens: int = 100
+    max_new_tokens: int = 160  # a level-5 solution (11 steps) is ~125 tokens
     temperature: float = 0.8
     n_test: int = 200  # held-out problems (seed HELD_OUT_SEED)
     test_samples: int = 8  # samples per held-out problem: sampled accuracy, PRM AUC, best-of-N
     prm_problems: int = 600
     prm_samples: int = 8  # per PRM training problem (duplicates dropped)
     gen_batch_size: int = 128
-    # PRM training.
-    prm_batch_size: int = 32
+    # PRM training: a fixed number of batches, each half policy samples (drawn with
+    # replacement) and half synthetic gold / one-slip pairs from fresh problems.
+    prm_batch_size: int = 64
     prm_lr: float = 1e-3
-    prm_epochs: int = 2
+    prm_train_steps: int = 3000
+    prm_synthetic_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_accuracy <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not 0.0 <= self.prm_synthetic_fraction <= 1.0:
+            raise ValueError(f"prm_synthetic_fraction must be in [0, 1], got {self.prm_synthetic_fraction}")
 
 
 def _log(msg: str) -> None:
@@ -311,7 +320,7 @@ class LabelledSolution:
 
     token_ids: tuple[int, ...]  # MATH_SHEPHERD input (question, tagged steps), BOS included
     tag_positions: tuple[int, ...]  # one per step
-    labels: tuple[bool, ...]  # per step: it and every earlier step correct
+    labels: tuple[bool, ...]  # per step: right given the solution's previous result
     correct: bool  # the final answer is right
     source: tuple[int, int]  # (problem index, sample index) in the inputs it was built from
 
@@ -335,7 +344,7 @@ def label_solutions(
                 LabelledSolution(
                     token_ids=enc.token_ids,
                     tag_positions=enc.score_positions,
-                    labels=tuple(prefix_correct(check_steps(problem, steps))),
+                    labels=tuple(check_steps_locally(problem, steps)),
                     correct=is_correct(problem, text),
                     source=(i, j),
                 )
@@ -353,38 +362,52 @@ def _tag_logits(
     return model.lm_head(hidden[rows, cols])[:, list(label_ids)]
 
 
+def synthetic_pairs(
+    encoder: PrmEncoder, problems: Sequence[Problem], rng: random.Random
+) -> list[LabelledSolution]:
+    """For each problem, its gold solution and a copy with one slip (`corrupt_steps`)."""
+    texts = [[STEP_SEPARATOR.join(gold_steps(p)), STEP_SEPARATOR.join(corrupt_steps(p, rng)[0])] for p in problems]
+    return label_solutions(encoder, problems, texts, dedupe=False)
+
+
 def train_prm(
-    cfg: ToyTrainConfig, policy: Any, data: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int
+    cfg: ToyTrainConfig,
+    policy: Any,
+    data: Sequence[LabelledSolution],
+    encoder: PrmEncoder,
+    synthetic_problems: Sequence[Problem],
 ) -> Any:
     """A copy of the policy fine-tuned to predict "+" / "-" at the step tags."""
     import copy
 
-    # Starting from the policy (as Math-Shepherd starts from an LM): it already reads
-    # the format and has some sense of which sums are right.
+    assert encoder.label_ids is not None
+    pad = encoder.tokenizer.pad_token_id
+    # Starting from the policy (as Math-Shepherd starts from an LM): it already reads the format.
     prm = copy.deepcopy(policy)
     opt = torch.optim.AdamW(prm.parameters(), lr=cfg.prm_lr, weight_decay=0.01)
-    order_gen = torch.Generator().manual_seed(cfg.seed)
-    step = 0
-    total = cfg.prm_epochs * math.ceil(len(data) / cfg.prm_batch_size)
-    for epoch in range(cfg.prm_epochs):
-        order = torch.randperm(len(data), generator=order_gen).tolist()
-        for lo in range(0, len(order), cfg.prm_batch_size):
-            batch = [data[i] for i in order[lo : lo + cfg.prm_batch_size]]
-            prm.train()
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg.prm_lr, cfg.warmup_steps, total)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
-                logits = _tag_logits(prm, batch, label_ids, pad)
-            # Target class 0 is "+" (good), 1 is "-".
-            target = torch.tensor([0 if ok else 1 for ex in batch for ok in ex.labels])
-            loss = torch.nn.functional.cross_entropy(logits.float(), target)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            if step % 20 == 0:
-                _log(f"prm epoch {epoch + 1} step {step}: loss {loss.item():.4f}")
+    rng = random.Random(cfg.seed)
+    n_pairs = round(cfg.prm_batch_size * cfg.prm_synthetic_fraction) // 2
+    n_sampled = cfg.prm_batch_size - 2 * n_pairs
+    next_problem = 0
+    for step in range(cfg.prm_train_steps):
+        batch = [data[rng.randrange(len(data))] for _ in range(n_sampled)] if data else []
+        pair_problems = [synthetic_problems[(next_problem + i) % len(synthetic_problems)] for i in range(n_pairs)]
+        next_problem += n_pairs
+        batch += synthetic_pairs(encoder, pair_problems, rng)
+        prm.train()
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.prm_lr, cfg.warmup_steps, cfg.prm_train_steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
+            logits = _tag_logits(prm, batch, encoder.label_ids, pad)
+        # Target class 0 is "+" (good), 1 is "-".
+        target = torch.tensor([0 if ok else 1 for ex in batch for ok in ex.labels])
+        loss = torch.nn.functional.cross_entropy(logits.float(), target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if (step + 1) % 50 == 0:
+            _log(f"prm step {step + 1}: loss {loss.item():.4f}")
     prm.eval()
     return prm
 
@@ -509,7 +532,8 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     _log(f"held-out sampled accuracy at T={cfg.temperature}: {sampled_acc:.3f}")
 
     t1 = time.time()
-    prm = train_prm(cfg, policy, prm_data, encoder.label_ids, pad)
+    synthetic = [p for p in make_problems(cfg.prm_train_steps * cfg.prm_batch_size // 2, cfg.seed + 6) if p.problem not in reserved]
+    prm = train_prm(cfg, policy, prm_data, encoder, synthetic)
     t_prm = time.time() - t1
     scores = prm_scores(prm, test_data, encoder.label_ids, pad)
     step_labels = [y for ex in test_data for y in ex.labels]
@@ -519,7 +543,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
         auc = roc_auc([s for ss in scores for s in ss], step_labels)
     _log(f"PRM trained in {t_prm:.0f} s; held-out step-level ROC AUC {auc}")
 
-    # Best-of-N on the held-out samples, solution score = PRM score of the last step.
+    # Best-of-N on the held-out samples, solution score = the PRM's lowest step score.
     best_of_n = _best_of_n(test, test_texts, test_data, scores)
     _log(f"held-out best-of-{cfg.test_samples}: {best_of_n}")
 
@@ -541,6 +565,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
             "validation_problems": cfg.seed + 3,
             "prm_sampling": cfg.seed + 4,
             "test_sampling": cfg.seed + 5,
+            "prm_synthetic_problems": cfg.seed + 6,
         },
         "policy_steps": policy_info["policy_steps"],
         "policy_val_history": policy_info["policy_val_history"],
@@ -568,8 +593,8 @@ def _best_of_n(
     scores: Sequence[Sequence[float]],
 ) -> dict[str, float]:
     """Selection among the N samples per problem: pass@N (any correct), maj@N (most common
-    answer) and best-of-N by the PRM score of the last step (texts without steps lose)."""
-    last = {ex.source: s[-1] for ex, s in zip(data, scores)}
+    answer) and best-of-N by the PRM's lowest step score (texts without steps lose)."""
+    last = {ex.source: min(s) for ex, s in zip(data, scores)}
     passed, majority, picked = [], [], []
     for i, (problem, ts) in enumerate(zip(problems, texts)):
         passed.append(any(is_correct(problem, t) for t in ts))
@@ -582,7 +607,7 @@ def _best_of_n(
     return {
         f"pass_at_{n}": float(np.mean(passed)),
         f"maj_at_{n}": float(np.mean(majority)),
-        f"best_of_{n}_prm_last": float(np.mean(picked)),
+        f"best_of_{n}_prm_min": float(np.mean(picked)),
     }
 
 
