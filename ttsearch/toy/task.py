@@ -156,28 +156,7 @@ def check_steps(problem: Problem | str, steps: Sequence[str]) -> list[bool]:
     correctly is still wrong (A is compared with the true value), so a solution is correct
     iff all its steps are (see `prefix_correct` for PRM labels).
     """
-    expr = parse_problem(problem)
-    values = expr.running_values()
-    n_ops = len(expr.ops)
-    flags: list[bool] = []
-    for k, step in enumerate(steps):
-        text = step.strip()
-        if k < n_ops:
-            m = _STEP_RE.fullmatch(text)
-            ok = m is not None and (
-                int(m.group(1)) == k + 1
-                and int(m.group(2)) == values[k]
-                and m.group(3) == expr.ops[k]
-                and int(m.group(4)) == expr.terms[k + 1]
-                and int(m.group(5)) == values[k + 1]
-            )
-        elif k == n_ops:
-            m = _FINAL_RE.fullmatch(text)
-            ok = m is not None and int(m.group(1)) == values[-1]
-        else:
-            ok = False
-        flags.append(ok)
-    return flags
+    return _judge_steps(problem, steps, from_written=False)
 
 
 def check_steps_locally(problem: Problem | str, steps: Sequence[str]) -> list[bool]:
@@ -191,26 +170,36 @@ def check_steps_locally(problem: Problem | str, steps: Sequence[str]) -> list[bo
     these labels scores the whole solution. The toy PRM learns these labels because each
     one is decided by the step itself (and the problem), not by the whole history.
     """
+    return _judge_steps(problem, steps, from_written=True)
+
+
+def _judge_steps(problem: Problem | str, steps: Sequence[str], *, from_written: bool) -> list[bool]:
+    """`check_steps` (each step starts from the true running value) or, with
+    `from_written`, `check_steps_locally` (from the result the solution last wrote)."""
     expr = parse_problem(problem)
+    values = expr.running_values()
     n_ops = len(expr.ops)
-    previous = expr.terms[0]
+    start = expr.terms[0]  # the value arithmetic step k must start from
     flags: list[bool] = []
     for k, step in enumerate(steps):
         text = step.strip()
+        if not from_written:
+            start = values[min(k, n_ops)]
         if k < n_ops:
             m = _STEP_RE.fullmatch(text)
+            op, term = expr.ops[k], expr.terms[k + 1]
             ok = m is not None and (
                 int(m.group(1)) == k + 1
-                and int(m.group(2)) == previous
-                and m.group(3) == expr.ops[k]
-                and int(m.group(4)) == expr.terms[k + 1]
-                and int(m.group(5)) == (previous + expr.terms[k + 1] if expr.ops[k] == "+" else previous - expr.terms[k + 1])
+                and int(m.group(2)) == start
+                and m.group(3) == op
+                and int(m.group(4)) == term
+                and int(m.group(5)) == (start + term if op == "+" else start - term)
             )
-            if m is not None:
-                previous = int(m.group(5))
+            if from_written and m is not None:
+                start = int(m.group(5))
         elif k == n_ops:
             m = _FINAL_RE.fullmatch(text)
-            ok = m is not None and int(m.group(1)) == previous
+            ok = m is not None and int(m.group(1)) == start
         else:
             ok = False
         flags.append(ok)
