@@ -154,7 +154,8 @@ def check_steps(problem: Problem | str, steps: Sequence[str]) -> list[bool]:
     correct iff it is the final-answer sentence with the true answer; any further step is
     wrong. Surrounding whitespace is ignored. A step that repeats an earlier wrong value
     correctly is still wrong (A is compared with the true value), so a solution is correct
-    iff all its steps are (see `prefix_correct` for PRM labels).
+    iff all its steps are (`prefix_correct` turns these into Math-Shepherd prefix labels;
+    the toy PRM learns `check_steps_locally` instead).
     """
     return _judge_steps(problem, steps, from_written=False)
 
