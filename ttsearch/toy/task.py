@@ -68,9 +68,9 @@ class LevelSpec:
 # Difficulty is the number of steps. Every number is one digit (the running value stays in
 # 0-9), so each step is a one-token fact "A op B = C" at fixed offsets: a tiny PRM learns
 # to check it. With multi-digit operands (carries) a 4-layer PRM did not learn to check a
-# sum in an hour of CPU training, so it could only rank problems by difficulty, not the
-# solutions of one problem (measured; see the notes of issue #4). The policy still errs,
-# on the facts it has not settled and more often the longer the problem.
+# sum (runs of up to ~15 CPU minutes, several designs), so it ranked problems by
+# difficulty, not the solutions of one problem (measured; see the notes of issue #4). The
+# policy still errs, on the facts it has not settled and more often the longer the problem.
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(n_terms=3, low=1, high=9),
     2: LevelSpec(n_terms=5, low=1, high=9),
@@ -78,6 +78,11 @@ LEVELS: dict[int, LevelSpec] = {
     4: LevelSpec(n_terms=9, low=1, high=9),
     5: LevelSpec(n_terms=12, low=1, high=9),
 }
+
+
+def _apply(value: int, op: str, term: int) -> int:
+    """`value op term` for op "+" or "-"."""
+    return value + term if op == "+" else value - term
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ class Expression:
         """The value after each prefix: [terms[0], terms[0] op terms[1], ...]."""
         values = [self.terms[0]]
         for op, term in zip(self.ops, self.terms[1:]):
-            values.append(values[-1] + term if op == "+" else values[-1] - term)
+            values.append(_apply(values[-1], op, term))
         return values
 
     @property
@@ -194,7 +199,7 @@ def _judge_steps(problem: Problem | str, steps: Sequence[str], *, from_written: 
                 and int(m.group(2)) == start
                 and m.group(3) == op
                 and int(m.group(4)) == term
-                and int(m.group(5)) == (start + term if op == "+" else start - term)
+                and int(m.group(5)) == _apply(start, op, term)
             )
             if from_written and m is not None:
                 start = int(m.group(5))
@@ -285,7 +290,7 @@ def _draw(rng: random.Random, spec: LevelSpec) -> Expression:
         op = "-" if can_subtract and (not can_add or rng.random() < spec.p_minus) else "+"
         room = spec.max_value - value if op == "+" else value
         term = rng.randint(spec.low, min(spec.high, room))
-        value = value + term if op == "+" else value - term
+        value = _apply(value, op, term)
         terms.append(term)
         ops.append(op)
     return Expression(terms=tuple(terms), ops=tuple(ops))
@@ -307,10 +312,9 @@ def corrupt_steps(problem: Problem | str, rng: random.Random) -> tuple[list[str]
     steps: list[str] = []
     for k, (op, term) in enumerate(pairs):
         if k == bad:
-            op, term, slipped_result = _wrong_step(pairs, k, value, rng)
-            result = slipped_result
+            op, term, result = _wrong_step(pairs, k, value, rng)
         else:
-            result = value + term if op == "+" else value - term
+            result = _apply(value, op, term)
         steps.append(f"## Step {k + 1}: {value} {op} {term} = {result}")
         value = result
     steps.append(final_step(value))
@@ -320,7 +324,7 @@ def corrupt_steps(problem: Problem | str, rng: random.Random) -> tuple[list[str]
 def _wrong_step(pairs: Sequence[tuple[str, int]], k: int, value: int, rng: random.Random) -> tuple[str, int, int]:
     """(op, operand, result) of a wrong step k starting from `value` (which is right)."""
     op, term = pairs[k]
-    right = value + term if op == "+" else value - term
+    right = _apply(value, op, term)
     while True:
         kind = rng.random()
         if kind < 0.5 and len(pairs) > 1:  # another step's operation and number, usually a neighbour's
@@ -336,7 +340,7 @@ def _wrong_step(pairs: Sequence[tuple[str, int]], k: int, value: int, rng: rando
         else:  # the right operation and number, a wrong result
             op, term = pairs[k]
             return op, term, _slip(right, rng)
-        result = value + term if op == "+" else value - term
+        result = _apply(value, op, term)
         if result != right and result >= 0:
             return op, term, result
 
