@@ -4,7 +4,8 @@ Held-out toy arithmetic problems are searched with majority voting, weighted bes
 beam search and DVTS at each budget N, by the shipped tiny policy and PRM
 (`ttsearch.toy`) on vLLM (CPU is fine). Majority voting and best-of-N are read from the
 same N=max samples (budget k: the mean over the disjoint groups of k candidates, a paired
-comparison); beam search and DVTS run once per N. Prints an accuracy table and saves a plot and a JSON report.
+comparison); beam search and DVTS run once per N. Prints an accuracy table and saves a
+plot and a JSON report.
 """
 
 from __future__ import annotations
@@ -103,9 +104,6 @@ async def run_toy_experiment(
     bar.close()
     seconds = time.perf_counter() - started
 
-    def accuracy(answers: Sequence[str | None]) -> float:
-        return sum(a is not None and is_equivalent(p.answer, a) for p, a in zip(problems, answers)) / len(problems)
-
     table: dict[str, list[float]] = {m: [] for m in METHOD_LABELS}
     sampled = outputs[0]
     for n in ns:
@@ -115,7 +113,7 @@ async def run_toy_experiment(
         table["majority"].append(_grouped_accuracy(problems, sampled, n, "majority"))
         table["weighted_bon"].append(_grouped_accuracy(problems, sampled, n, "weighted"))
     for (kind, _, _), results in zip(runs[1:], outputs[1:]):
-        table[kind].append(accuracy([r.answer for r in results]))
+        table[kind].append(sum(_is_right(p, r.answer) for p, r in zip(problems, results)) / len(problems))
     return ToyExperiment(
         ns=ns,
         accuracy={m: tuple(v) for m, v in table.items()},
@@ -131,8 +129,12 @@ def _grouped_accuracy(problems: Sequence[Problem], results: Sequence[SearchResul
     for problem, result in zip(problems, results):
         groups = [result.candidates[i : i + k] for i in range(0, len(result.candidates) - k + 1, k)]
         answers = [pick_answer(method, group) for group in groups]  # type: ignore[arg-type]
-        total += sum(a is not None and is_equivalent(problem.answer, a) for a in answers) / max(1, len(groups))
+        total += sum(_is_right(problem, a) for a in answers) / max(1, len(groups))
     return total / len(problems)
+
+
+def _is_right(problem: Problem, answer: str | None) -> bool:
+    return answer is not None and is_equivalent(problem.answer, answer)
 
 
 async def run_demo(*, num_problems: int = 100, ns: Sequence[int] = (1, 2, 4, 8, 16), out_dir: Path, seed: int = 0) -> ToyExperiment:

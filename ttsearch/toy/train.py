@@ -32,7 +32,6 @@ import json
 import math
 import random
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 
 from ttsearch.engine.chat import encode_chat_prompt
 from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
+from ttsearch.evaluation.aggregation import select_answer
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.evaluation.extraction import extract_answer
 from ttsearch.prompts import STEP_SEPARATOR
@@ -533,7 +533,8 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     _log(f"held-out sampled accuracy at T={cfg.temperature}: {sampled_acc:.3f}")
 
     t1 = time.time()
-    synthetic = [p for p in make_problems(cfg.prm_train_steps * cfg.prm_batch_size // 2, cfg.seed + 6) if p.problem not in reserved]
+    drawn = make_problems(cfg.prm_train_steps * cfg.prm_batch_size // 2, cfg.seed + 6)
+    synthetic = [p for p in drawn if p.problem not in reserved]
     prm = train_prm(cfg, policy, prm_data, encoder, synthetic)
     t_prm = time.time() - t1
     scores = prm_scores(prm, test_data, encoder.label_ids, pad)
@@ -595,14 +596,13 @@ def _best_of_n(
 ) -> dict[str, float]:
     """Selection among the N samples per problem: pass@N (any correct), maj@N (most common
     answer) and best-of-N by the PRM's lowest step score (texts without steps lose)."""
-    last = {ex.source: min(s) for ex, s in zip(data, scores)}
+    lowest = {ex.source: min(s) for ex, s in zip(data, scores)}
     passed, majority, picked = [], [], []
     for i, (problem, ts) in enumerate(zip(problems, texts)):
         passed.append(any(is_correct(problem, t) for t in ts))
-        answers = [a for a in (extract_answer(t) for t in ts) if a is not None]
-        vote = Counter(answers).most_common(1)[0][0] if answers else None
-        majority.append(vote is not None and is_correct(problem, final_step(vote)))
-        best = max(range(len(ts)), key=lambda j: last.get((i, j), -math.inf))
+        vote = select_answer("majority", [extract_answer(t) for t in ts])
+        majority.append(vote is not None and is_correct(problem, final_step(vote.answer)))
+        best = max(range(len(ts)), key=lambda j: lowest.get((i, j), -math.inf))
         picked.append(is_correct(problem, ts[best]))
     n = len(texts[0]) if texts else 0
     return {
