@@ -21,6 +21,23 @@ PRM_FORMATS = ("math_shepherd", "rlhflow", "qwen")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 
 
+# Printed under `evaluate`'s tables: what a budget N means (issue #12 item 1).
+BUDGET_NOTE = (
+    "N: sampling strategies (majority, best_of_n) at every N up to the N they ran with, each the mean over the "
+    "disjoint groups of N consecutive samples; stepwise strategies (beam, dvts, lookahead) only at the N they ran with."
+)
+
+
+def _budgets(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of budgets: {text!r} (example: 1,4,16)") from None
+    if any(k < 1 for k in ks) or list(ks) != sorted(set(ks)):
+        raise argparse.ArgumentTypeError(f"budgets must be positive and increasing: {text!r}")
+    return ks
+
+
 def parse_size(text: str) -> int:
     """'128MiB', '2g', '1048576' -> bytes."""
     match = _SIZE.match(text)
@@ -71,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--enforce-eager", action="store_true", help="skip CUDA graphs / compilation")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ev = sub.add_parser("evaluate", help="accuracy@k of results files (one per seed)")
+    ev = sub.add_parser("evaluate", help="accuracy at each budget N of one strategy's results files (seeds, or runs at several N)")
     ev.add_argument("results", type=Path, nargs="+")
+    ev.add_argument("--ks", type=_budgets, help="budgets to report, comma-separated (default: every budget the runs have)")
     ev.add_argument("--by", choices=("overall", "level", "subject"), default="overall")
     ev.add_argument("--plot", type=Path, help="save accuracy vs N to this PNG")
     ev.add_argument("--json", type=Path, help="save the report as JSON")
@@ -179,7 +197,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from ttsearch.evaluation.report import format_table, plot_accuracy, save_report_json
     from ttsearch.runner import evaluate_results
 
-    report = evaluate_results(args.results)
+    report = evaluate_results(args.results, ks=args.ks)
     if args.by == "overall":
         print(format_table(report.overall))
     else:
@@ -187,6 +205,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         for key, table in tables.items():
             print(format_table(table, title=f"{args.by} {key} ({table.num_problems} problems)"))
             print()
+    print(BUDGET_NOTE)
     if args.plot:
         print(f"plot: {plot_accuracy(report.overall, args.plot)}")
     if args.json:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,8 +22,9 @@ from ttsearch.engine.scheduler import Usage
 from ttsearch.engine.searcher import Searcher
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.evaluation.grading import is_equivalent
-from ttsearch.evaluation.metrics import AccuracyReport, ProblemSamples, accuracy_at_k
+from ttsearch.evaluation.metrics import BUDGET_KINDS, AccuracyReport, BudgetKind, ProblemSamples, accuracy_at_k
 from ttsearch.strategies.base import Strategy
+from ttsearch.strategies.registry import budget_kind
 
 
 class ResultsFileError(ValueError):
@@ -91,7 +93,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             if number == len(lines) or (number == len(lines) - 1 and not lines[-1]):
-                break  # torn final write: that problem will simply run again
+                # Torn final write (a run killed mid-line): that problem simply runs again.
+                warnings.warn(f"{path}:{number}: dropping a torn last line (an unfinished write)", stacklevel=2)
+                break
             raise ResultsFileError(f"{path}:{number}: not valid JSON ({error.msg})") from None
         if not isinstance(record, dict) or "unique_id" not in record:
             raise ResultsFileError(f"{path}:{number}: not a ttsearch result record (no unique_id)")
@@ -148,7 +152,12 @@ async def run_benchmark(
 
 
 def records_to_samples(records: Sequence[dict[str, Any]]) -> list[ProblemSamples]:
-    """Turn result records (failed ones left out) into inputs for `accuracy_at_k`."""
+    """Turn result records (failed ones left out) into inputs for `accuracy_at_k`.
+
+    Each problem carries its budget: the N the strategy ran with (record "n", else its
+    config's "n") and its kind (record "kind", else from the strategy name), so that only
+    sampling strategies are subsampled.
+    """
     return [
         ProblemSamples(
             gold=r["gold"],
@@ -157,18 +166,53 @@ def records_to_samples(records: Sequence[dict[str, Any]]) -> list[ProblemSamples
             unique_id=r["unique_id"],
             subject=r.get("subject"),
             level=r.get("level"),
+            kind=record_kind(r),
+            n=record_n(r),
         )
         for r in records
         if r.get("error") is None and r["candidates"]
     ]
 
 
+def record_kind(record: dict[str, Any]) -> BudgetKind:
+    """"sampling" or "stepwise": the record's "kind", else what its strategy is."""
+    kind = record.get("kind")
+    if kind is not None:
+        if kind not in BUDGET_KINDS:
+            raise ResultsFileError(f"problem {record.get('unique_id')!r}: unknown kind {kind!r}")
+        return kind  # type: ignore[no-any-return]
+    strategy = record.get("strategy")
+    # Records without a strategy predate it: they were sampled, as `run` did first.
+    return budget_kind(strategy) if isinstance(strategy, str) else "sampling"
+
+
+def record_n(record: dict[str, Any]) -> int | None:
+    """The N a record's strategy ran with, or None when the record does not say."""
+    n = record.get("n", (record.get("config") or {}).get("n"))
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
 def evaluate_results(paths: Sequence[str | Path], *, ks: Sequence[int] | None = None) -> AccuracyReport:
-    """Accuracy@k (maj / naive / weighted / pass) over one results file per seed."""
+    """Accuracy at each budget (maj / naive / weighted) over results files of one strategy.
+
+    Files are runs: seeds of one N, or (for stepwise strategies) runs at several N, each
+    reported at its own N. Sampling strategies are read at every k <= N (mean over disjoint
+    groups of k samples). Files of different strategies are refused.
+    """
     runs = []
+    strategies: dict[str, str] = {}
     for p in paths:
-        samples = records_to_samples(read_records(Path(p)))
+        records = read_records(Path(p))
+        samples = records_to_samples(records)
         if not samples:
             raise ResultsFileError(f"{p}: no successful results to evaluate")
+        for r in records:
+            strategies.setdefault(str(r.get("label") or r.get("strategy")), str(p))
         runs.append(samples)
+    if len(strategies) > 1:
+        named = ", ".join(f"{s} ({f})" for s, f in strategies.items())
+        raise ResultsFileError(
+            f"results of different strategies: {named}; evaluate each strategy separately "
+            "(or use `ttsearch report` on an experiment directory)"
+        )
     return accuracy_at_k(runs, ks=ks)

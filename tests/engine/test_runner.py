@@ -41,7 +41,8 @@ async def test_run_writes_one_line_per_problem_and_resumes(tmp_path: Path) -> No
     with out.open("a") as f:
         f.write('{"unique_id": "p3", "cand')
     searcher = make_searcher(script)
-    summary = await run_benchmark(searcher, PROBLEMS, BestOfN(n=4), out, progress=False)
+    with pytest.warns(UserWarning, match="run.jsonl:4: dropping a torn last line"):
+        summary = await run_benchmark(searcher, PROBLEMS, BestOfN(n=4), out, progress=False)
     assert summary.skipped == 3 and summary.done == 6
     assert len(searcher.policy.requests) == 3  # only p3, p4, p5 were searched
     assert sorted(r["unique_id"] for r in read_records(out)) == [f"p{i}" for i in range(6)]
@@ -53,8 +54,10 @@ async def test_evaluate_results_gives_accuracy_at_k(tmp_path: Path) -> None:
     report = evaluate_results([out])
     table = report.overall
     assert table.ks == (1, 2, 4)
-    # k=1: candidate 0 is always right; k=4 majority: odd problems' wrong answers win 3:1
-    assert table.accuracy("majority", 1) == 1.0
+    # Odd problems: candidate 0 right, 1-3 wrong. k=1: 1/4 of their samples; k=2: groups
+    # (right, wrong) -> right on the tie, (wrong, wrong); k=4: the wrong answer wins 3:1.
+    assert table.accuracy("majority", 1) == pytest.approx((3 + 3 * 0.25) / 6)
+    assert table.accuracy("majority", 2) == pytest.approx((3 + 3 * 0.5) / 6)
     assert table.accuracy("majority", 4) == 0.5
     assert table.accuracy("naive", 4) == 1.0  # the right answer has the highest reward
     assert set(report.by_level) == {1, 2, 3, 4, 5}
@@ -83,6 +86,49 @@ def test_cli_evaluate_prints_table(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "weighted" in printed and "100.0" in printed
     assert json.loads((tmp_path / "r.json").read_text())
     assert main(["evaluate", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def _write_records(path: Path, strategy: str, n: int, answer_lists: list[list[str]]) -> Path:
+    # Old-style `ttsearch run` records (no "kind"): strategy class name + config, as written
+    # by runner.result_record; candidates in stored order with decreasing scores.
+    records = [
+        {"unique_id": f"q{i}", "gold": "4", "subject": None, "level": None, "error": None,
+         "strategy": strategy, "config": {"n": n, "width": 2},
+         "candidates": [{"answer": a, "score": 0.9 - 0.1 * j} for j, a in enumerate(answers)]}
+        for i, answers in enumerate(answer_lists)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_evaluate_reports_stepwise_strategies_at_their_n_only(tmp_path: Path) -> None:
+    # Issue #12 item 1: beam search's candidates are sorted by score; the first k of one
+    # N=4 search is not beam search at N=k, so N=4 is the only budget.
+    beam = _write_records(tmp_path / "beam.jsonl", "BeamSearch", 4, [["4", "5", "5", "4"], ["5", "4", "4", "4"]])
+    table = evaluate_results([beam]).overall
+    assert table.ks == (4,)
+    assert table.accuracy("majority", 4) == 1.0  # q0: 2-2 tie -> "4" (earliest); q1: "4" 3:1
+    assert table.accuracy("naive", 4) == 0.5  # q0's best beam says "4", q1's says "5"
+    # DVTS at N=8 returning 2 and 3 leaves: the budget is 8, not the smallest count (old ks 1, 2).
+    dvts = _write_records(tmp_path / "dvts.jsonl", "DVTS", 8, [["4", "5"], ["5", "4", "4"]])
+    assert evaluate_results([dvts]).overall.ks == (8,)
+    # Runs at several N fill one column each; files of different strategies are refused.
+    beam8 = _write_records(tmp_path / "beam8.jsonl", "BeamSearch", 8, [["4"] * 8, ["4"] * 8])
+    assert evaluate_results([beam, beam8]).overall.ks == (4, 8)
+    with pytest.raises(ResultsFileError, match="different strategies: BeamSearch .*, DVTS"):
+        evaluate_results([beam, dvts])
+    with pytest.raises(ValueError, match=r"k=2: stepwise runs at N = \[4\]"):
+        evaluate_results([beam], ks=(2, 4))
+
+
+def test_cli_evaluate_ks_and_budget_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sampled = _write_records(tmp_path / "bon.jsonl", "BestOfN", 4, [["4", "5", "5", "4"]] * 2)
+    assert main(["evaluate", str(sampled), "--ks", "1,4"]) == 0
+    printed = capsys.readouterr().out
+    assert "N=1" in printed and "N=4" in printed and "N=2" not in printed
+    assert "disjoint groups" in printed
+    assert main(["evaluate", str(sampled), "--ks", "8"]) == 2
+    assert "no run can be reported at budget k=8" in capsys.readouterr().err
 
 
 def test_make_strategy_and_cli_parsing() -> None:

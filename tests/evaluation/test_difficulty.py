@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter
@@ -40,21 +41,45 @@ def test_500_distinct_values_give_100_per_level() -> None:
         assert min(v for v, l in zip(values, levels) if l == lv) > max(v for v, l in zip(values, levels) if l == lv + 1)
 
 
-def test_ties_share_a_level_at_the_centre_of_their_block() -> None:
-    # 10 problems: 4 unsolved (0.0) take sorted positions 6..9 -> centre 8 -> level 5;
-    # 3 always solved (1.0) take positions 0..2 -> centre 1.5 -> level 1.
-    values = [0.0, 1.0, 0.0, 0.5, 1.0, 0.0, 0.3, 0.0, 1.0, 0.6]
-    levels = quantile_levels(values)
-    assert {lv for v, lv in zip(values, levels) if v == 0.0} == {5}
+def test_heavy_ties_keep_five_levels_populated() -> None:
+    # Issue #12 item 8: 45 of 100 problems never solved (pass@1 = 0) and 20 always solved.
+    # One level per tie block would leave levels empty; quantile binning keeps 20 per level.
+    values = [0.0] * 45 + [1.0] * 20 + [(i + 1) / 40 for i in range(35)]
+    keys = [f"test/problem/{i}.json" for i in range(100)]
+    levels = quantile_levels(values, keys=keys)
+    assert Counter(levels) == {1: 20, 2: 20, 3: 20, 4: 20, 5: 20}
+    # Order is still respected: a strictly easier problem never gets a harder level.
+    for a in range(100):
+        for b in range(100):
+            if values[a] > values[b]:
+                assert levels[a] <= levels[b]
     assert {lv for v, lv in zip(values, levels) if v == 1.0} == {1}
-    # 0.6 at position 3 -> level 2; 0.5 at 4 -> level 3 (centre 4.5/10 in the third fifth); 0.3 at 5 -> 3.
-    assert dict(zip(values, levels))[0.6] == 2
-    assert dict(zip(values, levels))[0.5] == 3
-    assert dict(zip(values, levels))[0.3] == 3
+    assert {lv for v, lv in zip(values, levels) if v == 0.0} == {3, 4, 5}
+    assert Counter(lv for v, lv in zip(values, levels) if v == 0.0) == {5: 20, 4: 20, 3: 5}
 
 
-def test_all_tied_is_the_middle_level() -> None:
-    assert quantile_levels([0.4] * 7) == [3] * 7
+def test_tie_break_is_by_key_hash_not_input_order() -> None:
+    values = [0.0] * 10
+    keys = [f"p{i}" for i in range(10)]
+    levels = quantile_levels(values, keys=keys)
+    assert Counter(levels) == {1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
+    # The rule as documented: tied problems sorted by the SHA-256 of their key.
+    by_hash = sorted(range(10), key=lambda i: hashlib.sha256(keys[i].encode()).hexdigest())
+    assert [levels[i] for i in by_hash] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # Without keys, ties keep input order.
+    assert quantile_levels(values) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_keys_must_match_values() -> None:
+    with pytest.raises(ValueError, match="3 values but 2 keys"):
+        quantile_levels([0.1, 0.2, 0.3], keys=["a", "b"])
+    with pytest.raises(ValueError, match="unique"):
+        quantile_levels([0.1, 0.2], keys=["a", "a"])
+
+
+def test_all_tied_still_fills_the_levels() -> None:
+    # Slot centres (2 pos + 1) / 14 of [0, 1] in fifths: levels 1, 2, 2, 3, 4, 4, 5.
+    assert quantile_levels([0.4] * 7) == [1, 2, 2, 3, 4, 4, 5]
 
 
 @pytest.mark.parametrize(
@@ -66,13 +91,24 @@ def test_fewer_than_five_problems_spread_symmetrically(n: int, expected: list[in
     assert quantile_levels(values) == expected
 
 
-def test_levels_are_order_independent() -> None:
+@pytest.mark.parametrize("n", range(1, 60))
+def test_level_sizes_differ_by_at_most_one(n: int) -> None:
+    rng = random.Random(n)
+    values = [rng.choice([0.0, 0.25, 1.0]) for _ in range(n)]
+    counts = Counter(quantile_levels(values, keys=[str(i) for i in range(n)]))
+    if n >= 5:
+        assert set(counts) == {1, 2, 3, 4, 5}
+        assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_levels_are_order_independent_given_keys() -> None:
     rng = random.Random(3)
     values = [rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) for _ in range(37)]
-    levels = dict(zip(range(37), quantile_levels(values)))
+    keys = [f"id{i}" for i in range(37)]
+    levels = dict(zip(range(37), quantile_levels(values, keys=keys)))
     perm = list(range(37))
     rng.shuffle(perm)
-    shuffled = quantile_levels([values[i] for i in perm])
+    shuffled = quantile_levels([values[i] for i in perm], keys=[keys[i] for i in perm])
     assert [levels[i] for i in perm] == shuffled
 
 
@@ -98,17 +134,18 @@ def test_oracle_levels_from_correctness() -> None:
 def test_predicted_levels_from_mean_reward() -> None:
     rewards = [[0.9, 0.7], [0.1, 0.3], [0.5, 0.5], [0.8, 0.8], [0.2, 0.4]]
     assert mean_rewards(rewards) == pytest.approx([0.8, 0.2, 0.5, 0.8, 0.3])
-    # The two 0.8s share slots 0..1, whose centre 0.2 is exactly the level 1/2 boundary:
-    # it goes outwards, to level 1 (mirroring how 0.8 would go to level 5).
-    assert predicted_levels(rewards) == [1, 5, 3, 1, 4]
+    # The two 0.8s tie: input order breaks it without keys, the key hash with keys.
+    assert predicted_levels(rewards) == [1, 5, 3, 2, 4]
+    first = hashlib.sha256(b"a").hexdigest() < hashlib.sha256(b"d").hexdigest()
+    assert predicted_levels(rewards, keys=["a", "b", "c", "d", "e"]) == ([1, 5, 3, 2, 4] if first else [2, 5, 3, 1, 4])
 
 
-def test_reversing_the_order_mirrors_levels() -> None:
+def test_reversing_distinct_values_mirrors_levels() -> None:
     rng = random.Random(5)
     for n in range(1, 40):
-        values = [rng.choice([0.0, 0.1, 0.2, 0.5, 0.9, 1.0]) for _ in range(n)]
-        easy_high = quantile_levels(values)
-        easy_low = quantile_levels(values, higher_is_easier=False)
+        values = rng.sample(range(1000), n)
+        easy_high = quantile_levels([float(v) for v in values])
+        easy_low = quantile_levels([float(v) for v in values], higher_is_easier=False)
         assert easy_low == [6 - lv for lv in easy_high], values
 
 

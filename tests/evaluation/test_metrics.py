@@ -96,8 +96,9 @@ def exact(gold: str, pred: str) -> bool:
     return gold == pred
 
 
-# Gold "5". Majority over ALL 8 candidates is "3" (5 votes to 3), but the first 1, 2 and
-# 4 candidates favour "5" (ties go to the earliest), so maj@k is right for k <= 4 only.
+# Gold "5", eight samples in sampling order. At budget k the accuracy is the mean over the
+# 8 // k disjoint groups of k consecutive samples:
+#   k=2: (5,3) (3,5) (5,3) (3,3); k=4: (5,3,3,5) (5,3,3,3); k=8: all, where "3" wins 5 to 3.
 PROBLEM_A = ProblemSamples(
     gold="5",
     answers=("5", "3", "3", "5", "5", "3", "3", "3"),
@@ -120,31 +121,83 @@ PROBLEM_C = ProblemSamples(
     gold="4", answers=("4",) * 8, rewards=(0.5,) * 8, unique_id="c", subject="Algebra", level=3
 )
 
+A_MAJORITY = (3 / 8, 2 / 4, 1 / 2, 0.0)  # ties go to the earliest group: (5,3) -> 5, (5,3,3,5) -> 5
+A_NAIVE = (3 / 8, 2 / 4, 2 / 2, 1.0)  # k=2: 3(.6) 5(.9) 5(.8) 3; k=4: 5(.9), 5(.8)
+A_WEIGHTED = (3 / 8, 2 / 4, 2 / 2, 1.0)  # k=4: 5 1.0 vs 3 .7, 5 .8 vs 3 .3; k=8: 5 1.8 vs 3 1.0
 
-def test_accuracy_uses_first_k_candidates() -> None:
+
+def test_sampling_budgets_average_disjoint_groups() -> None:
     report = accuracy_at_k([[PROBLEM_A]], grader=exact, methods=("majority", "naive", "weighted"))
     t = report.overall
     assert t.ks == (1, 2, 4, 8)
-    assert t.curve("majority").mean == (1.0, 1.0, 1.0, 0.0)
-    # naive@2: the 0.6 candidate says "3"; at k=4 the 0.9 candidate says "5".
-    assert t.curve("naive").mean == (1.0, 0.0, 1.0, 1.0)
-    # weighted@2: 3 (0.6) beats 5 (0.1); weighted@4: 5 (1.0) beats 3 (0.7).
-    assert t.curve("weighted").mean == (1.0, 0.0, 1.0, 1.0)
+    assert t.curve("majority").mean == pytest.approx(A_MAJORITY)
+    assert t.curve("naive").mean == pytest.approx(A_NAIVE)
+    assert t.curve("weighted").mean == pytest.approx(A_WEIGHTED)
     assert t.num_problems == 1 and t.num_seeds == 1
     assert t.curve("naive").std == (0.0, 0.0, 0.0, 0.0)
 
 
+def test_leftover_samples_past_the_last_whole_group_are_unused() -> None:
+    # 5 samples at k=2: groups (5,3) (3,5); the fifth ("5") is unused.
+    p = ProblemSamples(gold="5", answers=("5", "3", "3", "5", "5"), rewards=(0.1, 0.6, 0.1, 0.9, 0.8))
+    t = accuracy_at_k([[p]], grader=exact, ks=(2, 4, 5)).overall
+    assert t.curve("naive").mean == pytest.approx((0.5, 1.0, 1.0))
+    assert t.curve("majority").mean == pytest.approx((0.5, 1.0, 1.0))  # (5,3,3,5) tie -> 5; 5 of 5: 3 to 2
+
+
+def _beam(answers: tuple[str | None, ...], n: int, uid: str = "s") -> ProblemSamples:
+    # A stepwise run: candidates sorted by score, as beam search stores them.
+    rewards = tuple(0.9 - 0.1 * i for i in range(len(answers)))
+    return ProblemSamples(gold="5", answers=answers, rewards=rewards, unique_id=uid, kind="stepwise", n=n)
+
+
+def test_stepwise_runs_are_reported_at_their_n_only() -> None:
+    # Issue #12 item 1: the first k of one N=4 beam search is not beam search at N=k.
+    beam = _beam(("3", "5", "5", "5"), n=4)
+    t = accuracy_at_k([[beam]], grader=exact).overall
+    assert t.ks == (4,)
+    assert t.curve("majority").mean == (1.0,)
+    assert t.curve("naive").mean == (0.0,)  # the best-scored beam says "3"
+    with pytest.raises(ValueError, match=r"budget k=2: stepwise runs at N = \[4\]"):
+        accuracy_at_k([[beam]], grader=exact, ks=(2, 4))
+
+
+def test_dvts_budget_is_its_n_not_its_candidate_count() -> None:
+    # DVTS at N=16 returns 1..M finished leaves per subtree: 3 and 5 candidates here. The
+    # budget is still 16 (the old default shrank ks to the smallest count: 1, 2).
+    p1 = _beam(("5", "5", "3"), n=16, uid="p1")
+    p2 = _beam(("3", "5", "5", "5", "5"), n=16, uid="p2")
+    t = accuracy_at_k([[p1, p2]], grader=exact).overall
+    assert t.ks == (16,)
+    assert t.curve("majority").mean == (1.0,)
+    assert t.curve("naive").mean == (0.5,)
+    assert t.curve("weighted").mean == (1.0,)  # p2: "5" 0.8+0.7+0.6+0.5 beats "3" 0.9
+
+
+def test_stepwise_runs_at_several_n_fill_their_own_columns() -> None:
+    at4 = _beam(("3", "5", "5", "3"), n=4)
+    at16 = _beam(("5",) * 16, n=16)
+    t = accuracy_at_k([[at4], [at16]], grader=exact, methods=("naive", "pass")).overall
+    assert t.ks == (4, 16)
+    assert t.curve("naive").mean == (0.0, 1.0)
+    assert t.curve("pass").mean == (1.0, 1.0)  # any of the run's candidates correct
+    assert t.curve("naive").std == (0.0, 0.0)  # one seed per column
+    per_seed = t.curve("naive").per_seed
+    assert per_seed[0][0] == 0.0 and np.isnan(per_seed[0][1])
+    assert np.isnan(per_seed[1][0]) and per_seed[1][1] == 1.0
+
+
 def test_accuracy_averages_problems_and_breaks_down_by_level_and_subject() -> None:
     report = accuracy_at_k([[PROBLEM_A, PROBLEM_B, PROBLEM_C]], grader=exact)
-    assert report.overall.curve("majority").mean == pytest.approx((2 / 3, 2 / 3, 2 / 3, 1 / 3))
+    assert report.overall.curve("majority").mean == pytest.approx([(a + 0 + 1) / 3 for a in A_MAJORITY])
     assert report.overall.num_problems == 3
     assert sorted(report.by_level) == [1, 3]
-    assert report.by_level[1].curve("majority").mean == (1.0, 1.0, 1.0, 0.0)
+    assert report.by_level[1].curve("majority").mean == pytest.approx(A_MAJORITY)
     assert report.by_level[3].curve("majority").mean == (0.5, 0.5, 0.5, 0.5)
     assert report.by_level[3].num_problems == 2
     assert sorted(report.by_subject) == ["Algebra", "Geometry"]
     assert report.by_subject["Geometry"].curve("weighted").mean == (0.0, 0.0, 0.0, 0.0)
-    assert report.by_subject["Algebra"].curve("naive").mean == (1.0, 0.5, 1.0, 1.0)
+    assert report.by_subject["Algebra"].curve("naive").mean == pytest.approx([(a + 1) / 2 for a in A_NAIVE])
     assert report.overall.accuracy("naive", 4) == pytest.approx(2 / 3)
 
 
@@ -165,9 +218,9 @@ def test_accuracy_mean_and_std_over_seeds() -> None:
     )
     report = accuracy_at_k([[PROBLEM_A], [a2]], grader=exact, methods=("majority",))
     curve = report.overall.curve("majority")
-    seed1 = [1.0, 1.0, 1.0, 0.0]
-    seed2 = [0.0, 0.0, 0.0, 0.0]  # k=4: 2-2 tie -> "3" (earliest); k=8: 5 vs 3 for "3"
-    assert curve.per_seed == (tuple(seed1), tuple(seed2))
+    seed1 = list(A_MAJORITY)
+    seed2 = [3 / 8, 2 / 4, 0.0, 0.0]  # k=2: (3,5)->3 (5,3)->5 (5,3)->5 (3,3); k=4: 3 wins both
+    assert [list(s) for s in curve.per_seed] == [pytest.approx(seed1), pytest.approx(seed2)]
     assert curve.mean == pytest.approx(np.mean([seed1, seed2], axis=0))
     assert curve.std == pytest.approx(np.std([seed1, seed2], axis=0, ddof=1))
     assert report.overall.num_seeds == 2
@@ -182,14 +235,16 @@ def test_oracle_pass_row_uses_all_candidates() -> None:
     assert report.overall.methods == ("pass", "majority")
 
 
-def test_explicit_ks_and_uneven_candidate_counts() -> None:
+def test_default_ks_do_not_shrink_to_the_smallest_candidate_count() -> None:
     short = ProblemSamples(gold="4", answers=("4", "4", "1"), rewards=(0.1, 0.1, 0.9))
-    report = accuracy_at_k([[PROBLEM_A, short]], grader=exact)
-    assert report.overall.ks == (1, 2, 3)  # limited by the smallest N
-    report = accuracy_at_k([[PROBLEM_A]], grader=exact, ks=(2, 8))
-    assert report.overall.curve("majority").mean == (1.0, 0.0)
-    with pytest.raises(ValueError, match="exceeds the smallest candidate count N=3"):
-        accuracy_at_k([[PROBLEM_A, short]], grader=exact, ks=(1, 4))
+    t = accuracy_at_k([[PROBLEM_A, short]], grader=exact).overall
+    assert t.ks == (1, 2, 3, 4, 8)  # each budget over the problems that have it
+    # k=3: A's groups (5,3,3) -> 3 and (5,5,3) -> 5 (.9); short -> "1" (.9). k=4, 8: A only.
+    assert t.curve("naive").mean == pytest.approx(((3 / 8 + 2 / 3) / 2, (0.5 + 1.0) / 2, 0.25, 1.0, 1.0))
+    t = accuracy_at_k([[PROBLEM_A]], grader=exact, ks=(2, 8)).overall
+    assert t.curve("majority").mean == (0.5, 0.0)
+    with pytest.raises(ValueError, match="no run can be reported at budget k=16: sampling runs with up to 8"):
+        accuracy_at_k([[PROBLEM_A, short]], grader=exact, ks=(1, 16))
     with pytest.raises(ValueError, match="strictly increasing"):
         accuracy_at_k([[PROBLEM_A]], grader=exact, ks=(4, 2))
 
@@ -248,6 +303,7 @@ def test_accuracy_with_the_real_grader() -> None:
         rewards=(0.1, 0.9, 0.2, 0.3),
     )
     report = accuracy_at_k([[p]])
-    assert report.overall.curve("majority").mean == (0.0, 0.0, 1.0)  # k=2 ties go to "3"
-    assert report.overall.curve("naive").mean == (0.0, 1.0, 1.0)
-    assert report.overall.curve("weighted").mean == (0.0, 1.0, 1.0)
+    # k=2 groups: ("3", "0.5") -> tie to "3" / naive and weighted "0.5"; ("\frac12", "\frac{1}{2}") right.
+    assert report.overall.curve("majority").mean == (0.75, 0.5, 1.0)
+    assert report.overall.curve("naive").mean == (0.75, 1.0, 1.0)
+    assert report.overall.curve("weighted").mean == (0.75, 1.0, 1.0)

@@ -8,24 +8,25 @@ problem's samples:
 
 A higher pass rate or score means an easier problem.
 
-Binning rule (`quantile_levels`): sort the problems easiest first and give each of the n
-problems an equal slot of [0, 1]; a problem's level is the fifth of [0, 1] that holds the
-centre of its slot. Tied problems share the centre of their combined slots, so equal
-values always get equal levels and a block of ties gets the level of its middle. A centre
-exactly on a boundary (possible only for ties) goes to the outer level, away from the
-middle one, so reversing the order mirrors the levels (level -> 6 - level). In integers,
-for 0-based sorted positions first..last of a tie block, the centre is
-x = num_levels * (first + last + 1) / (2 * n) and level = 1 + floor(x), except on a
-boundary below the middle where level = x.
+Binning rule (`quantile_levels`), equal-count quantiles as in the paper: sort the n
+problems easiest first and give each an equal slot of [0, 1]; a problem's level is the
+fifth of [0, 1] that holds the centre of its slot, i.e. for 0-based sorted position pos,
+level = 1 + floor(5 * (2 * pos + 1) / (2 * n)). With n >= 5 every level is populated
+and level sizes differ by at most one; with fewer problems they spread symmetrically
+(1 problem -> level 3; 2 -> 2, 4; 3 -> 1, 3, 5; 4 -> 1, 2, 4, 5).
 
-Consequences: with n a multiple of 5 and no ties every level gets n/5 problems; with
-fewer than 5 problems some levels stay empty and the problems spread symmetrically
-(1 problem -> level 3; 2 -> 2, 4; 3 -> 1, 3, 5; 4 -> 1, 2, 4, 5); if every problem ties,
-all are level 3.
+Ties (issue #12 item 8): problems with equal values are ordered by a deterministic
+tie-break, and may therefore land in different levels. With few samples ties are the
+rule, not the exception (say 45% of problems never solved: pass@1 = 0); giving a whole
+tie block one level would leave other levels empty and the bins no longer quintiles.
+The tie-break key is the SHA-256 of the problem's key (its unique_id) when keys are
+given: a reproducible order that does not depend on the input order and is uncorrelated
+with how ids sort (MATH-500 ids sort by subject). Without keys ties keep input order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Sequence
 
@@ -33,11 +34,17 @@ NUM_LEVELS = 5
 
 
 def quantile_levels(
-    values: Sequence[float], *, higher_is_easier: bool = True, num_levels: int = NUM_LEVELS
+    values: Sequence[float],
+    *,
+    keys: Sequence[str] | None = None,
+    higher_is_easier: bool = True,
+    num_levels: int = NUM_LEVELS,
 ) -> list[int]:
     """Level (1 = easiest .. num_levels = hardest) of each value, in input order.
 
-    :raises ValueError: on a NaN value or num_levels < 1.
+    :param keys: one id per value (unique_ids) for the tie-break; see the module docstring.
+    :raises ValueError: on a NaN value, num_levels < 1, or keys of the wrong length or
+        with duplicates.
     """
     if num_levels < 1:
         raise ValueError(f"num_levels must be >= 1, got {num_levels}")
@@ -45,30 +52,21 @@ def quantile_levels(
         if math.isnan(v):
             raise ValueError(f"value {i} is NaN")
     n = len(values)
+    if keys is not None:
+        if len(keys) != n:
+            raise ValueError(f"{n} values but {len(keys)} keys")
+        if len(set(keys)) != n:
+            raise ValueError("tie-break keys must be unique")
+        tie_break: Sequence[object] = [hashlib.sha256(str(k).encode()).hexdigest() for k in keys]
+    else:
+        tie_break = range(n)
     sign = -1.0 if higher_is_easier else 1.0
-    order = sorted(range(n), key=lambda i: sign * values[i])  # easiest first
+    order = sorted(range(n), key=lambda i: (sign * values[i], tie_break[i]))  # easiest first
     levels = [0] * n
-    first = 0
-    while first < n:
-        last = first
-        while last + 1 < n and values[order[last + 1]] == values[order[first]]:
-            last += 1
-        level = _level_of_centre(num_levels * (first + last + 1), 2 * n, num_levels)
-        for pos in range(first, last + 1):
-            levels[order[pos]] = level
-        first = last + 1
+    for pos, i in enumerate(order):
+        # Centre of slot pos, in units of one level width: num_levels * (2 pos + 1) / (2 n).
+        levels[i] = 1 + (num_levels * (2 * pos + 1)) // (2 * n)
     return levels
-
-
-def _level_of_centre(num: int, den: int, num_levels: int) -> int:
-    """Level holding the centre num/den (in units of one level width), exact in integers."""
-    whole, rest = divmod(num, den)
-    if rest == 0 and 0 < whole and 2 * whole < num_levels:
-        # On the boundary between levels `whole` and `whole + 1`, in the easier half:
-        # go outwards (easier) to mirror the harder half, where floor already goes outwards.
-        return whole
-    # The centre is strictly below num_levels (the last slot's centre is < 1), so 1 + whole fits.
-    return 1 + whole
 
 
 def pass_rates(correct: Sequence[Sequence[bool]]) -> list[float]:
@@ -93,14 +91,18 @@ def mean_rewards(rewards: Sequence[Sequence[float]]) -> list[float]:
     return out
 
 
-def oracle_levels(correct: Sequence[Sequence[bool]], *, num_levels: int = NUM_LEVELS) -> list[int]:
+def oracle_levels(
+    correct: Sequence[Sequence[bool]], *, keys: Sequence[str] | None = None, num_levels: int = NUM_LEVELS
+) -> list[int]:
     """Oracle difficulty: quantile levels of pass@1 (per-sample correctness per problem).
 
-    Correctness can come from `metrics.grade_candidates`.
+    Correctness can come from `metrics.grade_candidates`; `keys` (unique_ids) break ties.
     """
-    return quantile_levels(pass_rates(correct), num_levels=num_levels)
+    return quantile_levels(pass_rates(correct), keys=keys, num_levels=num_levels)
 
 
-def predicted_levels(rewards: Sequence[Sequence[float]], *, num_levels: int = NUM_LEVELS) -> list[int]:
+def predicted_levels(
+    rewards: Sequence[Sequence[float]], *, keys: Sequence[str] | None = None, num_levels: int = NUM_LEVELS
+) -> list[int]:
     """Model-predicted difficulty: quantile levels of the mean PRM reward per problem."""
-    return quantile_levels(mean_rewards(rewards), num_levels=num_levels)
+    return quantile_levels(mean_rewards(rewards), keys=keys, num_levels=num_levels)

@@ -1,11 +1,20 @@
 """Scaling metrics: unbiased pass@k and accuracy@k of the selection methods.
 
-`accuracy_at_k` answers "how accurate is method M with a budget of k samples?" for
-k = 1, 2, 4, ... up to N: for every problem it selects an answer from the FIRST k
-candidates (in sampling order, so one run of N samples yields the whole curve, as in the
-blog and search-and-learn) and grades it against the gold answer. Several runs (seeds)
-give a mean and a standard deviation per point; per-level and per-subject breakdowns
-come from the same per-problem grades.
+`accuracy_at_k` answers "how accurate is method M with a budget of k?" in the paper's
+sense of a budget (issue #12 item 1), which depends on how the candidates were produced:
+
+* "sampling" runs (majority voting, best-of-N) draw N independent samples, stored in
+  sampling order. Any k <= N samples are as good as a fresh run at budget k, so one run
+  of N gives the whole curve: the accuracy at k is the mean over the N // k disjoint
+  groups of k consecutive candidates (a lower-variance estimate than the first k alone;
+  candidates past the last whole group are unused).
+* "stepwise" runs (beam search, DVTS, lookahead) return candidates of ONE search at
+  budget N (beam search sorted by score, DVTS 1..M leaves per subtree): a subset of them
+  is not a search at a smaller budget, so they are reported at their N only.
+
+Several runs (seeds) give a mean and a standard deviation per point; a run only counts
+at the budgets its problems have (a table may mix stepwise runs at N=4 and N=16).
+Per-level and per-subject breakdowns come from the same per-problem grades.
 
 Grading (`grading.is_equivalent`, symbolic and slow) dominates the cost, so each distinct
 canonical answer is graded once per gold answer (`GradeCache`), shared across k, methods
@@ -30,6 +39,9 @@ METHODS: tuple[str, ...] = get_args(Method)
 DEFAULT_METHODS: tuple[Method, ...] = ("majority", "naive", "weighted")
 
 Grader = Callable[[str, str], bool]  # (gold, pred) -> equivalent?
+
+BudgetKind = Literal["sampling", "stepwise"]
+BUDGET_KINDS: tuple[str, ...] = get_args(BudgetKind)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -67,20 +79,40 @@ def default_ks(n: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True, slots=True)
 class ProblemSamples:
-    """One run's N candidates for one problem."""
+    """One run's candidates for one problem."""
 
     gold: str  # reference answer
-    answers: tuple[str | None, ...]  # extracted answer per candidate, in sampling order
+    answers: tuple[str | None, ...]  # extracted answer per candidate, in the order stored
     rewards: tuple[float, ...]  # reduced PRM reward per candidate, same order
     unique_id: str = ""  # problem id; used by `level_of` overrides and for reporting
     subject: str | None = None
     level: int | None = None  # dataset level, or a difficulty bin (see `difficulty`)
+    # How budgets apply (see the module docstring): "sampling" candidates are independent
+    # samples in sampling order, subsampled for every budget k <= n; "stepwise" ones come
+    # from one search at budget n and are reported at that N only.
+    kind: BudgetKind = "sampling"
+    n: int | None = None  # the N the strategy ran with; None: len(answers)
 
     def __post_init__(self) -> None:
         if len(self.answers) != len(self.rewards):
             raise ValueError(
                 f"problem {self.unique_id!r}: {len(self.answers)} answers but {len(self.rewards)} rewards"
             )
+        if self.kind not in BUDGET_KINDS:
+            raise ValueError(f"problem {self.unique_id!r}: kind must be one of {BUDGET_KINDS}, got {self.kind!r}")
+        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1):
+            raise ValueError(f"problem {self.unique_id!r}: n must be a positive int, got {self.n!r}")
+
+    @property
+    def budget(self) -> int:
+        """The N this problem's search ran with."""
+        return self.n if self.n is not None else len(self.answers)
+
+    def budgets(self) -> tuple[int, ...]:
+        """The budgets this problem can be reported at by default."""
+        if self.budget < 1:
+            return ()
+        return default_ks(self.budget) if self.kind == "sampling" else (self.budget,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +120,10 @@ class MethodCurve:
     """Accuracy of one method at each budget k, over seeds."""
 
     method: str
-    mean: tuple[float, ...]  # per k: mean over seeds of the fraction of problems solved
-    std: tuple[float, ...]  # per k: sample std over seeds (ddof=1); 0.0 with one seed
-    per_seed: tuple[tuple[float, ...], ...]  # [seed][k index]
+    # Per k, over the seeds that have budget k (NaN where none has):
+    mean: tuple[float, ...]  # mean of the fraction of problems solved
+    std: tuple[float, ...]  # sample std (ddof=1); 0.0 with one seed
+    per_seed: tuple[tuple[float, ...], ...]  # [seed][k index]; NaN where that seed lacks budget k
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,17 +199,19 @@ def accuracy_at_k(
     grader: Grader | None = None,
     cache: GradeCache | None = None,
 ) -> AccuracyReport:
-    """Accuracy@k of each method, for each run (seed), with level/subject breakdowns.
+    """Accuracy at each budget k of each method, over runs (seeds), with level/subject breakdowns.
 
-    :param runs: one sequence of problems per seed; a run's problems each hold that
-        run's N candidates. Runs may differ in which problems they hold; a table's
-        accuracy is per seed over the problems of that seed.
-    :param ks: budgets; defaults to `default_ks` of the smallest N over all problems.
-        Every problem needs at least max(ks) candidates.
+    :param runs: one sequence of problems per seed. Runs may differ in which problems
+        they hold; a table's accuracy is per seed over the problems of that seed that
+        have budget k (see the module docstring), then mean and std over the seeds that
+        have any.
+    :param ks: budgets; default: every budget any problem has (`ProblemSamples.budgets`:
+        1, 2, 4, ... up to N for sampling runs, N for stepwise runs).
     :param level_of: unique_id -> level overriding `ProblemSamples.level` (for example
         difficulty bins from `ttsearch.evaluation.difficulty`); ids it lacks keep theirs.
     :param grader: (gold, pred) -> bool; defaults to `grading.is_equivalent`.
     :param cache: share grades across calls (must use the same grader).
+    :raises ValueError: on a budget no problem can be reported at (naming what the runs have).
     """
     if not runs or any(len(run) == 0 for run in runs):
         raise ValueError("need at least one run, and every run needs at least one problem")
@@ -188,22 +223,24 @@ def accuracy_at_k(
             raise ValueError(f"unknown method {m!r}; expected one of {METHODS}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"duplicate methods in {methods}")
-    min_n = min(len(p.answers) for run in runs for p in run)
-    ks_t = default_ks(min_n) if ks is None else tuple(ks)
+    available = sorted({k for run in runs for p in run for k in p.budgets() if has_budget(p, k)})
+    ks_t = tuple(available) if ks is None else tuple(ks)
     if not ks_t or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks_t):
         raise ValueError(f"ks must be positive ints, got {ks_t}")
     if list(ks_t) != sorted(set(ks_t)):
         raise ValueError(f"ks must be strictly increasing, got {ks_t}")
-    if ks_t[-1] > min_n:
-        raise ValueError(f"k={ks_t[-1]} exceeds the smallest candidate count N={min_n}")
+    for k in ks_t:
+        if not any(has_budget(p, k) for run in runs for p in run):
+            raise ValueError(f"no run can be reported at budget k={k}: {describe_budgets(runs)}")
     if cache is None:
         cache = GradeCache(grader if grader is not None else is_equivalent)
     elif grader is not None and grader is not cache.grader:
         raise ValueError("pass either a grader or a cache built with it, not both")
 
-    # scores[seed][problem] has shape (len(methods), len(ks)): 1.0 solved, 0.0 not
-    # (fractional for "pass", an expectation).
-    scores = [[_score_problem(p, methods, ks_t, cache) for p in run] for run in runs]
+    # scores[seed][problem] has shape (len(methods), len(ks)): 1.0 solved, 0.0 not,
+    # fractional for an average over groups or for "pass" (an expectation); NaN where
+    # the problem has no such budget.
+    scores = [[score_problem(p, methods, ks_t, cache) for p in run] for run in runs]
 
     def table(keep: Callable[[ProblemSamples], bool]) -> AccuracyTable | None:
         per_seed = []
@@ -211,7 +248,7 @@ def accuracy_at_k(
         for run, run_scores in zip(runs, scores):
             picked = [s for p, s in zip(run, run_scores) if keep(p)]
             if picked:
-                per_seed.append(np.mean(picked, axis=0))
+                per_seed.append(_nanmean(np.stack(picked)))
                 counts.append(len(picked))
         if not per_seed:
             return None
@@ -231,35 +268,85 @@ def accuracy_at_k(
     return AccuracyReport(overall=overall, by_level=by_level, by_subject=by_subject)
 
 
-def _score_problem(
-    p: ProblemSamples, methods: tuple[str, ...], ks: tuple[int, ...], cache: GradeCache
+def has_budget(p: ProblemSamples, k: int) -> bool:
+    """Can problem `p` be reported at budget k? (sampling: k <= its samples; stepwise: k == N)"""
+    if p.kind == "sampling":
+        return k <= len(p.answers)
+    return k == p.budget
+
+
+def describe_budgets(runs: Sequence[Sequence[ProblemSamples]]) -> str:
+    kinds: dict[str, set[int]] = {}
+    for run in runs:
+        for p in run:
+            kinds.setdefault(p.kind, set()).add(len(p.answers) if p.kind == "sampling" else p.budget)
+    parts = []
+    if "sampling" in kinds:
+        parts.append(f"sampling runs with up to {max(kinds['sampling'])} samples (any k up to that)")
+    if "stepwise" in kinds:
+        parts.append(f"stepwise runs at N = {sorted(kinds['stepwise'])} (reported at that N only)")
+    return "; ".join(parts)
+
+
+def score_problem(
+    p: ProblemSamples, methods: Sequence[str], ks: Sequence[int], cache: GradeCache
 ) -> np.ndarray:
-    # Canonicalise once per candidate; every prefix, method (and the oracle) reuses the keys.
+    """Per-problem accuracy, shape (len(methods), len(ks)); NaN where `p` lacks budget k.
+
+    Sampling: the mean over the len(answers) // k disjoint groups of k consecutive
+    candidates. Stepwise (only at k == N): the selection over all its candidates; "pass"
+    is then whether any candidate is correct.
+    """
+    # Canonicalise once per candidate; every group, method (and the oracle) reuses the keys.
     keys = candidate_keys(p.answers)
-    out = np.zeros((len(methods), len(ks)))
-    for mi, method in enumerate(methods):
-        if method == "pass":
-            # The oracle uses all N of this run's candidates: unbiased over every k-subset.
-            c = sum(
-                1
-                for a, key in zip(p.answers, keys)
-                if a is not None and key is not None and cache.grade(p.gold, key, a)
-            )
-            out[mi] = [pass_at_k(len(p.answers), c, k) for k in ks]
+    out = np.full((len(methods), len(ks)), np.nan)
+    correct: int | None = None
+    for ki, k in enumerate(ks):
+        if not has_budget(p, k):
             continue
-        for ki, k in enumerate(ks):
-            sel = select_by_keys(method, p.answers[:k], keys[:k], p.rewards[:k])  # type: ignore[arg-type]
-            out[mi, ki] = sel is not None and cache.grade(p.gold, sel.key, sel.answer)
+        m = len(p.answers)
+        for mi, method in enumerate(methods):
+            if method == "pass":
+                if correct is None:
+                    correct = sum(
+                        1
+                        for a, key in zip(p.answers, keys)
+                        if a is not None and key is not None and cache.grade(p.gold, key, a)
+                    )
+                if m == 0:
+                    out[mi, ki] = 0.0
+                else:
+                    # Sampling: unbiased over every k-subset of the N samples; stepwise: any of them.
+                    out[mi, ki] = pass_at_k(m, correct, k if p.kind == "sampling" else m)
+                continue
+            groups = [(i, i + k) for i in range(0, m - k + 1, k)] if p.kind == "sampling" else [(0, m)]
+            solved = 0
+            for lo, hi in groups:
+                sel = select_by_keys(method, p.answers[lo:hi], keys[lo:hi], p.rewards[lo:hi])  # type: ignore[arg-type]
+                solved += sel is not None and cache.grade(p.gold, sel.key, sel.answer)
+            out[mi, ki] = solved / len(groups)
     return out
+
+
+def _nanmean(stack: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 ignoring NaN; NaN (without a warning) where every entry is NaN."""
+    valid = ~np.isnan(stack)
+    count = valid.sum(axis=0)
+    total = np.where(valid, stack, 0.0).sum(axis=0)
+    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
 
 
 def _make_table(
     methods: tuple[str, ...], ks: tuple[int, ...], per_seed: np.ndarray, num_problems: int
 ) -> AccuracyTable:
-    # per_seed: (seeds, methods, ks)
+    # per_seed: (seeds, methods, ks); NaN where a seed has no problem at that budget.
     seeds = per_seed.shape[0]
-    mean = per_seed.mean(axis=0)
-    std = per_seed.std(axis=0, ddof=1) if seeds > 1 else np.zeros_like(mean)
+    mean = _nanmean(per_seed)
+    valid = ~np.isnan(per_seed)
+    count = valid.sum(axis=0)
+    dev2 = np.where(valid, (per_seed - np.where(np.isnan(mean), 0.0, mean)) ** 2, 0.0).sum(axis=0)
+    std = np.divide(dev2, count - 1, out=np.zeros(dev2.shape), where=count > 1) ** 0.5
+    std = np.where(count == 0, np.nan, std)
     curves = tuple(
         MethodCurve(
             method=m,
@@ -270,4 +357,3 @@ def _make_table(
         for mi, m in enumerate(methods)
     )
     return AccuracyTable(ks=ks, curves=curves, num_problems=num_problems, num_seeds=seeds)
-

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from ttsearch.strategies.base import Strategy
+from ttsearch.strategies.base import SampledStrategy, StepwiseStrategy, Strategy
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.dvts import DVTS
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
@@ -33,3 +33,22 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     if unknown:
         raise ValueError(f"strategy {name!r} has no option(s) {unknown}; it takes {sorted(fields)}")
     return cls(**given)
+
+
+def budget_kind(strategy: str | type[Strategy] | Strategy) -> Literal["sampling", "stepwise"]:
+    """How a strategy's budget N is reported (issue #12 item 1).
+
+    "sampling" (majority, best_of_n): N independent samples, so every budget k <= N can be
+    read from one run. "stepwise" (beam, dvts, lookahead, and any strategy this registry
+    does not know): the candidates of one search at N, reported at that N only.
+    `strategy` is a registry name, a class name as results record it, a class or an instance.
+    """
+    if isinstance(strategy, str):
+        by_name = {**STRATEGIES, **{cls.__name__: cls for cls in STRATEGIES.values()}}
+        cls = by_name.get(strategy)
+        if cls is None:
+            return "stepwise"
+    else:
+        cls = strategy if isinstance(strategy, type) else type(strategy)
+    sampling = issubclass(cls, SampledStrategy) and not issubclass(cls, StepwiseStrategy)
+    return "sampling" if sampling else "stepwise"
