@@ -108,3 +108,18 @@ def test_json_round_trip(tmp_path: Path) -> None:
 def test_report_from_dict_rejects_unknown_schema() -> None:
     with pytest.raises(ValueError, match="schema_version"):
         report_from_dict({"schema_version": 99})
+
+
+def test_missing_budgets_print_a_dash_and_are_null_in_json() -> None:
+    # Stepwise runs at N=4 and N=16 as two runs: each column has one run (NaN elsewhere).
+    nan = float("nan")
+    curve = MethodCurve(method="naive", mean=(0.5, 0.75), std=(0.0, 0.0), per_seed=((0.5, nan), (nan, 0.75)))
+    table = AccuracyTable(ks=(4, 16), curves=(curve,), num_problems=3, num_seeds=2)
+    d = report_to_dict(AccuracyReport(overall=table, by_level={}, by_subject={}))
+    assert d["overall"]["methods"]["naive"]["per_seed"] == [[0.5, None], [None, 0.75]]
+    json.dumps(d, allow_nan=False)
+    back = report_from_dict(json.loads(json.dumps(d))).overall.curve("naive")
+    assert back.per_seed[0][0] == 0.5 and back.per_seed[0][1] != back.per_seed[0][1]  # NaN again
+    missing = MethodCurve(method="naive", mean=(nan, 0.75), std=(nan, 0.0), per_seed=((nan, 0.75),))
+    text = format_table(AccuracyTable(ks=(4, 16), curves=(missing,), num_problems=1, num_seeds=1))
+    assert text.splitlines()[-1].split() == ["Best-of-N", "(vanilla)", "-", "75.0"]

@@ -9,8 +9,9 @@ need a display.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rich.table import Table
 
@@ -32,6 +33,8 @@ def method_label(method: str) -> str:
 
 
 def _cell(curve: MethodCurve, i: int, seeds: int, digits: int) -> str:
+    if math.isnan(curve.mean[i]):
+        return "-"  # no run has this budget (a stepwise run at another N)
     cell = f"{100 * curve.mean[i]:.{digits}f}"
     if seeds > 1:
         cell += f" ± {100 * curve.std[i]:.{digits}f}"
@@ -122,13 +125,22 @@ def table_to_dict(table: AccuracyTable) -> dict[str, Any]:
         "num_seeds": table.num_seeds,
         "methods": {
             c.method: {
-                "mean": list(c.mean),
-                "std": list(c.std),
-                "per_seed": [list(s) for s in c.per_seed],
+                "mean": _json_floats(c.mean),
+                "std": _json_floats(c.std),
+                "per_seed": [_json_floats(s) for s in c.per_seed],
             }
             for c in table.curves
         },
     }
+
+
+def _json_floats(values: Sequence[float]) -> list[float | None]:
+    # NaN (a budget a seed does not have) is not JSON: write null.
+    return [None if math.isnan(v) else v for v in values]
+
+
+def _floats(values: Sequence[float | None]) -> tuple[float, ...]:
+    return tuple(math.nan if v is None else v for v in values)
 
 
 def report_to_dict(report: AccuracyReport) -> dict[str, Any]:
@@ -146,9 +158,9 @@ def table_from_dict(d: dict[str, Any]) -> AccuracyTable:
     curves = tuple(
         MethodCurve(
             method=m,
-            mean=tuple(v["mean"]),
-            std=tuple(v["std"]),
-            per_seed=tuple(tuple(s) for s in v["per_seed"]),
+            mean=_floats(v["mean"]),
+            std=_floats(v["std"]),
+            per_seed=tuple(_floats(s) for s in v["per_seed"]),
         )
         for m, v in d["methods"].items()
     )
