@@ -23,9 +23,11 @@ from ttsearch.evaluation.metrics import (
     GradeCache,
     MethodCurve,
     ProblemSamples,
+    ScoredRuns,
     accuracy_at_k,
     grade_candidates,
     pass_at_k,
+    score_runs,
 )
 from ttsearch.evaluation.report import format_table, plot_accuracy, report_to_dict, save_report_json
 
@@ -63,9 +65,11 @@ __all__ = [
     "GradeCache",
     "MethodCurve",
     "ProblemSamples",
+    "ScoredRuns",
     "accuracy_at_k",
     "grade_candidates",
     "pass_at_k",
+    "score_runs",
     # report
     "format_table",
     "plot_accuracy",

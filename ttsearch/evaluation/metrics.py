@@ -167,6 +167,10 @@ class GradeCache:
     _grades: dict[tuple[str, str], bool] = field(default_factory=dict)
     calls: int = 0  # how many times the grader actually ran
 
+    def record(self, gold: str, key: str, correct: bool) -> None:
+        """Store a grade already known (results that carry per-candidate "correct")."""
+        self._grades[(gold, key)] = bool(correct)
+
     def grade(self, gold: str, key: str, answer: str) -> bool:
         """Is `answer` (whose canonical key is `key`) equivalent to `gold`?"""
         hit = self._grades.get((gold, key))
@@ -188,6 +192,79 @@ def grade_candidates(
     for answer, key in zip(answers, keys):
         out.append(answer is not None and key is not None and cache.grade(gold, key, answer))
     return out
+
+
+@dataclass(frozen=True)
+class ScoredRuns:
+    """Per-problem accuracy of every run at every budget: the data behind the tables.
+
+    Built by `score_runs`; `table(keep)` aggregates any subset of problems (a level, a
+    difficulty bin) into an `AccuracyTable` without grading again.
+    """
+
+    runs: tuple[tuple[ProblemSamples, ...], ...]  # [run] -> its problems
+    methods: tuple[str, ...]
+    ks: tuple[int, ...]
+    # [run][problem]: shape (len(methods), len(ks)); 1.0 solved, 0.0 not, fractional for an
+    # average over groups or for "pass" (an expectation); NaN where it lacks the budget.
+    scores: tuple[tuple[np.ndarray, ...], ...]
+
+    def score(self, run: int, problem: int, method: str, k: int) -> float:
+        return float(self.scores[run][problem][self.methods.index(method), self.ks.index(k)])
+
+    def table(self, keep: Callable[[ProblemSamples], bool] | None = None) -> AccuracyTable | None:
+        """Accuracy over the problems `keep` accepts (all by default): per run the mean
+        over its problems, then mean and std over runs. None when no problem is kept."""
+        per_seed = []
+        counts = []
+        for run, run_scores in zip(self.runs, self.scores):
+            picked = [s for p, s in zip(run, run_scores) if keep is None or keep(p)]
+            if picked:
+                per_seed.append(_nanmean(np.stack(picked)))
+                counts.append(len(picked))
+        if not per_seed:
+            return None
+        return _make_table(self.methods, self.ks, np.stack(per_seed), max(counts))
+
+
+def score_runs(
+    runs: Sequence[Sequence[ProblemSamples]],
+    *,
+    methods: Sequence[Method] = DEFAULT_METHODS,
+    ks: Sequence[int] | None = None,
+    grader: Grader | None = None,
+    cache: GradeCache | None = None,
+) -> ScoredRuns:
+    """Grade every run's problems at every budget (see `accuracy_at_k` for the arguments)."""
+    if not runs or any(len(run) == 0 for run in runs):
+        raise ValueError("need at least one run, and every run needs at least one problem")
+    methods = tuple(methods)
+    if not methods:
+        raise ValueError("need at least one method")
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; expected one of {METHODS}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"duplicate methods in {methods}")
+    available = sorted({k for run in runs for p in run for k in p.budgets() if has_budget(p, k)})
+    ks_t = tuple(available) if ks is None else tuple(ks)
+    if not ks_t or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks_t):
+        raise ValueError(f"ks must be positive ints, got {ks_t}")
+    if list(ks_t) != sorted(set(ks_t)):
+        raise ValueError(f"ks must be strictly increasing, got {ks_t}")
+    for k in ks_t:
+        if not any(has_budget(p, k) for run in runs for p in run):
+            raise ValueError(f"no run can be reported at budget k={k}: {describe_budgets(runs)}")
+    if cache is None:
+        cache = GradeCache(grader if grader is not None else is_equivalent)
+    elif grader is not None and grader is not cache.grader:
+        raise ValueError("pass either a grader or a cache built with it, not both")
+    return ScoredRuns(
+        runs=tuple(tuple(run) for run in runs),
+        methods=methods,
+        ks=ks_t,
+        scores=tuple(tuple(score_problem(p, methods, ks_t, cache) for p in run) for run in runs),
+    )
 
 
 def accuracy_at_k(
@@ -213,58 +290,19 @@ def accuracy_at_k(
     :param cache: share grades across calls (must use the same grader).
     :raises ValueError: on a budget no problem can be reported at (naming what the runs have).
     """
-    if not runs or any(len(run) == 0 for run in runs):
-        raise ValueError("need at least one run, and every run needs at least one problem")
-    methods = tuple(methods)
-    if not methods:
-        raise ValueError("need at least one method")
-    for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"unknown method {m!r}; expected one of {METHODS}")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"duplicate methods in {methods}")
-    available = sorted({k for run in runs for p in run for k in p.budgets() if has_budget(p, k)})
-    ks_t = tuple(available) if ks is None else tuple(ks)
-    if not ks_t or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks_t):
-        raise ValueError(f"ks must be positive ints, got {ks_t}")
-    if list(ks_t) != sorted(set(ks_t)):
-        raise ValueError(f"ks must be strictly increasing, got {ks_t}")
-    for k in ks_t:
-        if not any(has_budget(p, k) for run in runs for p in run):
-            raise ValueError(f"no run can be reported at budget k={k}: {describe_budgets(runs)}")
-    if cache is None:
-        cache = GradeCache(grader if grader is not None else is_equivalent)
-    elif grader is not None and grader is not cache.grader:
-        raise ValueError("pass either a grader or a cache built with it, not both")
-
-    # scores[seed][problem] has shape (len(methods), len(ks)): 1.0 solved, 0.0 not,
-    # fractional for an average over groups or for "pass" (an expectation); NaN where
-    # the problem has no such budget.
-    scores = [[score_problem(p, methods, ks_t, cache) for p in run] for run in runs]
-
-    def table(keep: Callable[[ProblemSamples], bool]) -> AccuracyTable | None:
-        per_seed = []
-        counts = []
-        for run, run_scores in zip(runs, scores):
-            picked = [s for p, s in zip(run, run_scores) if keep(p)]
-            if picked:
-                per_seed.append(_nanmean(np.stack(picked)))
-                counts.append(len(picked))
-        if not per_seed:
-            return None
-        return _make_table(methods, ks_t, np.stack(per_seed), max(counts))
+    scored = score_runs(runs, methods=methods, ks=ks, grader=grader, cache=cache)
 
     def level(p: ProblemSamples) -> int | None:
         if level_of is not None and p.unique_id in level_of:
             return level_of[p.unique_id]
         return p.level
 
-    overall = table(lambda p: True)
+    overall = scored.table()
     assert overall is not None
     levels = sorted({lv for run in runs for p in run if (lv := level(p)) is not None})
     subjects = sorted({p.subject for run in runs for p in run if p.subject is not None})
-    by_level = {lv: t for lv in levels if (t := table(lambda p, lv=lv: level(p) == lv)) is not None}
-    by_subject = {s: t for s in subjects if (t := table(lambda p, s=s: p.subject == s)) is not None}
+    by_level = {lv: t for lv in levels if (t := scored.table(lambda p, lv=lv: level(p) == lv)) is not None}
+    by_subject = {s: t for s in subjects if (t := scored.table(lambda p, s=s: p.subject == s)) is not None}
     return AccuracyReport(overall=overall, by_level=by_level, by_subject=by_subject)
 
 
