@@ -1,8 +1,10 @@
-"""The `ttsearch` command line: `demo`, `run` (a benchmark run on vLLM) and `evaluate`.
+"""The `ttsearch` command line: `demo`, `run` (a benchmark run on vLLM), `evaluate`, `report`, `export`.
 
     ttsearch demo
     ttsearch run --policy PATH --prm PATH --prm-format rlhflow --strategy beam --n 16 --out runs/beam16.jsonl
     ttsearch evaluate runs/beam16.jsonl --plot runs/beam16.png
+    ttsearch report runs/exp [runs/exp-shard2 ...] [--out runs/exp/report]
+    ttsearch export runs/exp --correct-only -o traces.jsonl
 """
 
 from __future__ import annotations
@@ -94,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--by", choices=("overall", "level", "subject"), default="overall")
     ev.add_argument("--plot", type=Path, help="save accuracy vs N to this PNG")
     ev.add_argument("--json", type=Path, help="save the report as JSON")
+
+    rep = sub.add_parser("report", help="tables, plots and an HTML page for an experiment directory (or its shards)")
+    rep.add_argument("dirs", type=Path, nargs="+", help="experiment directory; several: shards of one experiment")
+    rep.add_argument("--out", type=Path, help="where the report goes (default: DIR/report of the first DIR)")
+
+    exp = sub.add_parser("export", help="search traces as chat-format JSONL for fine-tuning, deduplicated")
+    exp.add_argument("dirs", type=Path, nargs="+", help="experiment directory; several: shards of one experiment")
+    exp.add_argument("-o", "--out", type=Path, required=True, help="output JSONL file")
+    exp.add_argument("--correct-only", action="store_true", help="only solutions whose answer matches the gold answer")
     return parser
 
 
@@ -107,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_demo(num_problems=args.problems, ns=ns, out_dir=args.out, seed=args.seed))
         elif args.command == "run":
             return asyncio.run(_run(args))
+        elif args.command == "report":
+            _report(args)
+        elif args.command == "export":
+            _export(args)
         else:
             _evaluate(args)
     except (ValueError, FileNotFoundError) as error:
@@ -210,6 +225,26 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"plot: {plot_accuracy(report.overall, args.plot)}")
     if args.json:
         print(f"report: {save_report_json(report, args.json)}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from ttsearch.report import build_report, format_table, load_experiment, write_report
+
+    report = build_report(load_experiment(args.dirs))
+    print(format_table(report))
+    files = write_report(report, args.out if args.out is not None else args.dirs[0] / "report")
+    print(f"report: {files.html}\nsummary: {files.summary}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from ttsearch.report import export_traces, load_experiment
+
+    done = export_traces(load_experiment(args.dirs), args.out, correct_only=args.correct_only)
+    print(
+        f"{done.written} traces written to {done.path} ({done.duplicates} duplicates"
+        + (f", {done.incorrect} incorrect" if args.correct_only else "")
+        + f", {done.skipped} empty skipped)"
+    )
 
 
 if __name__ == "__main__":
