@@ -133,7 +133,7 @@ class AccuracyTable:
     ks: tuple[int, ...]
     curves: tuple[MethodCurve, ...]  # one per method, in the requested order
     num_problems: int
-    num_seeds: int
+    num_seeds: int  # the most runs (seeds) behind any one budget
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -394,4 +394,5 @@ def _make_table(
         )
         for mi, m in enumerate(methods)
     )
-    return AccuracyTable(ks=ks, curves=curves, num_problems=num_problems, num_seeds=seeds)
+    # Runs at different N (stepwise) are not seeds of one point: count the runs per budget.
+    return AccuracyTable(ks=ks, curves=curves, num_problems=num_problems, num_seeds=int(count.max()))

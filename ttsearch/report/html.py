@@ -116,7 +116,7 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
 def _amount(x: float | None) -> str:
     if x is None:
         return "-"
-    return f"{x:.2f}" if abs(x) < 100 else f"{x:,.0f}"
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:,.0f}"
 
 
 def _img(caption: str, path: Path) -> str:

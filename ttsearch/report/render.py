@@ -96,7 +96,7 @@ def _pct(x: float, digits: int = 1) -> str:
 def _amount(x: float | None) -> str:
     if x is None:
         return "-"
-    return f"{x:.2f}" if abs(x) < 100 else f"{x:,.0f}"
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:,.0f}"
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> str:
