@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ttsearch.evaluation.metrics import BudgetKind
+from ttsearch.evaluation.metrics import BudgetKind, default_ks
 from ttsearch.runner import ResultsFileError, read_records, record_kind, record_n
 
 MANIFEST = "manifest.json"
@@ -125,7 +125,7 @@ def load_experiment(dirs: str | Path | Sequence[str | Path]) -> Experiment:
                     raise ExperimentError(f"{file}: problem {r['unique_id']!r}: candidates is not a list")
             spec = _spec(run_id, declared.get(run_id), file_records[0], file)
             if run_id in specs and specs[run_id] != spec:
-                raise ExperimentError(f"run {run_id} is described differently in {source_dir(source, run_id)} and {path}")
+                raise ExperimentError(f"run {run_id} is described differently in two shards (one of them {path})")
             specs[run_id] = spec
             run_records = records.setdefault(run_id, {})
             for r in file_records:
@@ -146,10 +146,6 @@ def load_experiment(dirs: str | Path | Sequence[str | Path]) -> Experiment:
         )
     )
     return Experiment(dirs=tuple(paths), manifest=manifests[0], runs=runs)
-
-
-def source_dir(source: dict[tuple[str, str], Path], run_id: str) -> Path | None:
-    return next((d for (rid, _), d in source.items() if rid == run_id), None)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -179,11 +175,7 @@ def _spec(run_id: str, declared: dict[str, Any] | None, record: dict[str, Any], 
     kind = src.get("kind") or record_kind(record)
     if kind not in ("sampling", "stepwise"):
         raise ExperimentError(f"{file}: run {run_id} has unknown kind {kind!r}")
-    budgets = src.get("budgets") or ([n] if kind == "stepwise" else None)
-    if budgets is None:
-        from ttsearch.evaluation.metrics import default_ks
-
-        budgets = list(default_ks(n))
+    budgets = src.get("budgets") or ([n] if kind == "stepwise" else list(default_ks(n)))
     if kind == "stepwise" and list(budgets) != [n]:
         raise ExperimentError(f"{file}: stepwise run {run_id} at n={n} lists budgets {budgets}; it can only be reported at {n}")
     if any(not isinstance(b, int) or not 1 <= b <= n for b in budgets):

@@ -195,14 +195,15 @@ def _reward(candidate: dict[str, Any]) -> float:
 def _strategy_report(
     experiment: Experiment, label: str, cache: GradeCache, bins: Mapping[str, DifficultyBins]
 ) -> StrategyReport:
-    runs = [run for run in experiment.runs_of(label) if _samples(run)]
+    samples = {run.spec.run_id: _samples(run) for run in experiment.runs_of(label)}
+    runs = [run for run in experiment.runs_of(label) if samples[run.spec.run_id]]
     if not runs:
         raise ValueError(f"strategy {label!r}: every problem of every run failed; nothing to report")
     spec = runs[0].spec
     scored_methods = spec.strategy not in _UNSCORED
     methods = (*SELECTIONS, "pass") if scored_methods else ("majority", "pass")
     ks = sorted({k for run in runs for k in run.spec.budgets})
-    scored = score_runs([_samples(run) for run in runs], methods=methods, ks=ks, cache=cache)  # type: ignore[arg-type]
+    scored = score_runs([samples[run.spec.run_id] for run in runs], methods=methods, ks=ks, cache=cache)  # type: ignore[arg-type]
     overall = scored.table()
     assert overall is not None
     levels = sorted({p.level for problems in scored.runs for p in problems if p.level is not None})
