@@ -285,3 +285,25 @@ def test_format_table_shows_hand_computed_cells(report) -> None:  # type: ignore
     line = next(l for l in text.splitlines() if l.startswith("Best-of-N (weighted)") and "±" in l)
     assert line.split()[2:] == ["55.0", "±", "14.1", "70.0", "±", "14.1", "50.0", "±", "14.1"]
     assert "(1 failed problem(s) left out)" in text
+
+
+def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ttsearch.report import plots
+
+    figures = []
+    real_save = plots._save
+
+    def keep(fig, path, dpi):  # type: ignore[no-untyped-def]
+        figures.append(fig)
+        return real_save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_accuracy_vs_n(report, tmp_path / "a.png")
+    majority, naive, weighted = figures[0].axes
+    assert majority.get_xscale() == "log" and majority.xaxis.get_transform().base == 2
+    assert [line.get_label() for line in majority.get_lines()] == ["bon", "maj", "beam"]
+    assert [line.get_label() for line in weighted.get_lines()] == ["bon", "beam"]  # majority has no scores
+    bon = weighted.get_lines()[0]
+    assert list(bon.get_xdata()) == [1, 2, 4]
+    assert list(bon.get_ydata()) == pytest.approx([100 * (x + 0.1) for x in SEED0["weighted"]])
+    assert list(weighted.get_lines()[1].get_xdata()) == [2, 4]
