@@ -41,6 +41,18 @@ def _cell(curve: MethodCurve, i: int, seeds: int, digits: int) -> str:
     return cell
 
 
+def text_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned plain-text columns: the first left-aligned, the rest right-aligned (numbers)."""
+    widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
+
+    def line(r: Sequence[str]) -> str:
+        return "  ".join(
+            r[j].ljust(widths[j]) if j == 0 else r[j].rjust(widths[j]) for j in range(len(r))
+        ).rstrip()
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
 def format_table(table: AccuracyTable, *, title: str | None = None, digits: int = 1) -> str:
     """Plain aligned text: one row per method, one column per N, accuracy in percent."""
     header = ["method"] + [f"N={k}" for k in table.ks]
@@ -48,14 +60,6 @@ def format_table(table: AccuracyTable, *, title: str | None = None, digits: int 
         [method_label(c.method)] + [_cell(c, i, table.num_seeds, digits) for i in range(len(table.ks))]
         for c in table.curves
     ]
-    widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
-
-    def line(r: list[str]) -> str:
-        # Method names left-aligned, numbers right-aligned so the decimals line up.
-        return "  ".join(
-            r[j].ljust(widths[j]) if j == 0 else r[j].rjust(widths[j]) for j in range(len(r))
-        ).rstrip()
-
     lines = []
     if title:
         lines.append(title)
@@ -63,9 +67,7 @@ def format_table(table: AccuracyTable, *, title: str | None = None, digits: int 
         f"accuracy (%) over {table.num_problems} problems, {table.num_seeds} seed(s)"
         + (", mean ± std" if table.num_seeds > 1 else "")
     )
-    lines.append(line(header))
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend(line(r) for r in rows)
+    lines.append(text_grid(header, rows))
     return "\n".join(lines)
 
 

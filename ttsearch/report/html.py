@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 from ttsearch.evaluation.metrics import AccuracyTable
 from ttsearch.evaluation.report import method_label
 from ttsearch.report.numbers import Report
-from ttsearch.report.render import bin_rows, usage_fields
+from ttsearch.report.render import amount, bin_rows, usage_fields
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -86,7 +86,7 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
     fields = usage_fields(report.strategies)
     parts.append("<h2>Compute per problem</h2>")
     rows = [
-        [s.label, str(c.k), _cell(s.accuracy(c.k), 0.0, 1), *(_amount(c.usage.get(f)) for f in fields)]
+        [s.label, str(c.k), _cell(s.accuracy(c.k), 0.0, 1), *(amount(c.usage.get(f)) for f in fields)]
         for s in report.strategies
         for c in s.compute
     ]
@@ -111,12 +111,6 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
                 parts.append(_img(caption, path))
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _amount(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.2f}" if abs(x) < 10 else f"{x:,.0f}"
 
 
 def _img(caption: str, path: Path) -> str:

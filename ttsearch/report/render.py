@@ -6,7 +6,7 @@ import math
 from typing import Any, Sequence
 
 from ttsearch.evaluation.report import format_table as format_accuracy_table
-from ttsearch.evaluation.report import table_to_dict
+from ttsearch.evaluation.report import table_to_dict, text_grid
 from ttsearch.report.numbers import Report, StrategyReport
 
 SCHEMA_VERSION = 1  # bump when the layout of summary.json changes
@@ -58,11 +58,11 @@ def _compute_table(strategies: Sequence[StrategyReport]) -> str:
     fields = usage_fields(strategies)
     header = ["strategy", "N", "accuracy %", *fields]
     rows = [
-        [s.label, str(c.k), _pct(s.accuracy(c.k)), *(_amount(c.usage.get(f)) for f in fields)]
+        [s.label, str(c.k), _pct(s.accuracy(c.k)), *(amount(c.usage.get(f)) for f in fields)]
         for s in strategies
         for c in s.compute
     ]
-    return "compute per problem (means; accuracy with each strategy's own selection)\n" + _grid(header, rows)
+    return "compute per problem (means; accuracy with each strategy's own selection)\n" + text_grid(header, rows)
 
 
 def bin_rows(strategies: Sequence[StrategyReport], kind: str) -> tuple[list[int], list[tuple[str, int, list[float]]]]:
@@ -86,26 +86,17 @@ def _bin_table(strategies: Sequence[StrategyReport], kind: str, digits: int, sou
     )
     header = ["strategy", "N", *(f"{lv}" for lv in levels)]
     body = [[label, str(k), *(_pct(a, digits) for a in accs)] for label, k, accs in rows]
-    return f"accuracy % by {name}, 1 = easiest; {source}\n" + _grid(header, body)
+    return f"accuracy % by {name}, 1 = easiest; {source}\n" + text_grid(header, body)
 
 
 def _pct(x: float, digits: int = 1) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.{digits}f}"
 
 
-def _amount(x: float | None) -> str:
+def amount(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x:.2f}" if abs(x) < 10 else f"{x:,.0f}"
-
-
-def _grid(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(r[j].ljust(widths[j]) if j == 0 else r[j].rjust(widths[j]) for j in range(len(r))).rstrip()
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
