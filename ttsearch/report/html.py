@@ -62,8 +62,8 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
         ("problems", report.problems),
         ("runs", len(exp.runs)),
         ("ttsearch / vLLM", f"{m.get('ttsearch_version', '?')} / {m.get('vllm_version', '?')}"),
-        ("machine", m.get("machine", "?")),
-        ("started / finished", f"{m.get('started_at', '?')} / {m.get('finished_at', '?')}"),
+        ("machine", _machine(m.get("machine"))),
+        ("started / finished", f"{m.get('started_at', '?')} / {m.get('finished_at') or 'not finished (partial results)'}"),
     ]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ttsearch report</title>",
@@ -111,6 +111,12 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
                 parts.append(_img(caption, path))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _machine(machine: object) -> str:
+    if isinstance(machine, dict):
+        return ", ".join(f"{k}: {v}" for k, v in machine.items())
+    return str(machine if machine is not None else "?")
 
 
 def _img(caption: str, path: Path) -> str:

@@ -22,6 +22,7 @@ def format_table(report: Report, *, digits: int = 1) -> str:
     lines = [
         f"experiment: {', '.join(str(d) for d in exp.dirs)} (recipe {str(exp.recipe_hash or '?')[:12]}), "
         f"{report.problems} problems, {len(exp.runs)} runs"
+        + ("" if exp.manifest.get("finished_at") else " (not finished: partial results)")
     ]
     for s in report.strategies:
         lines.append("")
