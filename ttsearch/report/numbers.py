@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ttsearch.evaluation.aggregation import candidate_keys
-from ttsearch.evaluation.difficulty import quantile_levels
+from ttsearch.evaluation.difficulty import NUM_LEVELS, quantile_levels
 from ttsearch.evaluation.grading import is_equivalent
 from ttsearch.evaluation.metrics import AccuracyTable, GradeCache, Grader, ProblemSamples, ScoredRuns, score_runs
 from ttsearch.report.load import Experiment, Run
@@ -211,7 +211,7 @@ def _strategy_report(
     by_bin: dict[str, dict[int, AccuracyTable]] = {}
     for kind, b in bins.items():
         tables = {}
-        for lv in range(1, 6):
+        for lv in range(1, NUM_LEVELS + 1):
             t = scored.table(lambda p, lv=lv: b.level.get(p.unique_id) == lv)
             if t is not None:
                 tables[lv] = t
