@@ -180,12 +180,13 @@ class Searcher:
         except BackendError as error:
             raise SearchError(f"problem {key}: model engine failed: {error}") from error
         search.usage.seconds = time.perf_counter() - started
-        candidates = tuple(Candidate.from_node(node, strategy.score(node)) for node in nodes)
+        decided = strategy.resolved(tree)  # a delegating strategy scores with what it ran
+        candidates = tuple(Candidate.from_node(node, decided.score(node)) for node in nodes)
         return SearchResult(
             problem=text,
             strategy=strategy.name,
-            selection=strategy.selection,
-            answer=pick_answer(strategy.selection, candidates),
+            selection=decided.selection,
+            answer=pick_answer(decided.selection, candidates),
             candidates=candidates,
             usage=search.usage,
             tree=tree if self.keep_trees else None,

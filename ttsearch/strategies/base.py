@@ -68,6 +68,14 @@ class Strategy(ABC):
         """Final solutions, once the search has stopped. Default: every finished node."""
         return list(tree.finished)
 
+    def resolved(self, tree: SearchTree) -> Strategy:
+        """The strategy whose scores and selection give this problem's result.
+
+        Itself, except for a strategy that hands a problem to another one (e.g.
+        `ComputeOptimal` runs the option its policy table picks for the problem).
+        """
+        return self
+
     def score(self, node: Node) -> float:
         """The reward of a node's solution so far: its step scores reduced.
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING
 from typing import Any, Literal
 
 from ttsearch.strategies.base import SampledStrategy, StepwiseStrategy, Strategy
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.dvts import DVTS
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
+from ttsearch.optimal.strategy import ComputeOptimal
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "majority": MajorityVoting,
@@ -15,6 +17,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "beam": BeamSearch,
     "dvts": DVTS,
     "lookahead": LookaheadSearch,
+    "compute_optimal": ComputeOptimal,  # needs policy=<policy.json from `ttsearch fit-policy`>
 }
 
 
@@ -32,6 +35,13 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     unknown = sorted(set(given) - set(fields))
     if unknown:
         raise ValueError(f"strategy {name!r} has no option(s) {unknown}; it takes {sorted(fields)}")
+    required = sorted(
+        name
+        for name, f in fields.items()
+        if f.init and f.default is MISSING and f.default_factory is MISSING and name not in given
+    )
+    if required:
+        raise ValueError(f"strategy {name!r} needs option(s) {required}")
     return cls(**given)
 
 

@@ -1,0 +1,28 @@
+"""Compute-optimal test-time scaling (arXiv 2408.03314): difficulty bins, a cross-validated
+choice of strategy per bin and budget, a fitted policy table, the `ComputeOptimal`
+strategy that applies it online, and an adaptive budget reallocation across problems."""
+
+from ttsearch.optimal.bins import DifficultyBins, fit_bins, level_of
+from ttsearch.optimal.crossval import BinChoice, CrossValidation, CurvePoint, cross_validate
+from ttsearch.optimal.outcomes import Option, Outcomes, build_outcomes
+from ttsearch.optimal.policy_table import PolicyChoice, PolicyTable, fit_policy, load_policy, save_policy
+from ttsearch.optimal.strategy import ComputeOptimal
+
+__all__ = [
+    "BinChoice",
+    "ComputeOptimal",
+    "CrossValidation",
+    "CurvePoint",
+    "DifficultyBins",
+    "Option",
+    "Outcomes",
+    "PolicyChoice",
+    "PolicyTable",
+    "build_outcomes",
+    "cross_validate",
+    "fit_bins",
+    "fit_policy",
+    "level_of",
+    "load_policy",
+    "save_policy",
+]
