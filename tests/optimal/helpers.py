@@ -1,0 +1,98 @@
+"""Hand-made experiment directories and outcome tables with known answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ttsearch.optimal.outcomes import Cell, Option, Outcomes, Predictor
+
+# A candidate: (answer, score, correct, num_tokens)
+Cand = tuple[str | None, float, bool, int]
+
+
+def write_run(
+    directory: Path,
+    *,
+    label: str,
+    strategy: str,
+    kind: str,
+    n: int,
+    seed: int,
+    problems: dict[str, Sequence[Cand]],
+    budgets: Sequence[int] | None = None,
+    config: dict | None = None,
+    scored: bool = True,
+    with_correct: bool = True,
+    gold: str = "7",
+    errors: Sequence[str] = (),
+) -> str:
+    """One run's JSONL in DIR/runs, the RECORDS.md way; returns its run_id."""
+    run_id = f"{label}-n{n}-s{seed}"
+    budgets = list(budgets or [n])
+    config = {"n": n, "temperature": 0.8, "reduction": "last", "selection": "weighted", **(config or {})}
+    (directory / "runs").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, (uid, cands) in enumerate(problems.items()):
+        candidates = []
+        for answer, score, correct, tokens in cands:
+            c = {
+                "text": f"\\boxed{{{answer}}}",
+                "answer": answer,
+                "step_scores": [score] if scored else [],
+                "score": score if scored else 0.0,
+                "finish": "eos",
+                "num_tokens": tokens,
+            }
+            if with_correct:
+                c["correct"] = correct
+            candidates.append(c)
+        usage = {"generated_tokens": sum(c[3] for c in cands), "verifier_tokens": 10 * len(cands) if scored else 0}
+        lines.append(
+            {
+                "unique_id": uid, "problem": f"problem {uid}", "gold": gold, "subject": None, "level": None,
+                "strategy": strategy, "config": config, "selection": config["selection"], "answer": None,
+                "correct": False, "error": "boom" if uid in errors else None,
+                "candidates": [] if uid in errors else candidates, "usage": usage, "run_id": run_id,
+                "label": label, "n": n, "seed": seed, "kind": kind, "budgets": budgets, "index": index,
+            }
+        )
+    path = directory / "runs" / f"{run_id}.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return run_id
+
+
+def outcomes_from_table(
+    accuracy: dict[str, Sequence[float]],
+    *,
+    n: int = 4,
+    tokens: dict[str, float] | None = None,
+    mean_score: Sequence[float] | None = None,
+) -> Outcomes:
+    """Outcomes at one budget from per-problem accuracies per option name ('label/selection')."""
+    options = []
+    cells = {}
+    size = None
+    for name, acc in accuracy.items():
+        label, selection = name.split("/")
+        kind = "sampling" if label in ("majority", "best_of_n") else "stepwise"
+        options.append(Option(label, label, {"n": n, "temperature": 0.8, "width": 2}, selection, kind))
+        size = len(acc)
+        cost = (tokens or {}).get(name, 100.0)
+        cells[(name, n)] = Cell(np.asarray(acc, dtype=float), np.full(len(acc), cost), np.zeros(len(acc)))
+    assert size is not None
+    score = np.linspace(1, 0, size) if mean_score is None else np.asarray(mean_score, dtype=float)
+    return Outcomes(
+        problems=tuple(f"p{i}" for i in range(size)),
+        budgets=(n,),
+        options=tuple(options),
+        cells=cells,
+        pass_rate=np.asarray(score),
+        mean_score=score,
+        predictor=Predictor("best_of_n", "last", 0.8),
+        num_seeds=1,
+        dropped=(),
+    )

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from ttsearch.optimal.outcomes import build_outcomes
+from ttsearch.optimal.records import ExperimentError, load_runs
+
+from tests.optimal.helpers import write_run
+
+MIXED = [("7", 0.9, True, 10), ("3", 0.2, False, 20), ("3", 0.3, False, 30), ("3", 0.1, False, 40)]
+RIGHT = [("7", 0.8, True, 10)] * 4
+
+
+def _experiment(tmp_path, **kwargs):
+    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0,
+              budgets=[1, 2, 4], problems={"a": MIXED, "b": RIGHT}, **kwargs)
+    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=1,
+              budgets=[1, 2, 4], problems={"a": RIGHT, "b": RIGHT}, **kwargs)
+    write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=4, seed=0, config={"width": 2},
+              problems={"a": RIGHT[:2], "b": MIXED[1:3]}, **kwargs)
+    return build_outcomes(load_runs([tmp_path]))
+
+
+def test_sampling_budgets_average_disjoint_groups_and_seeds(tmp_path):
+    out = _experiment(tmp_path)
+    assert out.problems == ("a", "b") and out.budgets == (1, 2, 4) and out.num_seeds == 2
+    assert [o.name for o in out.options] == [
+        "beam/majority", "beam/naive", "beam/weighted", "best_of_n/majority", "best_of_n/naive", "best_of_n/weighted",
+    ]
+    acc = lambda name, n: out.cells[(name, n)].accuracy.tolist()  # noqa: E731
+    # Problem a, seed 0: k=1 -> 1 of 4 groups right; k=2 -> [7,3] right, [3,3] wrong;
+    # k=4 -> majority says 3 (wrong), naive and weighted say 7 (0.9 > 0.2+0.3+0.1). Seed 1: all right.
+    assert acc("best_of_n/majority", 1) == [pytest.approx(0.625), 1.0]
+    assert acc("best_of_n/weighted", 2) == [0.75, 1.0]
+    assert acc("best_of_n/majority", 4) == [0.5, 1.0]
+    assert acc("best_of_n/naive", 4) == [1.0, 1.0]
+    # Stepwise runs are reported at their own N only.
+    assert ("beam/weighted", 2) not in out.cells
+    assert acc("beam/weighted", 4) == [1.0, 0.0]
+    # Tokens: a k-group costs its own samples' tokens; seed 0 group means for problem a at k=2:
+    # (10+20, 30+40) -> 50; seed 1: 20. Verifier tokens pro rata: 40 * 2/4 = 20.
+    cell = out.cells[("best_of_n/weighted", 2)]
+    assert cell.generated_tokens.tolist() == [35.0, 20.0]
+    assert cell.verifier_tokens.tolist() == [20.0, 20.0]
+    # Difficulty: pass@1 over the sampling runs' samples; mean PRM score of the predictor run.
+    assert out.pass_rate.tolist() == [5 / 8, 1.0]
+    assert out.mean_score.tolist() == pytest.approx([(1.5 + 3.2) / 8, 0.8])
+    assert out.predictor is not None and (out.predictor.label, out.predictor.reduction) == ("best_of_n", "last")
+
+
+def test_unscored_runs_offer_only_majority_and_no_predictor(tmp_path):
+    write_run(tmp_path, label="majority", strategy="majority", kind="sampling", n=2, seed=0, budgets=[1, 2],
+              problems={"a": RIGHT[:2]}, scored=False, config={"selection": "majority"})
+    out = build_outcomes(load_runs([tmp_path]))
+    assert [o.name for o in out.options] == ["majority/majority"]
+    assert out.mean_score is None and out.predictor is None
+
+
+def test_missing_correct_flags_are_graded_and_errors_count_as_wrong(tmp_path):
+    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0,
+              problems={"a": [("7", 0.5, False, 1), ("3", 0.4, False, 1)], "b": RIGHT[:2]},
+              with_correct=False, errors=["b"])
+    out = build_outcomes(load_runs([tmp_path]))
+    assert out.cells[("best_of_n/weighted", 2)].accuracy.tolist() == [1.0, 0.0]
+
+
+def test_problems_missing_from_a_run_are_dropped_and_named(tmp_path):
+    write_run(tmp_path, label="x", strategy="best_of_n", kind="sampling", n=1, seed=0, problems={"a": RIGHT[:1]})
+    write_run(tmp_path, label="y", strategy="best_of_n", kind="sampling", n=1, seed=0,
+              problems={"a": RIGHT[:1], "b": RIGHT[:1]})
+    out = build_outcomes(load_runs([tmp_path]))
+    assert out.problems == ("a",) and out.dropped == ("b",)
+
+
+def test_shards_merge_and_a_problem_in_two_shards_is_an_error(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_run(one, label="x", strategy="best_of_n", kind="sampling", n=1, seed=0, problems={"a": RIGHT[:1]})
+    write_run(two, label="x", strategy="best_of_n", kind="sampling", n=1, seed=0, problems={"b": RIGHT[:1]})
+    (run,) = load_runs([one, two])
+    assert sorted(run.problems) == ["a", "b"]
+    write_run(two, label="x", strategy="best_of_n", kind="sampling", n=1, seed=0, problems={"a": RIGHT[:1]})
+    with pytest.raises(ExperimentError, match="'a' is in both"):
+        load_runs([one, two])
+
+
+def test_bad_directories_and_records_are_named(tmp_path):
+    with pytest.raises(ExperimentError, match="no runs/ folder"):
+        load_runs([tmp_path])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "x-n1-s0.jsonl").write_text(json.dumps({"unique_id": "a", "label": "x"}) + "\n")
+    with pytest.raises(ExperimentError, match="x-n1-s0 has no field"):
+        load_runs([tmp_path])
