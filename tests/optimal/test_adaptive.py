@@ -1,0 +1,45 @@
+import pytest
+
+from ttsearch.optimal.adaptive import simulate_adaptive
+from ttsearch.optimal.records import load_runs
+
+from tests.optimal.helpers import write_run
+
+SURE = [("7", 0.9, True, 10)] * 4
+# Gold 7: the first two samples are wrong and poorly rated, the last two right and rated high.
+SLOW = [("3", 0.2, False, 1), ("5", 0.1, False, 1), ("7", 0.9, True, 1), ("7", 0.9, True, 1)]
+
+
+def test_budget_moves_from_a_settled_problem_to_an_uncertain_one(tmp_path):
+    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0,
+              problems={"a": SURE, "b": SLOW})
+    (point,) = simulate_adaptive(load_runs([tmp_path]), [2])
+    # Uniform N=2: rotation 0 gives b [3, 5] (wrong), rotation 1 [7, 7] (right): 75%.
+    assert point.uniform_accuracy == pytest.approx(0.75)
+    # Adaptive, same 4 samples per rotation: a settles after 1 (uncertainty 0.1); b draws 3.
+    assert point.adaptive_accuracy == 1.0
+    assert point.max_samples == 3
+    # Tokens follow the samples drawn. Uniform: a 20, b 2 in each rotation. Adaptive:
+    # rotation 0 -> a 1 sample (10), b 3 (3); rotation 1 (b starts with [7, 7], as sure as
+    # a) -> 2 each (20, 2).
+    assert point.uniform_tokens == pytest.approx(11.0)
+    assert point.adaptive_tokens == pytest.approx((13 / 2 + 22 / 2) / 2)
+
+
+def test_never_draws_beyond_the_recorded_samples_and_spends_at_most_the_total(tmp_path):
+    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0,
+              problems={"a": SURE, "b": SLOW})
+    (point,) = simulate_adaptive(load_runs([tmp_path]), [4])
+    assert point.max_samples == 4  # both problems already hold all 4: nothing to move
+    assert point.adaptive_accuracy == point.uniform_accuracy == 1.0
+
+
+def test_unusable_runs_are_refused(tmp_path):
+    write_run(tmp_path, label="majority", strategy="majority", kind="sampling", n=2, seed=0,
+              problems={"a": SURE[:2]}, scored=False)
+    with pytest.raises(ValueError, match="without PRM scores"):
+        simulate_adaptive(load_runs([tmp_path]), [2])
+    write_run(tmp_path / "b", label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0,
+              problems={"a": SURE[:2]})
+    with pytest.raises(ValueError, match="exceeds the 2 samples"):
+        simulate_adaptive(load_runs([tmp_path / "b"]), [4])

@@ -1,0 +1,137 @@
+"""ComputeOptimal on scripted backends: the probe predicts the bin, the table decides."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.helpers import make_searcher
+from ttsearch.engine.search import SearchLimits
+from ttsearch.engine.searcher import Searcher
+from ttsearch.optimal.policy_table import PolicyChoice, PolicyTable, save_policy
+from ttsearch.optimal.strategy import ComputeOptimal
+from ttsearch.strategies.registry import make_strategy
+from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
+
+# The PRM's score depends only on the problem, so the probe's mean score says how hard it is.
+DIFFICULTY = {"easy": 0.9, "medium": 0.5, "hard": 0.1}
+
+
+def _choice(strategy: str, kind: str, selection: str, **config) -> PolicyChoice:
+    return PolicyChoice(
+        label=strategy, strategy=strategy, config={"temperature": 0.8, **config}, selection=selection, kind=kind,
+        accuracy=0.5,
+    )
+
+
+BEST_OF_N = _choice("best_of_n", "sampling", "weighted")
+MAJORITY = _choice("majority", "sampling", "majority")
+BEAM = _choice("beam", "stepwise", "naive", width=2)
+WIDE_DVTS = _choice("dvts", "stepwise", "weighted", width=8)  # cannot fit 8 - 2 samples
+
+
+def _table() -> PolicyTable:
+    by_level = {1: (BEST_OF_N,), 2: (BEST_OF_N,), 3: (MAJORITY, BEAM), 4: (BEAM,), 5: (WIDE_DVTS, BEAM)}
+    return PolicyTable(
+        thresholds=(0.8, 0.6, 0.4, 0.2), reduction="last", temperature=0.8, budgets=(4, 8),
+        ranked={4: by_level, 8: by_level},
+    )
+
+
+def _script(call: ScriptCall) -> str:
+    # Two steps; the answer is the sample index mod 3, so selections can be told apart.
+    depth = call.text.count("\n\n")
+    if call.request.stop and depth < 1:
+        return "step one\n\n"
+    return ("step one\n\n" if depth < 1 else "") + f"\\boxed{{{call.index % 3}}}{EOS}"
+
+
+def _searcher() -> Searcher:
+    policy = ScriptedPolicy(_script)
+    verifier = ScriptedVerifier(lambda problem, steps: DIFFICULTY[problem])
+    return Searcher(policy, verifier, limits=SearchLimits(max_solution_tokens=1000))
+
+
+@pytest.mark.parametrize(
+    ("problem", "level", "chosen", "inner_n", "pooled"),
+    [("easy", 1, BEST_OF_N, 6, True), ("medium", 3, MAJORITY, 6, True), ("hard", 5, BEAM, 6, False)],
+)
+async def test_runs_the_tables_choice_for_the_predicted_bin(problem, level, chosen, inner_n, pooled) -> None:
+    strategy = ComputeOptimal(n=8, policy=_table(), probe=2)
+    searcher = _searcher()
+    result = await searcher.solve(problem, strategy)
+    plan = strategy.plan(result.tree)
+    assert plan is not None
+    assert (plan.level, plan.choice, plan.inner.n, plan.pooled) == (level, chosen, inner_n, pooled)
+    assert plan.probe_score == pytest.approx(DIFFICULTY[problem])
+    assert plan.inner.selection == chosen.selection == result.selection
+    # The probe is the first request: 2 full solutions at the table's temperature.
+    probe = searcher.policy.requests[0]
+    assert (probe.n, probe.stop, probe.temperature) == (2, (), 0.8)
+    # The probe counts in the budget: at most n samples start solutions, probe included.
+    first_round = sum(r.n for r in searcher.policy.requests if r.prompt_token_ids == probe.prompt_token_ids)
+    assert first_round == 8
+    assert result.usage.policy_samples == sum(r.n for r in searcher.policy.requests)
+    probe_ids = {node.id for node in plan.probe_nodes}
+    in_result = {c.node_id for c in result.candidates} & probe_ids
+    assert in_result == (probe_ids if pooled else set())
+
+
+async def test_sampling_choice_selects_from_exactly_n_samples_probe_included() -> None:
+    strategy = ComputeOptimal(n=8, policy=_table(), probe=2)
+    result = await _searcher().solve("easy", strategy)
+    assert len(result.candidates) == 8 and result.usage.policy_samples == 8
+    assert result.usage.verifier_calls == 8  # every sample scored once
+    # Answers by sample index mod 3: probe 0,1; then 0,1,2,0,1,2 -> "0" and "1" tie at 3 x 0.9,
+    # weighted selection keeps the earlier group.
+    assert result.answer == "0"
+
+
+async def test_a_stepwise_option_too_wide_for_the_budget_left_is_skipped() -> None:
+    strategy = ComputeOptimal(n=8, policy=_table(), probe=2)
+    result = await _searcher().solve("hard", strategy)
+    plan = strategy.plan(result.tree)
+    assert plan.choice == BEAM and plan.inner.n == 6 and plan.inner.width == 2
+    # Beam search sees the tree without the probe: it returns its own 6 finished beams.
+    assert len(result.candidates) == 6
+    assert all(c.node_id not in {n.id for n in plan.probe_nodes} for c in result.candidates)
+
+
+async def test_the_table_is_read_at_the_largest_budget_not_above_n() -> None:
+    table = _table()
+    by_level = {level: (MAJORITY,) for level in range(1, 6)}
+    table = PolicyTable(
+        thresholds=table.thresholds, reduction="last", temperature=0.8, budgets=(4, 8), ranked={4: by_level, 8: table.ranked[8]}
+    )
+    strategy = ComputeOptimal(n=6, policy=table, probe=1)
+    result = await _searcher().solve("easy", strategy)
+    assert strategy.plan(result.tree).choice == MAJORITY and result.usage.policy_samples == 6
+
+
+async def test_every_problem_gets_its_own_plan_when_solved_together() -> None:
+    strategy = ComputeOptimal(n=8, policy=_table(), probe=2)
+    results = [r async for r in _searcher().solve_all(["easy", "hard", "medium"], strategy)]
+    chosen = {r.problem: strategy.plan(r.tree).choice for r in results}
+    assert chosen == {"easy": BEST_OF_N, "hard": BEAM, "medium": MAJORITY}
+
+
+def test_loads_from_a_policy_file_through_the_registry(tmp_path) -> None:
+    path = save_policy(_table(), tmp_path / "policy.json")
+    strategy = make_strategy("compute_optimal", n=8, policy=str(path), probe=3)
+    assert isinstance(strategy, ComputeOptimal) and strategy.table == _table() and strategy.reduction == "last"
+
+
+def test_bad_configurations_are_named(tmp_path) -> None:
+    with pytest.raises(ValueError, match="leaves nothing"):
+        ComputeOptimal(n=2, policy=_table(), probe=2)
+    with pytest.raises(ValueError, match="below the policy table's smallest"):
+        ComputeOptimal(n=3, policy=_table(), probe=1)
+    with pytest.raises(ValueError, match="no such policy file"):
+        ComputeOptimal(n=8, policy=str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="probe must be"):
+        ComputeOptimal(n=8, policy=_table(), probe=0)
+
+
+async def test_no_verifier_is_an_error() -> None:
+    searcher = make_searcher(_script, verifier=False)
+    with pytest.raises(ValueError, match="needs a verifier"):
+        await searcher.solve("easy", ComputeOptimal(n=8, policy=_table()))

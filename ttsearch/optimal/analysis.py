@@ -1,0 +1,147 @@
+"""The compute-optimal analysis of an experiment, as data: what the report shows.
+
+`analyse_experiment(dirs)` loads the records, builds the per-problem outcomes, bins the
+problems by both heuristics and cross-validates the per-bin choice against the best
+single option, and measures the budget best-of-N needs to match the compute-optimal
+accuracy. `format_analysis` renders it as text; `ttsearch.optimal.plot` draws it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ttsearch.optimal.bins import Heuristic, fit_bins
+from ttsearch.optimal.crossval import CrossValidation, CurvePoint, cross_validate, fixed_curve
+from ttsearch.optimal.outcomes import Outcomes, build_outcomes
+from ttsearch.optimal.records import load_runs
+
+
+@dataclass(frozen=True, slots=True)
+class FixedCurve:
+    """One option used for every problem."""
+
+    option: str  # "label/selection"
+    as_configured: bool  # the selection its recipe entry configured (the curve a plot shows)
+    points: tuple[CurvePoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The smallest recorded budget at which the reference option reaches a target accuracy."""
+
+    n: int  # the compute-optimal budget
+    target: float  # compute-optimal accuracy at n
+    reference_n: int | None  # None: not reached at any recorded budget
+    reference_accuracy: float | None
+    compute_ratio: float | None  # reference total tokens / compute-optimal total tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeOptimalAnalysis:
+    num_problems: int
+    num_seeds: int
+    dropped: tuple[str, ...]
+    fixed: tuple[FixedCurve, ...]
+    cross_validations: dict[str, CrossValidation]  # by heuristic
+    reference: str | None  # the option matched against (best-of-N weighted, when recorded)
+    matches: dict[str, tuple[Match, ...]]  # by heuristic
+    predictor: str | None  # the run whose PRM scores predicted difficulty
+
+
+def analyse_experiment(dirs: Sequence[str | Path], *, folds: int = 5, seed: int = 0) -> ComputeOptimalAnalysis:
+    """Load experiment directories (shards merge) and analyse them."""
+    return analyse(build_outcomes(load_runs(dirs)), folds=folds, seed=seed)
+
+
+def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0) -> ComputeOptimalAnalysis:
+    folds = min(folds, len(outcomes.problems))
+    fixed = tuple(
+        FixedCurve(o.name, o.selection == o.config.get("selection", o.selection), fixed_curve(outcomes, o.name))
+        for o in outcomes.options
+    )
+    statistics: dict[Heuristic, object] = {"oracle": outcomes.pass_rate}
+    if outcomes.mean_score is not None:
+        statistics["predicted"] = outcomes.mean_score
+    cvs = {
+        h: cross_validate(outcomes, fit_bins(h, values), folds=folds, seed=seed)  # type: ignore[arg-type]
+        for h, values in statistics.items()
+    }
+    reference = _reference(outcomes)
+    matches = {}
+    if reference is not None:
+        curve = next(f.points for f in fixed if f.option == reference)
+        matches = {h: tuple(_match(point, curve) for point in cv.optimal) for h, cv in cvs.items()}
+    return ComputeOptimalAnalysis(
+        num_problems=len(outcomes.problems),
+        num_seeds=outcomes.num_seeds,
+        dropped=outcomes.dropped,
+        fixed=fixed,
+        cross_validations=cvs,
+        reference=reference,
+        matches=matches,
+        predictor=None if outcomes.predictor is None else outcomes.predictor.label,
+    )
+
+
+def _reference(outcomes: Outcomes) -> str | None:
+    for strategy, selection in (("best_of_n", "weighted"), ("majority", "majority")):
+        for option in outcomes.options:
+            if option.strategy == strategy and option.selection == selection:
+                return option.name
+    return None
+
+
+def _match(point: CurvePoint, curve: Sequence[CurvePoint]) -> Match:
+    for ref in curve:
+        if ref.accuracy >= point.accuracy - 1e-12:
+            ratio = ref.total_tokens / point.total_tokens if point.total_tokens > 0 else None
+            return Match(point.n, point.accuracy, ref.n, ref.accuracy, ratio)
+    return Match(point.n, point.accuracy, None, None, None)
+
+
+def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
+    """Curves, per-bin tables and the matching budget, as plain text."""
+    lines = [
+        f"compute-optimal scaling: {analysis.num_problems} problems, {analysis.num_seeds} seed(s), "
+        f"choices cross-validated over problems"
+        + (f" ({len(analysis.dropped)} problems missing from some run left out)" if analysis.dropped else "")
+    ]
+    budgets = sorted({p.n for f in analysis.fixed for p in f.points})
+    header = f"{'method':34s}" + "".join(f"{'N=' + str(n):>8s}" for n in budgets)
+    lines += ["", "accuracy (%) by budget N; [generated+PRM tokens per problem]", header, "-" * len(header)]
+
+    def row(name: str, points: Sequence[CurvePoint]) -> None:
+        by_n = {p.n: p for p in points}
+        lines.append(f"{name:34s}" + "".join(f"{100 * by_n[n].accuracy:8.1f}" if n in by_n else f"{'':8s}" for n in budgets))
+        lines.append(
+            f"{'':34s}" + "".join(f"{'[' + _tokens(by_n[n].total_tokens) + ']':>8s}" if n in by_n else f"{'':8s}" for n in budgets)
+        )
+
+    for f in analysis.fixed:
+        row(f.option, f.points)
+    for h, cv in analysis.cross_validations.items():
+        row(f"best single option, {h} folds (CV)", cv.best_fixed)
+        row(f"compute-optimal, {h} bins (CV)", cv.optimal)
+    for h, cv in analysis.cross_validations.items():
+        lines += ["", f"per-bin choice, {h} difficulty (level 1 = easiest; winner chosen on all problems of the bin)"]
+        lines.append(f"{'level':>5s} {'N':>4s} {'#':>4s}  {'winner':28s} {'acc':>6s} {'margin':>7s} {'CV acc':>7s}  runner-up")
+        for r in cv.table:
+            lines.append(
+                f"{r.level:5d} {r.n:4d} {r.num_problems:4d}  {r.winner:28s} {100 * r.accuracy:6.1f} "
+                f"{100 * r.margin:7.1f} {100 * r.cv_accuracy:7.1f}  {r.runner_up or '-'}"
+            )
+    for h, matches in analysis.matches.items():
+        lines += ["", f"budget {analysis.reference} needs to match compute-optimal ({h} bins)"]
+        for m in matches:
+            if m.reference_n is None:
+                lines.append(f"  N={m.n}: {100 * m.target:.1f}% not reached at any recorded budget")
+            else:
+                ratio = f", {m.compute_ratio:.2f}x the tokens" if m.compute_ratio is not None else ""
+                lines.append(f"  N={m.n}: {100 * m.target:.1f}% reached at N={m.reference_n} ({m.reference_n / m.n:.2g}x{ratio})")
+    return "\n".join(lines)
+
+
+def _tokens(value: float) -> str:
+    return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
