@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("dirs", type=Path, nargs="+", help="experiment directory; several: shards of one experiment")
     exp.add_argument("-o", "--out", type=Path, required=True, help="output JSONL file")
     exp.add_argument("--correct-only", action="store_true", help="only solutions whose answer matches the gold answer")
+
+    from ttsearch.optimal.command import add_fit_policy_parser  # compute-optimal (issue #10)
+
+    add_fit_policy_parser(sub)
     return parser
 
 
@@ -122,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _report(args)
         elif args.command == "export":
             _export(args)
+        elif args.command == "fit-policy":
+            from ttsearch.optimal.command import run_fit_policy
+
+            run_fit_policy(args)
         else:
             _evaluate(args)
     except (ValueError, FileNotFoundError) as error:

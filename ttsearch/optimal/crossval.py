@@ -45,7 +45,7 @@ class BinChoice:
     num_problems: int
     winner: str  # option name chosen on all of this bin's problems (what a policy table stores)
     accuracy: float  # the winner's accuracy on this bin (in-sample)
-    runner_up: str | None
+    runner_up: str | None  # the best option of another strategy entry (label); None if there is none
     margin: float  # winner minus runner-up accuracy on this bin (0.0 without a runner-up)
     cv_accuracy: float  # accuracy of the cross-validated choices on this bin's held-out problems
     ranking: tuple[str, ...]  # every option at N, best first (in-sample)
@@ -138,7 +138,9 @@ def cross_validate(
         for level in sorted(set(levels.tolist())):
             members = everyone[levels == level]
             ranking = rank_options(outcomes, n, members)
-            acc = [outcomes.cells[(name, n)].accuracy[members].mean() for name in ranking[:2]]
+            winner_label = outcomes.option(ranking[0]).label
+            rival = next((name for name in ranking if outcomes.option(name).label != winner_label), None)
+            acc = [outcomes.cells[(name, n)].accuracy[members].mean() for name in (ranking[0], rival) if name]
             held = [outcomes.cells[(chosen[i], n)].accuracy[i] for i in members]
             table.append(
                 BinChoice(
@@ -147,7 +149,7 @@ def cross_validate(
                     num_problems=len(members),
                     winner=ranking[0],
                     accuracy=float(acc[0]),
-                    runner_up=ranking[1] if len(ranking) > 1 else None,
+                    runner_up=rival,
                     margin=float(acc[0] - acc[1]) if len(acc) > 1 else 0.0,
                     cv_accuracy=float(np.mean(held)),
                     ranking=tuple(ranking),

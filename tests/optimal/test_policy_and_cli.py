@@ -1,0 +1,79 @@
+"""fit-policy end to end on a hand-made experiment where per-bin choice must win."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ttsearch.cli import main
+from ttsearch.optimal.analysis import analyse, analyse_experiment, format_analysis
+from ttsearch.optimal.outcomes import build_outcomes
+from ttsearch.optimal.policy_table import PolicyFileError, fit_policy, load_policy, policy_from_dict, policy_to_dict
+from ttsearch.optimal.records import load_runs
+from ttsearch.optimal.strategy import ComputeOptimal
+
+from tests.optimal.helpers import write_run
+
+EASY = [(f"e{i}", [("7", 0.9, True, 10)] * 4) for i in range(5)]
+HARD = [(f"h{i}", [("3", 0.2, False, 10)] * 4) for i in range(5)]
+
+
+def _experiment(tmp_path):
+    # Best-of-N solves the easy half, beam search the hard half (and fails the easy one).
+    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, budgets=[1, 2, 4],
+              problems=dict(EASY + HARD))
+    beam = {uid: [("3", 0.5, False, 30)] * 2 for uid, _ in EASY} | {uid: [("7", 0.5, True, 30)] * 2 for uid, _ in HARD}
+    write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=4, seed=0, config={"width": 2}, problems=beam)
+    return tmp_path
+
+
+def test_analysis_shows_per_bin_choice_winning_only_where_the_bins_differ(tmp_path):
+    analysis = analyse_experiment([_experiment(tmp_path)], folds=5)
+    for heuristic in ("oracle", "predicted"):
+        cv = analysis.cross_validations[heuristic]
+        assert [(p.n, p.accuracy) for p in cv.optimal] == [(1, 0.5), (2, 0.5), (4, 1.0)]
+        assert [p.accuracy for p in cv.best_fixed] == [0.5, 0.5, 0.5]
+        rows = {(r.level, r.n): r for r in cv.table}
+        assert rows[(2, 4)].winner.startswith("best_of_n/") and rows[(2, 4)].margin == 1.0
+        assert rows[(4, 4)].winner.startswith("beam/") and rows[(4, 4)].cv_accuracy == 1.0
+    assert analysis.reference == "best_of_n/weighted"
+    matches = analysis.matches["predicted"]
+    assert (matches[0].reference_n, matches[2].reference_n) == (1, None)  # N=4's 100% is never reached
+    text = format_analysis(analysis)
+    assert "compute-optimal, predicted bins (CV)" in text and "not reached" in text
+
+
+def test_policy_table_bins_new_problems_and_round_trips(tmp_path):
+    table = fit_policy(build_outcomes(load_runs([_experiment(tmp_path)])))
+    assert table.thresholds == (float("inf"), pytest.approx(0.55), pytest.approx(0.55), float("-inf"))
+    assert (table.level_of(0.9), table.level_of(0.2)) == (2, 4)
+    assert table.ranked[4][2][0].strategy == "best_of_n" and table.ranked[4][4][0].strategy == "beam"
+    assert table.ranked[1][4][0].strategy == "best_of_n"  # nothing else was recorded at N=1
+    assert (table.reduction, table.temperature, table.source["problems"]) == ("last", 0.8, 10)
+    assert policy_from_dict(json.loads(json.dumps(policy_to_dict(table)))) == table
+    with pytest.raises(PolicyFileError, match="not a ttsearch policy"):
+        policy_from_dict({"format": "other"})
+    broken = policy_to_dict(table)
+    del broken["table"][0]
+    with pytest.raises(PolicyFileError, match="every level"):
+        policy_from_dict(broken)
+
+
+def test_fit_policy_command_writes_a_table_the_strategy_loads(tmp_path, capsys):
+    out = tmp_path / "policy.json"
+    assert main(["fit-policy", str(_experiment(tmp_path / "exp")), "-o", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "per-bin choice, oracle difficulty" in printed and "policy table:" in printed
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    strategy = ComputeOptimal(n=4, policy=str(out), probe=1)
+    assert strategy.table == load_policy(out)
+
+
+def test_fit_policy_command_names_bad_input(tmp_path, capsys):
+    assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
+    assert "no runs/ folder" in capsys.readouterr().err
+    write_run(tmp_path, label="majority", strategy="majority", kind="sampling", n=2, seed=0,
+              problems={"a": [("7", 0.0, True, 1)] * 2, "b": [("7", 0.0, True, 1)] * 2}, scored=False)
+    assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
+    assert "needs a sampling run scored by the PRM" in capsys.readouterr().err
