@@ -77,3 +77,20 @@ def test_fit_policy_command_names_bad_input(tmp_path, capsys):
               problems={"a": [("7", 0.0, True, 1)] * 2, "b": [("7", 0.0, True, 1)] * 2}, scored=False)
     assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
     assert "needs a sampling run scored by the PRM" in capsys.readouterr().err
+
+
+def test_online_replay_bins_by_the_probe_and_pays_for_it(tmp_path):
+    from ttsearch.optimal.probe import replay_online
+
+    outcomes = build_outcomes(load_runs([_experiment(tmp_path)]))
+    # Beam was recorded only at N=4, which no longer fits after a probe: hard problems fall
+    # back to best-of-N and fail.
+    assert [(p.n, p.accuracy) for p in replay_online(outcomes, probe=1)] == [(2, 0.5), (4, 0.5)]
+    hard = {uid: [("7", 0.5, True, 30)] * 2 for uid, _ in HARD} | {uid: [("3", 0.5, False, 30)] * 2 for uid, _ in EASY}
+    write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=2, seed=0, config={"width": 2}, problems=hard)
+    outcomes = build_outcomes(load_runs([tmp_path]))
+    two, four = replay_online(outcomes, probe=1)
+    assert (two.accuracy, four.accuracy) == (0.5, 1.0)  # N=2 leaves 1 sample: no room for width 2
+    # N=4: easy -> best-of-4 pooling the probe (40 tokens); hard -> beam@2 (60) + a 10-token probe.
+    assert four.generated_tokens == pytest.approx((40 + 70) / 2)
+    assert four.verifier_tokens == pytest.approx((40 + (20 + 10)) / 2)

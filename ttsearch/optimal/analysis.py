@@ -15,6 +15,7 @@ from typing import Sequence
 from ttsearch.optimal.bins import Heuristic, fit_bins
 from ttsearch.optimal.crossval import CrossValidation, CurvePoint, cross_validate, fixed_curve
 from ttsearch.optimal.outcomes import Outcomes, build_outcomes
+from ttsearch.optimal.probe import replay_online
 from ttsearch.optimal.records import load_runs
 
 
@@ -45,17 +46,21 @@ class ComputeOptimalAnalysis:
     dropped: tuple[str, ...]
     fixed: tuple[FixedCurve, ...]
     cross_validations: dict[str, CrossValidation]  # by heuristic
+    online: tuple[CurvePoint, ...]  # `ComputeOptimal` replayed with a real probe (empty without a predictor)
+    probe: int
     reference: str | None  # the option matched against (best-of-N weighted, when recorded)
     matches: dict[str, tuple[Match, ...]]  # by heuristic
     predictor: str | None  # the run whose PRM scores predicted difficulty
 
 
-def analyse_experiment(dirs: Sequence[str | Path], *, folds: int = 5, seed: int = 0) -> ComputeOptimalAnalysis:
+def analyse_experiment(
+    dirs: Sequence[str | Path], *, folds: int = 5, seed: int = 0, probe: int = 2
+) -> ComputeOptimalAnalysis:
     """Load experiment directories (shards merge) and analyse them."""
-    return analyse(build_outcomes(load_runs(dirs)), folds=folds, seed=seed)
+    return analyse(build_outcomes(load_runs(dirs)), folds=folds, seed=seed, probe=probe)
 
 
-def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0) -> ComputeOptimalAnalysis:
+def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0, probe: int = 2) -> ComputeOptimalAnalysis:
     folds = min(folds, len(outcomes.problems))
     fixed = tuple(
         FixedCurve(o.name, o.selection == o.config.get("selection", o.selection), fixed_curve(outcomes, o.name))
@@ -68,17 +73,23 @@ def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0) -> ComputeOpti
         h: cross_validate(outcomes, fit_bins(h, values), folds=folds, seed=seed)  # type: ignore[arg-type]
         for h, values in statistics.items()
     }
+    online = replay_online(outcomes, probe=probe, folds=folds, seed=seed)
     reference = _reference(outcomes)
     matches = {}
     if reference is not None:
         curve = next(f.points for f in fixed if f.option == reference)
-        matches = {h: tuple(_match(point, curve) for point in cv.optimal) for h, cv in cvs.items()}
+        targets = {h: cv.optimal for h, cv in cvs.items()}
+        if online:
+            targets[f"online, probe {probe}"] = online
+        matches = {h: tuple(_match(point, curve) for point in points) for h, points in targets.items()}
     return ComputeOptimalAnalysis(
         num_problems=len(outcomes.problems),
         num_seeds=outcomes.num_seeds,
         dropped=outcomes.dropped,
         fixed=fixed,
         cross_validations=cvs,
+        online=online,
+        probe=probe,
         reference=reference,
         matches=matches,
         predictor=None if outcomes.predictor is None else outcomes.predictor.label,
@@ -124,6 +135,8 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
     for h, cv in analysis.cross_validations.items():
         row(f"best single option, {h} folds (CV)", cv.best_fixed)
         row(f"compute-optimal, {h} bins (CV)", cv.optimal)
+    if analysis.online:
+        row(f"ComputeOptimal online, probe {analysis.probe} (CV)", analysis.online)
     for h, cv in analysis.cross_validations.items():
         lines += ["", f"per-bin choice, {h} difficulty (level 1 = easiest; winner chosen on all problems of the bin)"]
         lines.append(f"{'level':>5s} {'N':>4s} {'#':>4s}  {'winner':28s} {'acc':>6s} {'margin':>7s} {'CV acc':>7s}  runner-up")
@@ -133,7 +146,7 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
                 f"{100 * r.margin:7.1f} {100 * r.cv_accuracy:7.1f}  {r.runner_up or '-'}"
             )
     for h, matches in analysis.matches.items():
-        lines += ["", f"budget {analysis.reference} needs to match compute-optimal ({h} bins)"]
+        lines += ["", f"budget {analysis.reference} needs to match compute-optimal ({h})"]
         for m in matches:
             if m.reference_n is None:
                 lines.append(f"  N={m.n}: {100 * m.target:.1f}% not reached at any recorded budget")

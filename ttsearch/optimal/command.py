@@ -18,6 +18,7 @@ def add_fit_policy_parser(sub: argparse._SubParsersAction) -> None:  # type: ign
     fit.add_argument("-o", "--out", type=Path, required=True, help="policy table JSON to write")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds over problems (default 5)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    fit.add_argument("--probe", type=int, default=2, help="probe samples of the replayed online strategy (default 2)")
     fit.add_argument("--plot", type=Path, help="save accuracy vs N (fixed strategies and compute-optimal) as PNG")
 
 
@@ -28,7 +29,7 @@ def run_fit_policy(args: argparse.Namespace) -> None:
     from ttsearch.optimal.records import load_runs
 
     outcomes = build_outcomes(load_runs(args.dirs))
-    analysis = analyse(outcomes, folds=args.folds, seed=args.seed)
+    analysis = analyse(outcomes, folds=args.folds, seed=args.seed, probe=args.probe)
     print(format_analysis(analysis))
     table = fit_policy(outcomes, source={"dirs": [str(d) for d in args.dirs]})
     print(f"\npolicy table: {save_policy(table, args.out)}")

@@ -68,6 +68,10 @@ class Outcomes:
     predictor: Predictor | None  # None when no sampling run was scored by the PRM
     num_seeds: int
     dropped: tuple[str, ...]  # problems left out because some option lacks them
+    # Per seed of the predictor run: its candidates' scores, shape (problems, n), sample
+    # order, so a probe of p samples can be replayed (`ttsearch.optimal.probe`).
+    predictor_scores: tuple[np.ndarray, ...] = ()
+    predictor_tokens: np.ndarray | None = None  # mean generated tokens of one predictor sample, per problem
 
     def option(self, name: str) -> Option:
         for option in self.options:
@@ -111,6 +115,7 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
             for n in sorted({b for r in group for b in r.budgets}):
                 cells[(option.name, n)] = _cell(group, n, selection, problems)
     pass_rate, mean_score, predictor = _difficulty_statistics(runs, problems)
+    scores, tokens = _predictor_samples(runs, problems, predictor)
     return Outcomes(
         problems=problems,
         budgets=tuple(sorted({n for _, n in cells})),
@@ -121,7 +126,31 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
         predictor=predictor,
         num_seeds=max(len({r.seed for r in g}) for g in by_label.values()),
         dropped=tuple(sorted(all_ids - common)),
+        predictor_scores=scores,
+        predictor_tokens=tokens,
     )
+
+
+def _predictor_samples(
+    runs: Sequence[RunRecords], problems: tuple[str, ...], predictor: Predictor | None
+) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+    if predictor is None:
+        return (), None
+    source = sorted((r for r in runs if r.label == predictor.label), key=lambda r: r.seed)
+    per_seed = []
+    for run in source:
+        records = [run.problems[uid] for uid in problems]
+        if any(r.error is not None for r in records):
+            continue  # a failed problem has no samples to replay
+        width = min(len(r.candidates) for r in records)
+        per_seed.append(np.array([[c.score for c in r.candidates[:width]] for r in records]))
+    tokens = np.array(
+        [
+            np.mean([c.num_tokens for r in source for c in r.problems[uid].candidates] or [0.0])
+            for uid in problems
+        ]
+    )
+    return tuple(per_seed), tokens
 
 
 def _cell(group: list[RunRecords], n: int, selection: SelectionMethod, problems: tuple[str, ...]) -> Cell:

@@ -32,6 +32,16 @@ def plot_compute_optimal(analysis: ComputeOptimalAnalysis, path: str | Path) -> 
             marker="s",
             label=f"compute-optimal ({heuristic} bins, CV)",
         )
+    if analysis.online:
+        ax.plot(
+            [p.n for p in analysis.online],
+            [100 * p.accuracy for p in analysis.online],
+            linestyle=":",
+            color="black",
+            linewidth=2.5,
+            marker="^",
+            label=f"ComputeOptimal online (probe {analysis.probe}, CV)",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generation budget N")
     ax.set_ylabel("accuracy (%)")
