@@ -20,18 +20,20 @@ def test_ten_problems_two_per_level_and_thresholds_reproduce_them():
     assert level_of(-1.0, bins.thresholds) == 5
 
 
-def test_ties_share_a_level_and_thresholds_stay_between_the_sides():
+def test_a_tie_split_across_levels_puts_new_equal_values_on_the_easier_side():
     values = [0.5, 0.5, 0.5, 0.5, 0.9]
-    bins = fit_bins("oracle", values)
-    assert bins.levels.tolist() == [4, 4, 4, 4, 1]
-    assert [level_of(v, bins.thresholds) for v in values] == bins.levels.tolist()
-    assert bins.thresholds[0] == pytest.approx(0.7)  # between 0.9 (level 1) and 0.5
-    assert bins.thresholds[3] == -math.inf  # nothing is harder than level 4 here
+    bins = fit_bins("oracle", values)  # equal-count quintiles: the tie is spread over 2..5
+    assert bins.levels.tolist() == [2, 3, 4, 5, 1]
+    assert bins.thresholds == pytest.approx((0.7, 0.5, 0.5, 0.5))
+    assert level_of(0.9, bins.thresholds) == 1 and level_of(0.5, bins.thresholds) == 2
+    keyed = fit_bins("oracle", values, keys=["a", "b", "c", "d", "e"])
+    assert sorted(keyed.levels.tolist()) == [1, 2, 3, 4, 5] and keyed.levels[4] == 1
 
 
 def test_one_problem_sits_in_the_middle_with_infinite_thresholds():
     bins = fit_bins("predicted", [0.3])
     assert bins.levels.tolist() == [3]
+    assert level_thresholds(np.array([0.5, 0.5]), np.array([2, 4]))[1] == 0.5  # a split tie
     assert bins.thresholds == (math.inf, math.inf, -math.inf, -math.inf)
     assert level_of(0.99, bins.thresholds) == 3 and level_of(0.0, bins.thresholds) == 3
 

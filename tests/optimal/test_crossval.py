@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ttsearch.optimal.bins import DifficultyBins, fit_bins
+from ttsearch.optimal.bins import DifficultyBins
 from ttsearch.optimal.crossval import assign_folds, cross_validate, fixed_curve, rank_options
 
 from tests.optimal.helpers import outcomes_from_table
@@ -16,8 +16,7 @@ def test_choice_is_never_scored_on_the_problems_it_was_tuned_on():
     # A wins on problems 0-1, B on 2-3. Choosing on the held-out fold would score 100%;
     # choosing on the other fold picks the loser every time: cross-validation must say 0%.
     outcomes = outcomes_from_table({"beam/weighted": [1, 1, 0, 0], "dvts/weighted": [0, 0, 1, 1]})
-    bins = fit_bins("predicted", [0.5, 0.5, 0.5, 0.5])  # one bin for all
-    cv = cross_validate(outcomes, bins, fold_of=[0, 0, 1, 1])
+    cv = cross_validate(outcomes, _bins([3, 3, 3, 3]), fold_of=[0, 0, 1, 1])  # one bin for all
     assert cv.optimal[0].accuracy == 0.0
     assert cv.best_fixed[0].accuracy == 0.0
     assert cv.choices[4] == ("dvts/weighted", "dvts/weighted", "beam/weighted", "beam/weighted")

@@ -15,8 +15,10 @@ from ttsearch.optimal.strategy import ComputeOptimal
 
 from tests.optimal.helpers import write_run
 
-EASY = [(f"e{i}", [("7", 0.9, True, 10)] * 4) for i in range(5)]
-HARD = [(f"h{i}", [("3", 0.2, False, 10)] * 4) for i in range(5)]
+# 4 easy + 6 hard problems: the equal-count quintiles put the easy ones at levels 1-2 and
+# the hard ones at 3-5, whatever the tie-break.
+EASY = [(f"e{i}", [("7", 0.9, True, 10)] * 4) for i in range(4)]
+HARD = [(f"h{i}", [("3", 0.2, False, 10)] * 4) for i in range(6)]
 
 
 def _experiment(tmp_path):
@@ -32,10 +34,12 @@ def test_analysis_shows_per_bin_choice_winning_only_where_the_bins_differ(tmp_pa
     analysis = analyse_experiment([_experiment(tmp_path)], folds=5)
     for heuristic in ("oracle", "predicted"):
         cv = analysis.cross_validations[heuristic]
-        assert [(p.n, p.accuracy) for p in cv.optimal] == [(1, 0.5), (2, 0.5), (4, 1.0)]
-        assert [p.accuracy for p in cv.best_fixed] == [0.5, 0.5, 0.5]
+        assert [(p.n, p.accuracy) for p in cv.optimal] == [(1, 0.4), (2, 0.4), (4, 1.0)]
+        # One option for everything can win at most the 6 hard problems.
+        assert [p.accuracy for p in cv.best_fixed][:2] == [0.4, 0.4] and cv.best_fixed[2].accuracy <= 0.6
         rows = {(r.level, r.n): r for r in cv.table}
-        assert rows[(2, 4)].winner.startswith("best_of_n/") and rows[(2, 4)].margin == 1.0
+        assert rows[(1, 4)].winner.startswith("best_of_n/") and rows[(1, 4)].runner_up.startswith("beam/")
+        assert rows[(1, 4)].margin == 1.0
         assert rows[(4, 4)].winner.startswith("beam/") and rows[(4, 4)].cv_accuracy == 1.0
     assert analysis.reference == "best_of_n/weighted"
     matches = analysis.matches["predicted"]
@@ -46,10 +50,11 @@ def test_analysis_shows_per_bin_choice_winning_only_where_the_bins_differ(tmp_pa
 
 def test_policy_table_bins_new_problems_and_round_trips(tmp_path):
     table = fit_policy(build_outcomes(load_runs([_experiment(tmp_path)])))
-    assert table.thresholds == (float("inf"), pytest.approx(0.55), pytest.approx(0.55), float("-inf"))
-    assert (table.level_of(0.9), table.level_of(0.2)) == (2, 4)
-    assert table.ranked[4][2][0].strategy == "best_of_n" and table.ranked[4][4][0].strategy == "beam"
-    assert table.ranked[1][4][0].strategy == "best_of_n"  # nothing else was recorded at N=1
+    # Levels 1|2 and 3|4|5 split tie blocks: those thresholds are the tied value itself.
+    assert table.thresholds == pytest.approx((0.9, 0.55, 0.2, 0.2))
+    assert (table.level_of(0.9), table.level_of(0.2)) == (1, 3)
+    assert table.ranked[4][1][0].strategy == "best_of_n" and table.ranked[4][3][0].strategy == "beam"
+    assert table.ranked[1][3][0].strategy == "best_of_n"  # nothing else was recorded at N=1
     assert (table.reduction, table.temperature, table.source["problems"]) == ("last", 0.8, 10)
     assert policy_from_dict(json.loads(json.dumps(policy_to_dict(table)))) == table
     with pytest.raises(PolicyFileError, match="not a ttsearch policy"):
@@ -85,12 +90,17 @@ def test_online_replay_bins_by_the_probe_and_pays_for_it(tmp_path):
     outcomes = build_outcomes(load_runs([_experiment(tmp_path)]))
     # Beam was recorded only at N=4, which no longer fits after a probe: hard problems fall
     # back to best-of-N and fail.
-    assert [(p.n, p.accuracy) for p in replay_online(outcomes, probe=1)] == [(2, 0.5), (4, 0.5)]
+    assert [(p.n, p.accuracy) for p in replay_online(outcomes, probe=1)] == [(2, 0.4), (4, 0.4)]
     hard = {uid: [("7", 0.5, True, 30)] * 2 for uid, _ in HARD} | {uid: [("3", 0.5, False, 30)] * 2 for uid, _ in EASY}
     write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=2, seed=0, config={"width": 2}, problems=hard)
     outcomes = build_outcomes(load_runs([tmp_path]))
     two, four = replay_online(outcomes, probe=1)
-    assert (two.accuracy, four.accuracy) == (0.5, 1.0)  # N=2 leaves 1 sample: no room for width 2
-    # N=4: easy -> best-of-4 pooling the probe (40 tokens); hard -> beam@2 (60) + a 10-token probe.
-    assert four.generated_tokens == pytest.approx((40 + 70) / 2)
-    assert four.verifier_tokens == pytest.approx((40 + (20 + 10)) / 2)
+    # N=2 leaves 1 sample: no room for width 2. N=4: 8 of 10 right. The fold that holds
+    # out h1 and h2 trains on 4 easy + 4 hard problems, and equal-count quintiles of 8
+    # put one easy and one hard problem in level 3 (levels 1,1,2,3 | 3,4,5,5); a held-out
+    # hard probe (0.2) lands there, where best-of-N wins the tie on tokens, and fails.
+    assert (two.accuracy, four.accuracy) == (0.4, 0.8)
+    # Tokens: easy -> best-of-4 pooling the probe (40); hard -> beam@2 (60) + a 10-token
+    # probe (70), except h1, h2 (best-of-4: 40). PRM: 40 for best-of-4, 20 + 10 for beam.
+    assert four.generated_tokens == pytest.approx((4 * 40 + 4 * 70 + 2 * 40) / 10)
+    assert four.verifier_tokens == pytest.approx((4 * 40 + 4 * 30 + 2 * 40) / 10)

@@ -70,7 +70,7 @@ def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0, probe: int = 2
     if outcomes.mean_score is not None:
         statistics["predicted"] = outcomes.mean_score
     cvs = {
-        h: cross_validate(outcomes, fit_bins(h, values), folds=folds, seed=seed)  # type: ignore[arg-type]
+        h: cross_validate(outcomes, fit_bins(h, values, keys=outcomes.problems), folds=folds, seed=seed)  # type: ignore[arg-type]
         for h, values in statistics.items()
     }
     online = replay_online(outcomes, probe=probe, folds=folds, seed=seed)

@@ -5,9 +5,11 @@ The levels are `ttsearch.evaluation.difficulty.quantile_levels` of a per-problem
 mean PRM score (needs none). For the model-predicted heuristic the bins must also apply to
 problems never seen, so each boundary between level j and j + 1 becomes a threshold: the
 midpoint between the lowest statistic at levels <= j and the highest at levels > j. A
-value >= thresholds[0] is level 1, below thresholds[-1] is level 5; every fitted problem
-gets its own level back (ties share a level, so the two sides never overlap). A side with
-no problem gives an infinite threshold: nothing lands on the empty side.
+value >= thresholds[0] is level 1, below thresholds[-1] is level 5. Every fitted problem
+gets its own level back, except where `quantile_levels` split a block of equal values
+across a boundary (its tie-break keeps the levels equal-sized): the threshold is then that
+value, and a new problem with exactly that value goes to the easier side. A side with no
+problem gives an infinite threshold: nothing lands on the empty side.
 """
 
 from __future__ import annotations
@@ -38,14 +40,23 @@ class DifficultyBins:
         return len(self.thresholds) + 1
 
 
-def fit_bins(heuristic: Heuristic, values: Sequence[float], *, num_levels: int = NUM_LEVELS) -> DifficultyBins:
-    """Quantile levels of `values` (higher = easier) and the thresholds that reproduce them."""
+def fit_bins(
+    heuristic: Heuristic,
+    values: Sequence[float],
+    *,
+    keys: Sequence[str] | None = None,
+    num_levels: int = NUM_LEVELS,
+) -> DifficultyBins:
+    """Quantile levels of `values` (higher = easier) and the thresholds that reproduce them.
+
+    :param keys: the problems' unique_ids, which break ties (see `quantile_levels`).
+    """
     if heuristic not in HEURISTICS:
         raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
     array = np.asarray(values, dtype=float)
     if array.size == 0:
         raise ValueError("cannot bin zero problems")
-    levels = np.asarray(quantile_levels(array.tolist(), num_levels=num_levels), dtype=int)
+    levels = np.asarray(quantile_levels(array.tolist(), keys=keys, num_levels=num_levels), dtype=int)
     return DifficultyBins(heuristic, array, levels, level_thresholds(array, levels, num_levels=num_levels))
 
 
@@ -61,7 +72,7 @@ def level_thresholds(values: np.ndarray, levels: np.ndarray, *, num_levels: int 
             out.append(-math.inf)
         else:
             low, high = float(easier.min()), float(harder.max())
-            if low <= high:
+            if low < high:
                 raise ValueError(f"levels are not monotone in the values at boundary {j}")
             out.append((low + high) / 2)
     return tuple(out)

@@ -91,7 +91,7 @@ def fit_policy(outcomes: Outcomes, *, source: Mapping[str, Any] | None = None) -
             "fitting a policy needs a sampling run scored by the PRM (e.g. a best_of_n entry) "
             "to predict difficulty from; this experiment has none"
         )
-    bins = fit_bins("predicted", outcomes.mean_score)
+    bins = fit_bins("predicted", outcomes.mean_score, keys=outcomes.problems)
     everyone = np.arange(len(outcomes.problems))
     ranked: dict[int, dict[int, tuple[PolicyChoice, ...]]] = {}
     for n in outcomes.budgets:

@@ -33,7 +33,8 @@ def replay_online(outcomes: Outcomes, *, probe: int = 2, folds: int = 5, seed: i
         raise ValueError(f"a probe of {probe} needs at least {probe} recorded samples per problem")
     full = np.asarray(outcomes.mean_score)
     size = len(outcomes.problems)
-    fold_of = assign_folds(fit_bins("predicted", full).levels, min(folds, size), seed=seed)
+    keys = np.asarray(outcomes.problems)
+    fold_of = assign_folds(fit_bins("predicted", full, keys=outcomes.problems).levels, min(folds, size), seed=seed)
     probe_scores = [scores[:, :probe].mean(axis=1) for scores in outcomes.predictor_scores]
     everyone = np.arange(size)
     points = []
@@ -45,7 +46,7 @@ def replay_online(outcomes: Outcomes, *, probe: int = 2, folds: int = 5, seed: i
         ver = np.zeros(size)
         for f in sorted(set(fold_of.tolist())):
             train = everyone[fold_of != f]
-            bins = fit_bins("predicted", full[train])
+            bins = fit_bins("predicted", full[train], keys=keys[train].tolist())
             rankings = {}
             for level in range(1, bins.num_levels + 1):
                 members = train[bins.levels == level]

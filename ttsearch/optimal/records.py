@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from ttsearch.evaluation.metrics import GradeCache, grade_candidates
-from ttsearch.runner import read_records
 
 Kind = Literal["sampling", "stepwise"]
 
@@ -68,6 +67,9 @@ def load_runs(dirs: Sequence[str | Path], *, cache: GradeCache | None = None) ->
     :raises ExperimentError: a missing directory or runs folder, a record without the
         contract's fields, or one problem present in two shards of the same run.
     """
+    # Imported here: the runner imports the strategy registry, which imports this package.
+    from ttsearch.runner import read_records
+
     if not dirs:
         raise ExperimentError("no experiment directory given")
     cache = cache if cache is not None else GradeCache()
