@@ -104,3 +104,20 @@ def test_online_replay_bins_by_the_probe_and_pays_for_it(tmp_path):
     # probe (70), except h1, h2 (best-of-4: 40). PRM: 40 for best-of-4, 20 + 10 for beam.
     assert four.generated_tokens == pytest.approx((4 * 40 + 4 * 70 + 2 * 40) / 10)
     assert four.verifier_tokens == pytest.approx((4 * 40 + 4 * 30 + 2 * 40) / 10)
+
+
+def test_compute_optimal_runs_are_measured_as_run_and_never_offered(tmp_path):
+    _experiment(tmp_path)
+    # A compute_optimal run in the same experiment: its records' own grades count.
+    path = write_run(tmp_path, label="co", strategy="ComputeOptimal", kind="stepwise", n=4, seed=0,
+                     problems={uid: [("7", 0.9, True, 10)] for uid, _ in EASY + HARD})
+    lines = (tmp_path / "runs" / f"{path}.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for r in records:
+        r["correct"] = r["unique_id"] != "h0"
+    (tmp_path / "runs" / f"{path}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    analysis = analyse_experiment([tmp_path])
+    assert all(not f.option.startswith("co/") for f in analysis.fixed)
+    (curve,) = analysis.measured
+    assert (curve.option, [(p.n, p.accuracy) for p in curve.points]) == ("co", [(4, 0.9)])
+    assert "co (as run)" in format_analysis(analysis)

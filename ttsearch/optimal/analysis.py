@@ -47,6 +47,7 @@ class ComputeOptimalAnalysis:
     fixed: tuple[FixedCurve, ...]
     cross_validations: dict[str, CrossValidation]  # by heuristic
     online: tuple[CurvePoint, ...]  # `ComputeOptimal` replayed with a real probe (empty without a predictor)
+    measured: tuple[FixedCurve, ...]  # compute_optimal runs in the experiment, as they ran
     probe: int
     reference: str | None  # the option matched against (best-of-N weighted, when recorded)
     matches: dict[str, tuple[Match, ...]]  # by heuristic
@@ -89,10 +90,31 @@ def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0, probe: int = 2
         fixed=fixed,
         cross_validations=cvs,
         online=online,
+        measured=tuple(
+            FixedCurve(label, True, tuple(_cell_point(outcomes, label, n) for n in sorted(ns)))
+            for label, ns in _labels_and_budgets(outcomes.delegating).items()
+        ),
         probe=probe,
         reference=reference,
         matches=matches,
         predictor=None if outcomes.predictor is None else outcomes.predictor.label,
+    )
+
+
+def _labels_and_budgets(cells: dict[tuple[str, int], object]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for label, n in cells:
+        out.setdefault(label, []).append(n)
+    return out
+
+
+def _cell_point(outcomes: Outcomes, label: str, n: int) -> CurvePoint:
+    cell = outcomes.delegating[(label, n)]
+    return CurvePoint(
+        n=n,
+        accuracy=float(cell.accuracy.mean()),
+        generated_tokens=float(cell.generated_tokens.mean()),
+        verifier_tokens=float(cell.verifier_tokens.mean()),
     )
 
 
@@ -137,6 +159,8 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
         row(f"compute-optimal, {h} bins (CV)", cv.optimal)
     if analysis.online:
         row(f"ComputeOptimal online, probe {analysis.probe} (CV)", analysis.online)
+    for curve in analysis.measured:
+        row(f"{curve.option} (as run)", curve.points)
     for h, cv in analysis.cross_validations.items():
         lines += ["", f"per-bin choice, {h} difficulty (level 1 = easiest; winner chosen on all problems of the bin)"]
         lines.append(f"{'level':>5s} {'N':>4s} {'#':>4s}  {'winner':28s} {'acc':>6s} {'margin':>7s} {'CV acc':>7s}  runner-up")

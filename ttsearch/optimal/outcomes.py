@@ -24,6 +24,9 @@ from ttsearch.evaluation.aggregation import SelectionMethod, candidate_keys, sel
 from ttsearch.optimal.records import ExperimentError, Kind, ProblemRecord, RunRecords
 
 
+DELEGATING = ("compute_optimal", "ComputeOptimal")  # registry and class names of runs never offered as options
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One thing the compute-optimal policy can choose: a recorded strategy config and a selection."""
@@ -72,6 +75,9 @@ class Outcomes:
     # order, so a probe of p samples can be replayed (`ttsearch.optimal.probe`).
     predictor_scores: tuple[np.ndarray, ...] = ()
     predictor_tokens: np.ndarray | None = None  # mean generated tokens of one predictor sample, per problem
+    # Runs of a strategy that picks per problem (compute_optimal itself): measured as run,
+    # with each record's own selection, and never offered as an option. (label, N) -> cell.
+    delegating: dict[tuple[str, int], Cell] = field(default_factory=dict)
 
     def option(self, name: str) -> Option:
         for option in self.options:
@@ -92,8 +98,11 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
     if not runs:
         raise ExperimentError("no runs to analyse")
     by_label: dict[str, list[RunRecords]] = defaultdict(list)
+    delegating_runs: dict[str, list[RunRecords]] = defaultdict(list)
     for run in runs:
-        by_label[run.label].append(run)
+        (delegating_runs if run.strategy in DELEGATING else by_label)[run.label].append(run)
+    if not by_label:
+        raise ExperimentError("every run is a compute_optimal run; fitting needs fixed strategies")
     for label, group in by_label.items():
         if len({r.kind for r in group}) > 1:
             raise ExperimentError(f"label {label!r} has runs of different kinds")
@@ -114,8 +123,14 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
             options.append(option)
             for n in sorted({b for r in group for b in r.budgets}):
                 cells[(option.name, n)] = _cell(group, n, selection, problems)
-    pass_rate, mean_score, predictor = _difficulty_statistics(runs, problems)
-    scores, tokens = _predictor_samples(runs, problems, predictor)
+    fixed_runs = [r for group in by_label.values() for r in group]
+    pass_rate, mean_score, predictor = _difficulty_statistics(fixed_runs, problems)
+    scores, tokens = _predictor_samples(fixed_runs, problems, predictor)
+    delegating = {
+        (label, n): _as_run_cell([r for r in group if r.n == n], problems)
+        for label, group in delegating_runs.items()
+        for n in sorted({r.n for r in group})
+    }
     return Outcomes(
         problems=problems,
         budgets=tuple(sorted({n for _, n in cells})),
@@ -128,6 +143,17 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
         dropped=tuple(sorted(all_ids - common)),
         predictor_scores=scores,
         predictor_tokens=tokens,
+        delegating=delegating,
+    )
+
+
+def _as_run_cell(group: list[RunRecords], problems: tuple[str, ...]) -> Cell:
+    """Seed means of each record's own grade and usage."""
+    records = [[run.problems[uid] for uid in problems] for run in group]
+    return Cell(
+        accuracy=np.mean([[float(r.correct and r.error is None) for r in rs] for rs in records], axis=0),
+        generated_tokens=np.mean([[r.usage.get("generated_tokens", 0.0) for r in rs] for rs in records], axis=0),
+        verifier_tokens=np.mean([[r.usage.get("verifier_tokens", 0.0) for r in rs] for rs in records], axis=0),
     )
 
 

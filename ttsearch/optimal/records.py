@@ -44,6 +44,7 @@ class ProblemRecord:
     candidates: tuple[CandidateRecord, ...]  # sampling runs: in sample order
     error: str | None
     usage: dict[str, float]  # numeric fields of the record's usage
+    correct: bool  # the answer the run selected was right (the record's own grade)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,12 @@ def _problem(path: Path, number: int, record: dict[str, Any], cache: GradeCache)
         )
         usage = {k: float(v) for k, v in record.get("usage", {}).items() if isinstance(v, (int, float))}
         return ProblemRecord(
-            unique_id=str(record["unique_id"]), gold=gold, candidates=candidates, error=record.get("error"), usage=usage
+            unique_id=str(record["unique_id"]),
+            gold=gold,
+            candidates=candidates,
+            error=record.get("error"),
+            usage=usage,
+            correct=bool(record.get("correct", False)),
         )
     except (KeyError, TypeError) as error:
         raise ExperimentError(f"{path}:{number}: record lacks a field the analysis needs ({error})") from None
