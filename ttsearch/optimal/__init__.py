@@ -3,6 +3,7 @@ choice of strategy per bin and budget, a fitted policy table, the `ComputeOptima
 strategy that applies it online, and an adaptive budget reallocation across problems."""
 
 from ttsearch.optimal.adaptive import AdaptivePoint, simulate_adaptive
+from ttsearch.optimal.budget_pool import AdaptiveBestOfN, BudgetPool
 from ttsearch.optimal.analysis import ComputeOptimalAnalysis, analyse, analyse_experiment, format_analysis
 from ttsearch.optimal.bins import DifficultyBins, fit_bins, level_of
 from ttsearch.optimal.crossval import BinChoice, CrossValidation, CurvePoint, cross_validate
@@ -14,8 +15,10 @@ from ttsearch.optimal.records import load_runs
 from ttsearch.optimal.strategy import ComputeOptimal
 
 __all__ = [
+    "AdaptiveBestOfN",
     "AdaptivePoint",
     "BinChoice",
+    "BudgetPool",
     "ComputeOptimal",
     "ComputeOptimalAnalysis",
     "CrossValidation",

@@ -9,6 +9,7 @@ from ttsearch.strategies.base import SampledStrategy, StepwiseStrategy, Strategy
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.dvts import DVTS
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
+from ttsearch.optimal.budget_pool import AdaptiveBestOfN
 from ttsearch.optimal.strategy import ComputeOptimal
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -18,6 +19,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "dvts": DVTS,
     "lookahead": LookaheadSearch,
     "compute_optimal": ComputeOptimal,  # needs policy=<policy.json from `ttsearch fit-policy`>
+    "adaptive_best_of_n": AdaptiveBestOfN,  # one object = one batch sharing a budget pool
 }
 
 

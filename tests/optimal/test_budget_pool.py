@@ -1,0 +1,61 @@
+"""AdaptiveBestOfN on scripted backends: budget moves from settled problems to uncertain ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from ttsearch.engine.search import SearchLimits
+from ttsearch.engine.searcher import Searcher
+from ttsearch.optimal.budget_pool import AdaptiveBestOfN, BudgetPool
+from ttsearch.strategies.registry import budget_kind, make_strategy
+from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
+
+
+def _script(call: ScriptCall) -> str:
+    # "sure": every sample answers 7. Any other problem: the two samples of a request differ.
+    answer = 7 if call.problem == "sure" else call.index
+    return f"work\n\n\\boxed{{{answer}}}{EOS}"
+
+
+def _searcher() -> Searcher:
+    return Searcher(
+        ScriptedPolicy(_script),
+        ScriptedVerifier(lambda problem, steps: 0.9 if problem == "sure" else 0.3),
+        limits=SearchLimits(max_solution_tokens=1000),
+        seed=0,
+    )
+
+
+async def test_a_settled_problem_stops_early_and_its_budget_goes_to_an_uncertain_one() -> None:
+    strategy = AdaptiveBestOfN(n=4, initial=2, chunk=2, max_samples=8)
+    results = {r.problem: r async for r in _searcher().solve_all(["sure", "unsure"], strategy)}
+    # sure: 2 samples agree at 0.9 -> uncertainty 0.1 <= 0.2: stops, deposits 2.
+    assert len(results["sure"].candidates) == 2 and results["sure"].answer == "7"
+    # unsure: split answers at 0.3 -> uses its own 4, then the 2 deposited.
+    assert len(results["unsure"].candidates) == 6
+    total = sum(r.usage.policy_samples for r in results.values())
+    assert total == 8 == 4 * 2  # never more than uniform best-of-4 over the batch
+    assert (strategy.pool.deposited, strategy.pool.withdrawn, strategy.pool.balance) == (2, 2, 0)
+
+
+async def test_without_deposits_nobody_exceeds_n() -> None:
+    strategy = AdaptiveBestOfN(n=4, initial=2, chunk=2, max_samples=8)
+    results = [r async for r in _searcher().solve_all(["unsure", "unsure again"], strategy)]
+    assert [len(r.candidates) for r in results] == [4, 4]
+    assert strategy.pool.deposited == 0
+
+
+def test_pool_never_lends_more_than_deposited() -> None:
+    pool = BudgetPool()
+    assert pool.withdraw(3) == 0
+    pool.deposit(2)
+    assert (pool.withdraw(3), pool.balance) == (2, 0)
+
+
+def test_registered_reported_at_its_n_only_and_validated() -> None:
+    assert isinstance(make_strategy("adaptive_best_of_n", n=4), AdaptiveBestOfN)
+    assert budget_kind("adaptive_best_of_n") == "stepwise"  # candidate counts differ per problem
+    with pytest.raises(ValueError, match="initial"):
+        AdaptiveBestOfN(n=4, initial=5)
+    with pytest.raises(ValueError, match="max_samples"):
+        AdaptiveBestOfN(n=4, max_samples=3)
