@@ -43,7 +43,9 @@ class AdaptivePoint:
     max_samples: int  # most samples any one problem drew under the adaptive allocation
 
 
-def simulate_adaptive(runs: Sequence[RunRecords], budgets: Sequence[int], *, initial: int = 1) -> tuple[AdaptivePoint, ...]:
+def simulate_adaptive(
+    runs: Sequence[RunRecords], budgets: Sequence[int], *, initial: int = 1
+) -> tuple[AdaptivePoint, ...]:
     """Compare the adaptive allocation with uniform best-of-N on the runs' recorded samples.
 
     :param runs: sampling runs of one label, scored by the PRM (one per seed).

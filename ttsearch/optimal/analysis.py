@@ -71,7 +71,9 @@ def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0, probe: int = 2
     if outcomes.mean_score is not None:
         statistics["predicted"] = outcomes.mean_score
     cvs = {
-        h: cross_validate(outcomes, fit_bins(h, values, keys=outcomes.problems), folds=folds, seed=seed)  # type: ignore[arg-type]
+        h: cross_validate(
+            outcomes, fit_bins(h, values, keys=outcomes.problems), folds=folds, seed=seed  # type: ignore[arg-type]
+        )
         for h, values in statistics.items()
     }
     online = replay_online(outcomes, probe=probe, folds=folds, seed=seed)
@@ -147,10 +149,10 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
 
     def row(name: str, points: Sequence[CurvePoint]) -> None:
         by_n = {p.n: p for p in points}
-        lines.append(f"{name:34s}" + "".join(f"{100 * by_n[n].accuracy:8.1f}" if n in by_n else f"{'':8s}" for n in budgets))
-        lines.append(
-            f"{'':34s}" + "".join(f"{'[' + _tokens(by_n[n].total_tokens) + ']':>8s}" if n in by_n else f"{'':8s}" for n in budgets)
-        )
+        accuracy = (f"{100 * by_n[n].accuracy:8.1f}" if n in by_n else " " * 8 for n in budgets)
+        tokens = (f"{'[' + _tokens(by_n[n].total_tokens) + ']':>8s}" if n in by_n else " " * 8 for n in budgets)
+        lines.append(f"{name:34s}" + "".join(accuracy))
+        lines.append(" " * 34 + "".join(tokens))
 
     for f in analysis.fixed:
         row(f.option, f.points)
@@ -163,7 +165,9 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
         row(f"{curve.option} (as run)", curve.points)
     for h, cv in analysis.cross_validations.items():
         lines += ["", f"per-bin choice, {h} difficulty (level 1 = easiest; winner chosen on all problems of the bin)"]
-        lines.append(f"{'level':>5s} {'N':>4s} {'#':>4s}  {'winner':28s} {'acc':>6s} {'margin':>7s} {'CV acc':>7s}  runner-up")
+        lines.append(
+            f"{'level':>5s} {'N':>4s} {'#':>4s}  {'winner':28s} {'acc':>6s} {'margin':>7s} {'CV acc':>7s}  runner-up"
+        )
         for r in cv.table:
             lines.append(
                 f"{r.level:5d} {r.n:4d} {r.num_problems:4d}  {r.winner:28s} {100 * r.accuracy:6.1f} "
@@ -176,7 +180,8 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
                 lines.append(f"  N={m.n}: {100 * m.target:.1f}% not reached at any recorded budget")
             else:
                 ratio = f", {m.compute_ratio:.2f}x the tokens" if m.compute_ratio is not None else ""
-                lines.append(f"  N={m.n}: {100 * m.target:.1f}% reached at N={m.reference_n} ({m.reference_n / m.n:.2g}x{ratio})")
+                times = m.reference_n / m.n
+                lines.append(f"  N={m.n}: {100 * m.target:.1f}% reached at N={m.reference_n} ({times:.2g}x{ratio})")
     return "\n".join(lines)
 
 

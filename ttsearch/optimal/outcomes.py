@@ -195,7 +195,9 @@ def _cell(group: list[RunRecords], n: int, selection: SelectionMethod, problems:
     return Cell(accuracy=acc / k, generated_tokens=gen / k, verifier_tokens=ver / k)
 
 
-def _score_record(run: RunRecords, record: ProblemRecord, n: int, selection: SelectionMethod) -> tuple[float, float, float]:
+def _score_record(
+    run: RunRecords, record: ProblemRecord, n: int, selection: SelectionMethod
+) -> tuple[float, float, float]:
     """(accuracy, generated tokens, verifier tokens) of one record at budget n."""
     cands = record.candidates
     if run.kind == "stepwise":
@@ -235,7 +237,11 @@ def _difficulty_statistics(
         flags = [c.correct for r in sampling for c in r.problems[uid].candidates]
         pass_rate[i] = sum(flags) / len(flags) if flags else 0.0
     scored_labels = sorted(
-        {r.label for r in runs if r.kind == "sampling" and all(c.scored for p in r.problems.values() for c in p.candidates)}
+        {
+            r.label
+            for r in runs
+            if r.kind == "sampling" and all(c.scored for p in r.problems.values() for c in p.candidates)
+        }
     )
     if not scored_labels:
         return pass_rate, None, None

@@ -23,7 +23,8 @@ def plot_compute_optimal(analysis: ComputeOptimalAnalysis, path: str | Path) -> 
             ax.plot(ns, [100 * p.accuracy for p in curve.points], marker="o", linewidth=1.2, label=curve.option)
     for curve in analysis.measured:
         ns = [p.n for p in curve.points]
-        ax.plot(ns, [100 * p.accuracy for p in curve.points], marker="*", markersize=10, linewidth=2, label=f"{curve.option} (as run)")
+        accuracy = [100 * p.accuracy for p in curve.points]
+        ax.plot(ns, accuracy, marker="*", markersize=10, linewidth=2, label=f"{curve.option} (as run)")
     styles = {"oracle": "-", "predicted": "--"}
     for heuristic, cv in analysis.cross_validations.items():
         ax.plot(

@@ -179,7 +179,8 @@ def load_policy(path: str | Path) -> PolicyTable:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PolicyFileError(f"{path}: no such policy file (make one with `ttsearch fit-policy DIR -o {path}`)") from None
+        hint = f"make one with `ttsearch fit-policy DIR -o {path}`"
+        raise PolicyFileError(f"{path}: no such policy file ({hint})") from None
     except json.JSONDecodeError as error:
         raise PolicyFileError(f"{path}: not valid JSON ({error.msg})") from None
     return policy_from_dict(data, where=str(path))

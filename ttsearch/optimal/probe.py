@@ -58,7 +58,11 @@ def replay_online(outcomes: Outcomes, *, probe: int = 2, folds: int = 5, seed: i
                     acc[i] += a / len(probe_scores)
                     gen[i] += g / len(probe_scores)
                     ver[i] += v / len(probe_scores)
-        points.append(CurvePoint(n=n, accuracy=float(acc.mean()), generated_tokens=float(gen.mean()), verifier_tokens=float(ver.mean())))
+        points.append(
+            CurvePoint(
+                n=n, accuracy=float(acc.mean()), generated_tokens=float(gen.mean()), verifier_tokens=float(ver.mean())
+            )
+        )
     return tuple(points)
 
 
@@ -69,7 +73,8 @@ def _first_fitting(outcomes: Outcomes, ranking: list[str], n: int, probe: int, i
     prm_per_sample = _prm_tokens_per_sample(outcomes, i)
     for name in ranking:
         option = outcomes.option(name)
-        if option.kind == "sampling" and float(option.config.get("temperature", np.nan)) == outcomes.predictor.temperature:
+        same_temperature = float(option.config.get("temperature", np.nan)) == outcomes.predictor.temperature
+        if option.kind == "sampling" and same_temperature:
             cell = outcomes.cells[(name, n)]
             # The probe is among the N samples; online, the PRM scores all N (even for a vote).
             return float(cell.accuracy[i]), float(cell.generated_tokens[i]), n * prm_per_sample
