@@ -60,6 +60,9 @@ def write_run(
                 "label": label, "n": n, "seed": seed, "kind": kind, "budgets": budgets, "index": index,
             }
         )
+    manifest = directory / "manifest.json"
+    if not manifest.exists():  # the report's loader needs one; runs not declared in it are read from records
+        manifest.write_text(json.dumps({"recipe": {}, "recipe_hash": "test", "runs": []}), encoding="utf-8")
     path = directory / "runs" / f"{run_id}.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     return run_id

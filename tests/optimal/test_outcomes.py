@@ -56,12 +56,13 @@ def test_unscored_runs_offer_only_majority_and_no_predictor(tmp_path):
     assert out.mean_score is None and out.predictor is None
 
 
-def test_missing_correct_flags_are_graded_and_errors_count_as_wrong(tmp_path):
+def test_missing_correct_flags_are_graded_and_failed_problems_are_left_out(tmp_path):
     write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0,
-              problems={"a": [("7", 0.5, False, 1), ("3", 0.4, False, 1)], "b": RIGHT[:2]},
+              problems={"a": [("7", 0.5, False, 1), ("3", 0.4, False, 1)], "b": RIGHT[:2], "c": RIGHT[:2]},
               with_correct=False, errors=["b"])
     out = build_outcomes(load_runs([tmp_path]))
-    assert out.cells[("best_of_n/weighted", 2)].accuracy.tolist() == [1.0, 0.0]
+    assert out.problems == ("a", "c") and out.dropped == ("b",)
+    assert out.cells[("best_of_n/weighted", 2)].accuracy.tolist() == [1.0, 1.0]  # "7" graded equal to gold "7"
 
 
 def test_problems_missing_from_a_run_are_dropped_and_named(tmp_path):
@@ -79,14 +80,19 @@ def test_shards_merge_and_a_problem_in_two_shards_is_an_error(tmp_path):
     (run,) = load_runs([one, two])
     assert sorted(run.problems) == ["a", "b"]
     write_run(two, label="x", strategy="best_of_n", kind="sampling", n=1, seed=0, problems={"a": RIGHT[:1]})
-    with pytest.raises(ExperimentError, match="'a' is in both"):
+    with pytest.raises(ExperimentError, match="'a' of run x-n1-s0 is in both"):
         load_runs([one, two])
 
 
 def test_bad_directories_and_records_are_named(tmp_path):
-    with pytest.raises(ExperimentError, match="no runs/ folder"):
+    with pytest.raises(ExperimentError, match="no manifest.json"):
         load_runs([tmp_path])
+    (tmp_path / "manifest.json").write_text(json.dumps({"recipe_hash": "h", "runs": []}))
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "x-n1-s0.jsonl").write_text(json.dumps({"unique_id": "a", "label": "x"}) + "\n")
-    with pytest.raises(ExperimentError, match="x-n1-s0 has no field"):
+    with pytest.raises(ExperimentError, match="lacks field"):
+        load_runs([tmp_path])
+    record = {"unique_id": "a", "gold": "7", "candidates": [{"answer": "7"}], "n": 1, "kind": "sampling"}
+    (tmp_path / "runs" / "x-n1-s0.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ExperimentError, match="run x-n1-s0, record 1: lacks a field the analysis needs"):
         load_runs([tmp_path])

@@ -77,7 +77,7 @@ def test_fit_policy_command_writes_a_table_the_strategy_loads(tmp_path, capsys):
 
 def test_fit_policy_command_names_bad_input(tmp_path, capsys):
     assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
-    assert "no runs/ folder" in capsys.readouterr().err
+    assert "no manifest.json" in capsys.readouterr().err
     write_run(tmp_path, label="majority", strategy="majority", kind="sampling", n=2, seed=0,
               problems={"a": [("7", 0.0, True, 1)] * 2, "b": [("7", 0.0, True, 1)] * 2}, scored=False)
     assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2

@@ -4,11 +4,13 @@ The table the compute-optimal analysis works on: for each option (a run label wi
 selection method) and budget N, each problem's accuracy in [0, 1] and the tokens it cost.
 Budgets follow RECORDS.md: a sampling run at n answers budget k <= n by the mean over its
 n // k disjoint groups of k consecutive candidates (sample order); a stepwise run answers
-only its own N. Every number is then averaged over the seeds that ran it. A problem that
-failed (error, or no candidates) counts as wrong: the strategy spent its budget on it.
+only its own N. Every number is then averaged over the seeds that ran it.
 
 Also per problem: the two difficulty statistics of arXiv 2408.03314 over the samples of
 the sampling runs (oracle pass@1, and the mean PRM score of the predictor run).
+
+Only problems that every run finished without error are compared (like the report, which
+leaves failed problems out of accuracy); the others are listed in `dropped`.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class Outcomes:
     mean_score: np.ndarray | None  # mean PRM score per problem over the predictor's samples
     predictor: Predictor | None  # None when no sampling run was scored by the PRM
     num_seeds: int
-    dropped: tuple[str, ...]  # problems left out because some option lacks them
+    dropped: tuple[str, ...]  # problems left out: missing from some run, or failed in one
     # Per seed of the predictor run: its candidates' scores, shape (problems, n), sample
     # order, so a probe of p samples can be replayed (`ttsearch.optimal.probe`).
     predictor_scores: tuple[np.ndarray, ...] = ()
@@ -107,9 +109,10 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
         if len({r.kind for r in group}) > 1:
             raise ExperimentError(f"label {label!r} has runs of different kinds")
     all_ids = set().union(*(r.problems for r in runs))
-    common = set.intersection(*(set(r.problems) for r in runs))
+    failed = {uid for r in runs for uid, p in r.problems.items() if p.error is not None or not p.candidates}
+    common = set.intersection(*(set(r.problems) for r in runs)) - failed
     if not common:
-        raise ExperimentError("no problem is present in every run; nothing to compare")
+        raise ExperimentError("no problem finished without error in every run; nothing to compare")
     problems = tuple(sorted(common))
     options: list[Option] = []
     cells: dict[tuple[str, int], Cell] = {}

@@ -1,16 +1,12 @@
-"""Read an experiment directory's records (the contract of RECORDS.md, issue #9).
+"""The experiment's records, typed for the compute-optimal analysis (RECORDS.md, issue #9).
 
-A small loader of our own, because the report's `load_experiment` (ttsearch/report) has
-not landed yet; once it has, this module should be replaced by it. It reads what the
-compute-optimal analysis needs and nothing more: the manifest's run specs (when there is
-a manifest) and every record of `DIR/runs/<run_id>.jsonl`. Several DIRs (shards of one
-dataset) merge by run_id; one problem found in two shards of the same run is an error
-naming both.
+Directories, shards and their checks are the report's `load_experiment`; this module only
+turns its records into what the analysis needs: per candidate the answer, score, grade
+and tokens (graded here, once per distinct answer, when a record lacks "correct").
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -63,81 +59,49 @@ class RunRecords:
 
 
 def load_runs(dirs: Sequence[str | Path], *, cache: GradeCache | None = None) -> list[RunRecords]:
-    """Runs of one or more experiment directories (shards merge by run_id).
+    """Runs of one experiment directory, or of several shards of one (merged by run_id).
 
-    :raises ExperimentError: a missing directory or runs folder, a record without the
-        contract's fields, or one problem present in two shards of the same run.
+    :raises ExperimentError: whatever `ttsearch.report.load.load_experiment` refuses (a
+        missing directory or manifest, shards of different recipes, a problem in two
+        shards of one run, a record without the contract's fields), or a record without
+        a field the analysis reads.
     """
-    # Imported here: the runner imports the strategy registry, which imports this package.
-    from ttsearch.runner import read_records
+    # Imported here: the report imports the runner, which imports the strategy registry,
+    # which imports this package.
+    from ttsearch.report.load import ExperimentError as ReportError
+    from ttsearch.report.load import load_experiment
 
     if not dirs:
         raise ExperimentError("no experiment directory given")
+    try:
+        experiment = load_experiment(list(dirs))
+    except ReportError as error:
+        raise ExperimentError(str(error)) from None
     cache = cache if cache is not None else GradeCache()
-    runs: dict[str, RunRecords] = {}
-    origin: dict[tuple[str, str], Path] = {}  # (run_id, unique_id) -> the dir it came from
-    for raw in dirs:
-        directory = Path(raw)
-        folder = directory / "runs"
-        if not folder.is_dir():
-            raise ExperimentError(f"{directory}: not an experiment directory (no runs/ folder)")
-        specs = _manifest_specs(directory)
-        for path in sorted(folder.glob("*.jsonl")):
-            records = read_records(path)
-            if not records:
-                continue
-            run = runs.get(path.stem)
-            if run is None:
-                run = _new_run(path, records[0], specs.get(path.stem))
-                runs[path.stem] = run
-            for number, record in enumerate(records, 1):
-                problem = _problem(path, number, record, cache)
-                key = (run.run_id, problem.unique_id)
-                if key in origin:
-                    raise ExperimentError(
-                        f"run {run.run_id}: problem {problem.unique_id!r} is in both {origin[key]} and {directory}"
-                    )
-                origin[key] = directory
-                run.problems[problem.unique_id] = problem
-    if not runs:
-        raise ExperimentError(f"no records in {', '.join(str(d) for d in dirs)}")
-    return sorted(runs.values(), key=lambda r: (r.label, r.n, r.seed))
-
-
-def _manifest_specs(directory: Path) -> dict[str, dict[str, Any]]:
-    path = directory / "manifest.json"
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ExperimentError(f"{path}: not valid JSON ({error.msg})") from None
-    return {spec["run_id"]: spec for spec in manifest.get("runs", []) if "run_id" in spec}
-
-
-def _new_run(path: Path, first: dict[str, Any], spec: dict[str, Any] | None) -> RunRecords:
-    source = spec if spec is not None else first
-    where = f"{path.parent.parent / 'manifest.json'}" if spec is not None else f"{path}:1"
-    try:
-        kind = source["kind"]
-        if kind not in ("sampling", "stepwise"):
-            raise ExperimentError(f"{where}: kind must be 'sampling' or 'stepwise', got {kind!r}")
-        return RunRecords(
-            run_id=path.stem,
-            label=str(source["label"]),
-            strategy=str(source["strategy"]),
-            config=dict(source["config"]),
-            kind=kind,
-            n=int(source["n"]),
-            seed=int(source["seed"]),
-            budgets=tuple(int(b) for b in source["budgets"]),
-            problems={},
+    runs = []
+    for run in experiment.runs:
+        spec = run.spec
+        problems = {}
+        for number, record in enumerate(run.records, 1):
+            problem = _problem(spec.run_id, number, record, cache)
+            problems[problem.unique_id] = problem
+        runs.append(
+            RunRecords(
+                run_id=spec.run_id,
+                label=spec.label,
+                strategy=spec.strategy,
+                config=dict(spec.config),
+                kind=spec.kind,
+                n=spec.n,
+                seed=spec.seed,
+                budgets=tuple(spec.budgets),
+                problems=problems,
+            )
         )
-    except KeyError as missing:
-        raise ExperimentError(f"{where}: run {path.stem} has no field {missing}") from None
+    return sorted(runs, key=lambda r: (r.label, r.n, r.seed))
 
 
-def _problem(path: Path, number: int, record: dict[str, Any], cache: GradeCache) -> ProblemRecord:
+def _problem(run_id: str, number: int, record: dict[str, Any], cache: GradeCache) -> ProblemRecord:
     try:
         gold = str(record["gold"])
         raw = record["candidates"]
@@ -166,4 +130,4 @@ def _problem(path: Path, number: int, record: dict[str, Any], cache: GradeCache)
             correct=bool(record.get("correct", False)),
         )
     except (KeyError, TypeError) as error:
-        raise ExperimentError(f"{path}:{number}: record lacks a field the analysis needs ({error})") from None
+        raise ExperimentError(f"run {run_id}, record {number}: lacks a field the analysis needs ({error})") from None
