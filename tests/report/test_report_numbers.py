@@ -268,11 +268,14 @@ def test_write_report_outputs(report, tmp_path: Path) -> None:  # type: ignore[n
     for png in files.figures:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name for p in files.figures} == {
-        "accuracy_vs_n.png", "accuracy_vs_compute.png", "bins_oracle.png", "bins_predicted.png", "bins_level.png"
+        "accuracy_vs_n.png", "accuracy_vs_compute.png", "bins_oracle.png", "bins_predicted.png", "bins_level.png",
+        "compute_optimal.png",  # issue #10: per-bin choice vs fixed strategies
     }
+    assert "compute-optimal, oracle bins (CV)" in (tmp_path / "out" / "compute_optimal.txt").read_text()
     page = files.html.read_text()
-    assert page.count("data:image/png;base64,") == 5 and "<img" in page and "src=\"http" not in page
+    assert page.count("data:image/png;base64,") == 6 and "<img" in page and "src=\"http" not in page
     assert "disjoint groups" in page and "beam" in page
+    assert "Compute-optimal scaling" in page and "per-bin choice, predicted difficulty" in page
     text = format_table(report)
     assert files.text.read_text() == text + "\n"
     assert "disjoint groups" in text

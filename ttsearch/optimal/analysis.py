@@ -141,18 +141,19 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
     lines = [
         f"compute-optimal scaling: {analysis.num_problems} problems, {analysis.num_seeds} seed(s), "
         f"choices cross-validated over problems"
-        + (f" ({len(analysis.dropped)} problems missing from some run left out)" if analysis.dropped else "")
+        + (f" ({len(analysis.dropped)} problem(s) missing from a run or failed in one: left out)" if analysis.dropped else "")
     ]
     budgets = sorted({p.n for f in analysis.fixed for p in f.points})
-    header = f"{'method':34s}" + "".join(f"{'N=' + str(n):>8s}" for n in budgets)
+    width = 4 + max([len(f.option) for f in analysis.fixed] + [len("best single option, predicted folds (CV)")])
+    header = f"{'method':{width}s}" + "".join(f"{'N=' + str(n):>8s}" for n in budgets)
     lines += ["", "accuracy (%) by budget N; [generated+PRM tokens per problem]", header, "-" * len(header)]
 
     def row(name: str, points: Sequence[CurvePoint]) -> None:
         by_n = {p.n: p for p in points}
         accuracy = (f"{100 * by_n[n].accuracy:8.1f}" if n in by_n else " " * 8 for n in budgets)
         tokens = (f"{'[' + _tokens(by_n[n].total_tokens) + ']':>8s}" if n in by_n else " " * 8 for n in budgets)
-        lines.append(f"{name:34s}" + "".join(accuracy))
-        lines.append(" " * 34 + "".join(tokens))
+        lines.append(f"{name:{width}s}" + "".join(accuracy))
+        lines.append(" " * width + "".join(tokens))
 
     for f in analysis.fixed:
         row(f.option, f.points)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from ttsearch.evaluation.metrics import GradeCache, grade_candidates
+
+if TYPE_CHECKING:
+    from ttsearch.report.load import Experiment
 
 Kind = Literal["sampling", "stepwise"]
 
@@ -77,6 +80,11 @@ def load_runs(dirs: Sequence[str | Path], *, cache: GradeCache | None = None) ->
         experiment = load_experiment(list(dirs))
     except ReportError as error:
         raise ExperimentError(str(error)) from None
+    return runs_from_experiment(experiment, cache=cache)
+
+
+def runs_from_experiment(experiment: Experiment, *, cache: GradeCache | None = None) -> list[RunRecords]:
+    """Type the records of an experiment the report has already loaded."""
     cache = cache if cache is not None else GradeCache()
     runs = []
     for run in experiment.runs:

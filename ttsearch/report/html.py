@@ -109,6 +109,13 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
         for caption, path in images.items():
             if caption == f"bins {kind}":
                 parts.append(_img(caption, path))
+    for caption, path in images.items():
+        if caption.startswith("compute-optimal"):  # issue #10: the table next to its plot
+            parts.append("<h2>Compute-optimal scaling</h2>")
+            parts.append(_img(caption, path))
+            table = Path(path).with_suffix(".txt")
+            if table.exists():
+                parts.append(f"<pre>{_esc(table.read_text(encoding='utf-8'))}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -40,6 +40,11 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
         images[f"bins {kind}"] = plot_bins(report, kind, out / f"bins_{kind}.png")
     if any(s.by_level for s in report.strategies):
         images["bins level"] = plot_bins(report, "level", out / "bins_level.png")
+    from ttsearch.optimal.report_section import write_compute_optimal  # issue #10; imports the registry
+
+    _, optimal_plot = write_compute_optimal(report.experiment, out)  # compute_optimal.txt, and the plot
+    if optimal_plot is not None:
+        images["compute-optimal vs fixed strategies (cross-validated)"] = optimal_plot
     page = _write_text(out / "report.html", render_html(report, images))
     return ReportFiles(summary=summary, per_problem=per_problem, text=text, html=page, figures=tuple(images.values()))
 
