@@ -138,10 +138,10 @@ def _match(point: CurvePoint, curve: Sequence[CurvePoint]) -> Match:
 
 def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
     """Curves, per-bin tables and the matching budget, as plain text."""
+    left_out = f" ({len(analysis.dropped)} problem(s) missing from a run or failed in one: left out)"
     lines = [
         f"compute-optimal scaling: {analysis.num_problems} problems, {analysis.num_seeds} seed(s), "
-        f"choices cross-validated over problems"
-        + (f" ({len(analysis.dropped)} problem(s) missing from a run or failed in one: left out)" if analysis.dropped else "")
+        f"choices cross-validated over problems" + (left_out if analysis.dropped else "")
     ]
     budgets = sorted({p.n for f in analysis.fixed for p in f.points})
     width = 4 + max([len(f.option) for f in analysis.fixed] + [len("best single option, predicted folds (CV)")])
