@@ -20,12 +20,19 @@ anchor's last token), and depends only on tokens `<= p`. `PrmEncoder.encode` ret
 token ids plus those positions, so a backend can read scores from one pass over the
 whole sequence (pooling) or send `ids[:p + 1]` per step (generation; cache friendly).
 
-Tokenization: the text is cut right after each anchor and the pieces are tokenized
-separately. The cuts sit at pre-tokenizer boundaries (after a special token, or after a
-tag word such as " ки" that the step's next text cannot merge with), so the ids equal
-those of tokenizing the whole text, as the reference implementations do; the tests
-check this on the real tokenizers. It makes the ids of a prefix of the steps a prefix of
-the ids of all steps, which the generative scorer's prefix caching relies on.
+Tokenization: the text is cut right after each anchor and each piece is tokenized
+behind the anchor that precedes it (its ids are those of `anchor + piece` minus the
+anchor's), so SentencePiece-style tokenizers, which prefix "▁" to every `encode()` call,
+add no spurious "▁" at the cuts. The cuts sit at pre-tokenizer boundaries (after a
+special token, or after a tag word such as " ки" that the step's next text cannot merge
+with), so the ids equal those of tokenizing the whole text, as the reference
+implementations do; the tests check this on the real Llama 3 and Qwen2 tokenizers and on
+small SentencePiece-style ones. Each piece's ids depend only on the piece and the anchor
+before it, so the ids of a prefix of the steps are a prefix of the ids of all steps (up
+to the last score position), which the generative scorer's prefix caching relies on.
+This holds for any tokenizer; only where a tokenizer merges a step's end with the anchor,
+or the anchor with the text after it, do the ids differ from whole-text tokenization (the
+anchor is then kept as its own token, so the score is still read where the PRM expects).
 
 Steps come without their "\\n\\n" separators; nothing here splits text, so no empty
 trailing step can appear (a defect of the reference implementation).
@@ -244,6 +251,10 @@ class PrmEncoder:
             good, bad = (self._single_token(t) for t in fmt.label_tokens)
             self.label_ids = (good, bad)
         self._leading: list[int] = self._leading_special_ids() if fmt.add_special_tokens else []
+        self._context_ids: dict[str, list[int]] = {}
+        # The anchor's ids where it follows a cut (not at the start of an encode() call,
+        # which SentencePiece-style tokenizers prefix with "▁"): as it follows itself.
+        self._anchor_after_cut: list[int] = self._encode_after(fmt.anchor, fmt.anchor)
 
     def _single_token(self, text: str) -> int:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
@@ -279,21 +290,41 @@ class PrmEncoder:
         positions: list[int] = []
         segments = format_segments(self.format, question, steps)
         anchor = self.format.anchor
+        context = ""  # the text in front of the segment: "" at the start, else an anchor
         for k, segment in enumerate(segments):
-            piece = self.tokenizer.encode(segment, add_special_tokens=False)
+            piece = self._encode_after(context, segment)
             if k < len(steps) and (not piece or piece[-1] != self.anchor_id):
                 # The step's last characters merged with the anchor (e.g. a tokenizer with
                 # a " = " token, and a step ending in "="): score at the anchor anyway, as
                 # the PRM was trained to, by encoding the step and the anchor separately.
                 assert segment.endswith(anchor)
-                piece = self.tokenizer.encode(segment[: -len(anchor)], add_special_tokens=False)
-                piece += self.tokenizer.encode(anchor, add_special_tokens=False)
+                piece = self._encode_after(context, segment[: -len(anchor)]) + self._anchor_after_cut
                 if piece[-1] != self.anchor_id:
                     raise ValueError(f"step {k}: cannot place the anchor {anchor!r} after {steps[k]!r}")
             ids += piece
             if k < len(steps):
                 positions.append(len(ids) - 1)
+            context = anchor
         return PrmInput(tuple(ids), tuple(positions))
+
+    def _encode_after(self, context: str, text: str) -> list[int]:
+        """Ids of `text` as they come out of tokenizing `context + text` whole.
+
+        SentencePiece-style tokenizers (Llama 2, Mistral) prefix "▁" to every `encode()`
+        call, so `encode(text)` alone would add a spurious "▁" at each cut; tokenizing
+        behind the context that really precedes the text (an anchor) gives the ids of the
+        whole text. Where the tokenizer merges across the cut, the text is encoded alone
+        (the anchor keeps its token, at the cost of differing from whole-text ids there).
+        """
+        if not context:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        head = self._context_ids.get(context)
+        if head is None:
+            head = self._context_ids[context] = list(self.tokenizer.encode(context, add_special_tokens=False))
+        both = list(self.tokenizer.encode(context + text, add_special_tokens=False))
+        if both[: len(head)] == head:
+            return both[len(head) :]
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def encode_requests(self, question: str, steps: Sequence[str], *, first: int = 0) -> list[PrmInput]:
         """The inputs that score `steps[first:]`, each cut after its last needed position.
