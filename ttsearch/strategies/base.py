@@ -65,8 +65,9 @@ class Strategy(ABC):
         return ()
 
     def candidates(self, tree: SearchTree) -> list[Node]:
-        """Final solutions, once the search has stopped. Default: every finished node."""
-        return list(tree.finished)
+        """Final solutions, once the search has stopped. Default: every finished node, in
+        tree order (for one expansion: sample order)."""
+        return sorted(tree.finished, key=lambda node: node.address)
 
     def resolved(self, tree: SearchTree) -> Strategy:
         """The strategy whose scores and selection give this problem's result.
@@ -89,9 +90,17 @@ class Strategy(ABC):
         return node.lookahead_score if node.lookahead_score is not None else self.score(node)
 
     def top(self, nodes: Sequence[Node], k: int) -> list[Node]:
-        """The k best nodes by `rank_score`; ties keep the earlier node (stable)."""
-        order = sorted(range(len(nodes)), key=lambda i: -self.rank_score(nodes[i]))
-        return [nodes[i] for i in order[:k]]
+        """The k best nodes by `rank_score`.
+
+        Ties (duplicate steps are common) go to the node earlier in the tree (by
+        `Node.address`), never to the one whose request happened to finish first, so
+        results do not depend on timing.
+        """
+        return sorted(nodes, key=lambda node: (-self.rank_score(node), node.address))[:k]
+
+    def best_first(self, nodes: Sequence[Node]) -> list[Node]:
+        """Nodes by `score` (the final reward), best first; ties by tree position."""
+        return sorted(nodes, key=lambda node: (-self.score(node), node.address))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,7 +69,7 @@ class BeamSearch(StepwiseStrategy):
         return unique
 
     def candidates(self, tree: SearchTree) -> list[Node]:
-        return sorted(tree.finished, key=lambda b: -self.score(b))[: self.n]
+        return self.best_first(tree.finished)[: self.n]
 
 
 @dataclass(frozen=True, kw_only=True)

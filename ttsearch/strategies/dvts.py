@@ -41,5 +41,5 @@ class DVTS(StepwiseStrategy):
         result: list[Node] = []
         for group in range(self.num_subtrees):
             leaves = [node for node in tree.finished if node.group == group]
-            result.extend(sorted(leaves, key=lambda b: -self.score(b))[: self.width])
+            result.extend(self.best_first(leaves)[: self.width])
         return result
