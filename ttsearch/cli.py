@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
+from ttsearch.engine.chat import DEFAULT_DATE_STRING
 from ttsearch.strategies.registry import STRATEGIES
 
 PRM_FORMATS = ("math_shepherd", "rlhflow", "qwen")
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy-memory-fraction", type=float, help="policy gpu_memory_utilization")
     run.add_argument("--prm-memory-fraction", type=float, help="PRM gpu_memory_utilization")
     run.add_argument("--system-prompt-file", type=Path, help="system prompt (default: Meta's Llama 3 math prompt)")
+    run.add_argument(
+        "--date-string",
+        default=DEFAULT_DATE_STRING,
+        help=f"date a Llama 3.x chat template prints as 'Today Date' (default {DEFAULT_DATE_STRING!r}, fixed so "
+        "results do not change by the day)",
+    )
     run.add_argument("--dtype", default="auto")
     run.add_argument("--enforce-eager", action="store_true", help="skip CUDA graphs / compilation")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -195,6 +202,7 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
         kv_cache_memory_bytes=args.policy_kv_cache,
         gpu_memory_utilization=args.policy_memory_fraction,
         system_prompt=system_prompt,
+        date_string=args.date_string,
         **common,
     )
     if not with_verifier:

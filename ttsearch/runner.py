@@ -45,7 +45,10 @@ class RunSummary:
         return self.solved / self.done if self.done else 0.0
 
 
-def result_record(result: SearchResult, problem: Problem, strategy: Strategy, correct: bool) -> dict[str, Any]:
+def result_record(
+    result: SearchResult, problem: Problem, strategy: Strategy, correct: bool, *, date_string: str | None = None
+) -> dict[str, Any]:
+    """One results-file line. `date_string`: the date pinned into the policy's chat template."""
     return {
         "unique_id": problem.unique_id,
         "problem": problem.problem,
@@ -70,6 +73,7 @@ def result_record(result: SearchResult, problem: Problem, strategy: Strategy, co
             for c in result.candidates
         ],
         "usage": asdict(result.usage),
+        "date_string": date_string,
     }
 
 
@@ -131,6 +135,7 @@ async def run_benchmark(
     usage = Usage()
     solved = sum(bool(r.get("correct")) for r in records)
     failed = sum(r.get("error") is not None for r in records)
+    date_string = getattr(searcher.policy, "date_string", None)  # VLLMPolicy pins one
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), disable=not progress, desc=strategy.name)
     with path.open("a", encoding="utf-8") as out:
         async for result in searcher.solve_all(todo, strategy):
@@ -138,7 +143,7 @@ async def run_benchmark(
             correct = result.answer is not None and await asyncio.to_thread(
                 is_equivalent, problem.answer, result.answer
             )
-            out.write(json.dumps(result_record(result, problem, strategy, correct)) + "\n")
+            out.write(json.dumps(result_record(result, problem, strategy, correct, date_string=date_string)) + "\n")
             out.flush()
             usage.add(result.usage)
             solved += correct

@@ -80,3 +80,50 @@ def test_chat_format_validation_and_rendering():
         ChatFormat(bos="", turn_start="<start>", turn_end="<end>")
     text = render_chat_format(LLAMA3_CHAT_FORMAT, [{"role": "user", "content": "a {content} b"}])
     assert "a {content} b" in text  # content is not a format string
+
+
+# The date logic and system header of the Llama 3.1 / 3.2 Instruct chat template (tools left
+# out): it stamps today's date unless the caller passes `date_string`.
+LLAMA32_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if not date_string is defined %}"
+    "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d %b %Y\") %}"
+    "{%- else %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}"
+    "{%- endif %}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = \"\" %}{%- endif %}"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}"
+    "{{- system_message }}{{- \"<|eot_id|>\" }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+
+@pytest.fixture
+def llama32(llama3):
+    llama3.chat_template = LLAMA32_TEMPLATE
+    yield llama3
+    llama3.chat_template = None
+
+
+def test_the_template_date_is_pinned_not_today(llama32):
+    from ttsearch.engine.chat import DEFAULT_DATE_STRING
+
+    assert DEFAULT_DATE_STRING == "26 Jul 2024"  # the Llama 3 template's own fallback
+    text = llama32.decode(encode_chat_prompt(llama32, PROBLEM))
+    assert "Today Date: 26 Jul 2024\n\n" in text
+    assert text.count("<|begin_of_text|>") == 1 and text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    other = llama32.decode(encode_chat_prompt(llama32, PROBLEM, date_string="01 Jan 2025"))
+    assert "Today Date: 01 Jan 2025\n\n" in other
+
+
+def test_date_string_none_leaves_the_date_to_the_template(llama32):
+    import time
+
+    text = llama32.decode(encode_chat_prompt(llama32, PROBLEM, date_string=None))
+    assert f"Today Date: {time.strftime('%d %b %Y')}" in text

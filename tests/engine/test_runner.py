@@ -147,3 +147,20 @@ def test_cli_run_without_prm_is_a_clear_error(capsys: pytest.CaptureFixture[str]
     code = main(["run", "--policy", "p", "--strategy", "beam", "--n", "4", "--out", "o.jsonl"])
     assert code == 2
     assert "needs a PRM" in capsys.readouterr().err
+
+
+async def test_records_carry_the_pinned_chat_template_date(tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    searcher = make_searcher(script)
+    searcher.policy.date_string = "26 Jul 2024"  # what VLLMPolicy pins by default
+    await run_benchmark(searcher, PROBLEMS[:2], BestOfN(n=2), out, progress=False)
+    assert [r["date_string"] for r in read_records(out)] == ["26 Jul 2024"] * 2
+    # a policy without a chat-template date records None
+    await run_benchmark(make_searcher(script), PROBLEMS[2:3], BestOfN(n=2), tmp_path / "b.jsonl", progress=False)
+    assert read_records(tmp_path / "b.jsonl")[0]["date_string"] is None
+
+
+def test_cli_run_pins_the_date_by_default() -> None:
+    base = ["run", "--policy", "p", "--strategy", "dvts", "--n", "8", "--out", "o.jsonl"]
+    assert build_parser().parse_args(base).date_string == "26 Jul 2024"
+    assert build_parser().parse_args([*base, "--date-string", "01 Jan 2025"]).date_string == "01 Jan 2025"

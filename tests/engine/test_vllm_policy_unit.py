@@ -206,3 +206,17 @@ def test_encode_problem_uses_the_chat_template_once(tokenizer):
     policy = VLLMPolicy(FakeEngine(tokenizer), system_prompt=None)
     ids = policy.encode_problem("1+1?")
     assert ids[0] == 128000 and ids.count(128000) == 1 and ids[-1] == 271
+
+
+def test_encode_problem_pins_the_template_date(tokenizer):
+    from tests.engine.test_chat import LLAMA32_TEMPLATE
+
+    tokenizer.chat_template = LLAMA32_TEMPLATE
+    try:
+        default = VLLMPolicy(FakeEngine(tokenizer))
+        assert default.date_string == "26 Jul 2024"
+        assert "Today Date: 26 Jul 2024\n" in tokenizer.decode(default.encode_problem("1+1?"))
+        pinned = VLLMPolicy(FakeEngine(tokenizer), date_string="03 Mar 2025")
+        assert "Today Date: 03 Mar 2025\n" in tokenizer.decode(pinned.encode_problem("1+1?"))
+    finally:
+        tokenizer.chat_template = None

@@ -20,7 +20,12 @@ from typing import Any, Literal
 
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
-__all__ = ["ChatFormat", "LLAMA3_CHAT_FORMAT", "encode_chat_prompt", "render_chat_format"]
+__all__ = ["DEFAULT_DATE_STRING", "ChatFormat", "LLAMA3_CHAT_FORMAT", "encode_chat_prompt", "render_chat_format"]
+
+# Llama 3.1 / 3.2 chat templates stamp "Today Date: <strftime_now>" into the system turn,
+# so prompts (and results) would change by the day. We pass this date instead: the
+# template's own fallback when it has no clock.
+DEFAULT_DATE_STRING = "26 Jul 2024"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +69,14 @@ def encode_chat_prompt(
     *,
     system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
     chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+    date_string: str | None = DEFAULT_DATE_STRING,
 ) -> list[int]:
     """Token ids of `problem` as a chat: system turn (unless `system_prompt` is None), user
     turn, and the start of the assistant turn. Send them to vLLM as token ids (no second BOS).
+
+    `date_string` is passed to the tokenizer's chat template (Llama 3.1+ templates print it
+    as "Today Date"; templates without a date ignore it); None lets the template choose
+    (today's date for Llama 3.x, so results would depend on the day).
 
     `chat_format`: a `ChatFormat`; "tokenizer" for the tokenizer's own template (error if
     it has none); None for the tokenizer's template when it has one, else
@@ -80,7 +90,8 @@ def encode_chat_prompt(
     if chat_format == "tokenizer" or (chat_format is None and has_template):
         if not has_template:
             raise ValueError("chat_format='tokenizer' but the tokenizer has no chat template")
-        result = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        extra = {} if date_string is None else {"date_string": date_string}
+        result = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **extra)
         # transformers 5 returns a BatchEncoding, 4.x a plain list.
         ids = list(result["input_ids"] if isinstance(result, Mapping) else result)
     else:

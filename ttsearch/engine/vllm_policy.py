@@ -35,7 +35,7 @@ from ttsearch.engine.backend import (
     Sample,
     SampleRequest,
 )
-from ttsearch.engine.chat import ChatFormat, encode_chat_prompt
+from ttsearch.engine.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
 from ttsearch.engine.vllm_engine import VLLMBackend, prepare_vllm, start_engine
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
@@ -73,14 +73,17 @@ class VLLMPolicy(VLLMBackend):
         *,
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+        date_string: str | None = DEFAULT_DATE_STRING,
         owns_engine: bool = False,
     ) -> None:
         """`engine`: a vLLM v1 `AsyncLLM`. `tokenizer`: the HF tokenizer the prompts are encoded
-        with (default: the engine's own). `system_prompt`, `chat_format`: see
-        `ttsearch.engine.chat.encode_chat_prompt`. `owns_engine`: shut it down on `close()`."""
+        with (default: the engine's own). `system_prompt`, `chat_format`, `date_string` (the
+        date a Llama 3.x template prints; pinned so that results do not change by the day):
+        see `ttsearch.engine.chat.encode_chat_prompt`. `owns_engine`: shut it down on `close()`."""
         super().__init__(engine, tokenizer, owns_engine=owns_engine)
         self._system_prompt = system_prompt
         self._chat_format = chat_format
+        self.date_string = date_string
         self._eos_token_ids = _eos_token_ids(engine, self._tokenizer)
         self._seeds_crash_engine = _seeds_crash_engine(engine)
 
@@ -102,6 +105,7 @@ class VLLMPolicy(VLLMBackend):
         max_num_batched_tokens: int | None = None,
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+        date_string: str | None = DEFAULT_DATE_STRING,
         engine_options: dict[str, Any] | None = None,
     ) -> VLLMPolicy:
         """Start a vLLM engine for `model` (blocking: ~20 s on CPU; from async code use
@@ -127,7 +131,7 @@ class VLLMPolicy(VLLMBackend):
             enable_chunked_prefill=enable_chunked_prefill,
             max_num_batched_tokens=max_num_batched_tokens, engine_options=engine_options,
         )
-        return cls._owning(engine, system_prompt=system_prompt, chat_format=chat_format)
+        return cls._owning(engine, system_prompt=system_prompt, chat_format=chat_format, date_string=date_string)
 
     # -- Policy protocol (max_model_len, close: see VLLMBackend) ----------------------
 
@@ -137,6 +141,7 @@ class VLLMPolicy(VLLMBackend):
             problem,
             system_prompt=self._system_prompt,
             chat_format=self._chat_format,
+            date_string=self.date_string,
         )
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
