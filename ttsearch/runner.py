@@ -57,6 +57,7 @@ def result_record(
         "level": problem.level,
         "strategy": strategy.name,
         "config": _config(strategy),
+        "generation_budget": strategy.generation_budget,  # N, or N(k+1) for lookahead (the paper's count)
         "selection": result.selection,
         "answer": result.answer,
         "correct": correct,

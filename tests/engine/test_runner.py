@@ -155,6 +155,7 @@ async def test_records_carry_the_pinned_chat_template_date(tmp_path: Path) -> No
     searcher.policy.date_string = "26 Jul 2024"  # what VLLMPolicy pins by default
     await run_benchmark(searcher, PROBLEMS[:2], BestOfN(n=2), out, progress=False)
     assert [r["date_string"] for r in read_records(out)] == ["26 Jul 2024"] * 2
+    assert [r["generation_budget"] for r in read_records(out)] == [2, 2]
     # a policy without a chat-template date records None
     await run_benchmark(make_searcher(script), PROBLEMS[2:3], BestOfN(n=2), tmp_path / "b.jsonl", progress=False)
     assert read_records(tmp_path / "b.jsonl")[0]["date_string"] is None

@@ -20,7 +20,8 @@ class Usage:
     """Compute spent on one problem (or, summed, on a run)."""
 
     policy_calls: int = 0  # requests sent to the policy (one per expansion / rollout step)
-    policy_samples: int = 0  # sequences sampled (n per request)
+    policy_samples: int = 0  # sequences sampled (n per request; 1 for a greedy request)
+    rollout_samples: int = 0  # of those, greedy lookahead rollout steps
     prompt_tokens: int = 0  # prompt tokens of policy requests (mostly prefix-cache hits)
     generated_tokens: int = 0  # tokens sampled by the policy, rollouts included
     verifier_calls: int = 0

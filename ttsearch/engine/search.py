@@ -13,7 +13,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ttsearch.engine.backend import BackendError, FinishReason, Policy, Sample, SampleRequest, Verifier
+from ttsearch.engine.backend import (
+    BackendError,
+    FinishReason,
+    Policy,
+    PromptTooLongError,
+    Sample,
+    SampleRequest,
+    Verifier,
+)
 from ttsearch.engine.scheduler import RequestGate, Usage, request_seed
 from ttsearch.engine.tree import Node, SearchTree
 from ttsearch.prompts import STEP_SEPARATOR
@@ -36,6 +44,17 @@ class SearchLimits:
 
 class ProblemError(ValueError):
     """This problem cannot be searched (empty, or its prompt does not fit the model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ScoredChild:
+    """One sampled child with its scores, before it joins the tree."""
+
+    sample: Sample
+    steps: tuple[str, ...]  # every step of the solution so far
+    step_scores: tuple[float, ...]  # the parent's scores + those of the new steps
+    lookahead_scores: tuple[float, ...] = ()  # the rollout's scores that ranking uses
+    dropped: bool = False  # the PRM could not take it: not a candidate
 
 
 def split_steps(text: str) -> list[str]:
@@ -61,6 +80,7 @@ class ProblemSearch:
         gate: RequestGate,
         seed: int | None,
         problem_key: object,
+        usage: Usage | None = None,
     ) -> None:
         if strategy.needs_verifier and verifier is None:
             raise ValueError(f"{strategy.name} needs a verifier (PRM); the searcher has none")
@@ -72,7 +92,7 @@ class ProblemSearch:
         self.gate = gate
         self.seed = seed
         self.problem_key = problem_key
-        self.usage = Usage()
+        self.usage = Usage() if usage is None else usage  # the caller's, to read even if the search fails
         self._max_model_len = policy.max_model_len
 
     async def run(self) -> list[Node]:
@@ -110,12 +130,17 @@ class ProblemSearch:
     # -- one expansion -----------------------------------------------------------------
 
     async def _expand(self, expansion: Expand, expansion_index: int) -> list[Node]:
+        """Sample and score one expansion's children; return those the strategy can use."""
         parent = expansion.node
         prefix = parent.token_ids
+        # Greedy decoding is deterministic: n samples at T=0 would be n copies of one, so
+        # decode (and score, and roll out) once and give the strategy n identical children.
+        # Usage then counts what was computed, whatever the backend does with n > 1.
+        greedy = expansion.temperature == 0.0
         samples = await self._sample(
             prefix,
             parent,
-            n=expansion.n,
+            n=1 if greedy else expansion.n,
             temperature=expansion.temperature,
             top_p=expansion.top_p,
             to_completion=expansion.to_completion,
@@ -124,24 +149,27 @@ class ProblemSearch:
         scored = await asyncio.gather(
             *(self._score_child(parent, prefix, sample, expansion, i) for i, sample in enumerate(samples))
         )
+        if greedy:
+            scored = scored * expansion.n
         children = []
-        for i, (sample, steps, scores, lookahead_score) in enumerate(scored):
-            finish, terminal = self._classify(parent, sample)
+        for i, child in enumerate(scored):
+            finish, terminal = self._classify(parent, child.sample)
             children.append(
                 self.tree.add_child(
                     parent,
-                    token_ids=sample.token_ids,
-                    text=sample.text,
-                    steps=steps,
-                    step_scores=scores,
-                    finish=finish,
+                    token_ids=child.sample.token_ids,
+                    text=child.sample.text,
+                    steps=child.steps,
+                    step_scores=child.step_scores,
+                    finish="length" if child.dropped else finish,
                     terminal=terminal,
-                    lookahead_score=lookahead_score,
+                    lookahead_scores=child.lookahead_scores,
                     group=expansion.group,
                     slot=(expansion_index, i),
+                    dropped=child.dropped,
                 )
             )
-        return children
+        return [child for child in children if child.state != "pruned"]
 
     def _classify(self, parent: Node, sample: Sample) -> tuple[FinishReason, bool]:
         """A child is terminal on EOS, on truncation, or when no room is left to continue."""
@@ -155,19 +183,37 @@ class ProblemSearch:
 
     async def _score_child(
         self, parent: Node, prefix: list[int], sample: Sample, expansion: Expand, index: int
-    ) -> tuple[Sample, tuple[str, ...], tuple[float, ...], float | None]:
+    ) -> _ScoredChild:
         new_steps = split_steps(sample.text)
         steps = parent.steps + tuple(new_steps)
-        if self.verifier is None:
-            return sample, steps, (), None
-        rollout: list[str] = []
+        if self.verifier is None or not new_steps:
+            # Nothing new to score (no verifier, or a whitespace-only step: the PRM formats
+            # have no empty steps). The child's steps are its parent's, so are its scores;
+            # strategies rank a child that added no step last (`Strategy.rank_score`).
+            return _ScoredChild(sample, steps, parent.step_scores)
+        try:
+            own = await self._score(steps, first=len(parent.steps))
+        except PromptTooLongError:
+            # Too long for the PRM: this candidate cannot be ranked. Drop it (as a length
+            # finish) and let the search go on with the others.
+            return _ScoredChild(sample, steps, parent.step_scores, dropped=True)
+        lookahead: tuple[float, ...] = ()
         if expansion.lookahead and sample.finish == "step":
             rollout = await self._rollout(parent, prefix + list(sample.token_ids), sample, expansion, index)
-        if not new_steps and not rollout:
-            return sample, steps, parent.step_scores, None
-        scores = await self._score(steps + tuple(rollout), first=len(parent.steps))
-        own = parent.step_scores + scores[: len(new_steps)]
-        return sample, steps, own, (scores[-1] if rollout else None)
+            if rollout:
+                lookahead = await self._score_rollout(steps, rollout)
+        return _ScoredChild(sample, steps, parent.step_scores + own, lookahead)
+
+    async def _score_rollout(self, steps: tuple[str, ...], rollout: list[str]) -> tuple[float, ...]:
+        """The rollout scores the strategy's ranking uses: with "last" only the rollout's
+        final step (the paper's rule), else every rollout step (min / prod reduce over the
+        node's steps and the rollout's). Empty when the PRM cannot take the rollout."""
+        whole = steps + tuple(rollout)
+        first = len(whole) - 1 if self.strategy.reduction == "last" else len(steps)
+        try:
+            return await self._score(whole, first=first)
+        except PromptTooLongError:
+            return ()  # ranked by its own steps' scores, as a step with no room to roll out
 
     async def _rollout(
         self, parent: Node, prefix: list[int], first: Sample, expansion: Expand, index: int
@@ -189,6 +235,7 @@ class ProblemSearch:
                 seed_parts=(parent.address, "lookahead", index, k),
                 room=room,
             )
+            self.usage.rollout_samples += 1
             steps.extend(split_steps(sample.text))
             prefix = prefix + list(sample.token_ids)
             generated += len(sample.token_ids)

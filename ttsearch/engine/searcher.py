@@ -140,26 +140,31 @@ class Searcher:
             raise TypeError(f"strategy must be a ttsearch Strategy, got {type(strategy).__name__}")
 
     async def _solve_or_fail(self, problem: ProblemInput, strategy: Strategy, index: int) -> SearchResult:
+        usage = Usage()  # filled as the search goes, so a failure still reports what it spent
+        started = time.perf_counter()
         try:
-            return await self._solve(problem, strategy, index=index)
+            return await self._solve(problem, strategy, index=index, usage=usage)
         except SearchError:
             raise  # an engine failed: every problem is affected
         except Exception as error:  # noqa: BLE001 - one problem's failure must not end a long run
             message = str(error) if isinstance(error, ProblemError) else f"{type(error).__name__}: {error}"
             text = problem.problem if isinstance(problem, Problem) else str(problem)
+            usage.seconds = time.perf_counter() - started
             return SearchResult(
                 problem=text,
                 strategy=strategy.name,
                 selection=strategy.selection,
                 answer=None,
                 candidates=(),
-                usage=Usage(),
+                usage=usage,
                 tree=None,
                 index=index,
                 error=message,
             )
 
-    async def _solve(self, problem: ProblemInput, strategy: Strategy, *, index: int | None) -> SearchResult:
+    async def _solve(
+        self, problem: ProblemInput, strategy: Strategy, *, index: int | None, usage: Usage | None = None
+    ) -> SearchResult:
         text, key = _problem_text_and_key(problem)
         started = time.perf_counter()
         tree = self._new_tree(text)
@@ -172,6 +177,7 @@ class Searcher:
             gate=self._gate,
             seed=self.seed,
             problem_key=key,
+            usage=usage,
         )
         try:
             nodes = await search.run()

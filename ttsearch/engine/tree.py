@@ -18,7 +18,7 @@ from ttsearch.engine.backend import FinishReason
 # Where a node stands in the search:
 #   "open"     - scored, waiting in the frontier for the strategy to expand or prune it
 #   "expanded" - has children (or has an expansion in flight)
-#   "pruned"   - dropped by the strategy
+#   "pruned"   - dropped by the strategy (or by the engine: a solution too long for the PRM)
 #   "finished" - a terminal node: the model ended it (eos), or it hit a length/depth limit
 NodeState = Literal["open", "expanded", "pruned", "finished"]
 
@@ -37,7 +37,7 @@ class Node:
     finish: FinishReason | None  # why the last segment ended (None for the root)
     group: Hashable = None  # strategy bookkeeping, inherited by children (e.g. DVTS subtree)
     state: NodeState = "open"
-    lookahead_score: float | None = None  # score from a lookahead rollout, if one was used
+    lookahead_scores: tuple[float, ...] = ()  # PRM scores of a lookahead rollout's steps (those ranking uses)
     slot: tuple[int, int] = (0, 0)  # (which expansion of the parent, which sample of it)
     expansions: int = 0  # expansions sent from this node so far
     children: list[Node] = field(default_factory=list)
@@ -45,6 +45,16 @@ class Node:
     @property
     def is_root(self) -> bool:
         return self.parent is None
+
+    @property
+    def lookahead_score(self) -> float | None:
+        """The score at the end of the lookahead rollout (None without one)."""
+        return self.lookahead_scores[-1] if self.lookahead_scores else None
+
+    @property
+    def adds_step(self) -> bool:
+        """False for a child whose text was only whitespace (no new step to score)."""
+        return self.parent is not None and len(self.steps) > len(self.parent.steps)
 
     @property
     def is_terminal(self) -> bool:
@@ -147,10 +157,13 @@ class SearchTree:
         step_scores: tuple[float, ...],
         finish: FinishReason,
         terminal: bool,
-        lookahead_score: float | None = None,
+        lookahead_scores: tuple[float, ...] = (),
         group: Hashable = None,
         slot: tuple[int, int] = (0, 0),
+        dropped: bool = False,
     ) -> Node:
+        """Add a scored child. `dropped`: kept in the tree for the record but pruned at
+        once (neither open nor a candidate), e.g. a solution too long for the PRM."""
         node = Node(
             id=next(self._ids),
             parent=parent,
@@ -161,12 +174,14 @@ class SearchTree:
             step_scores=step_scores,
             finish=finish,
             group=parent.group if group is None else group,
-            state="finished" if terminal else "open",
-            lookahead_score=lookahead_score,
+            state="pruned" if dropped else "finished" if terminal else "open",
+            lookahead_scores=lookahead_scores,
             slot=slot,
         )
         parent.children.append(node)
-        if terminal:
+        if dropped:
+            pass
+        elif terminal:
             self.finished.append(node)
         else:
             self._frontier[node] = None

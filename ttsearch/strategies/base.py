@@ -10,6 +10,7 @@ strategy object serves every problem, concurrently.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Hashable, Sequence
@@ -85,9 +86,20 @@ class Strategy(ABC):
         """
         return reduce_scores(node.step_scores, self.reduction) if node.step_scores else 0.0
 
+    @property
+    def generation_budget(self) -> int:
+        """Samples per round as the paper (arXiv 2408.03314) counts budgets: N here."""
+        return self.n
+
     def rank_score(self, node: Node) -> float:
-        """What selection ranks by: the lookahead rollout's score when there is one."""
-        return node.lookahead_score if node.lookahead_score is not None else self.score(node)
+        """What selection ranks by: the reduction over the node's step scores, and over its
+        lookahead rollout's scores when it has some. A child that added no step (its text
+        was only whitespace) ranks last instead of inheriting its parent's scores."""
+        if not node.adds_step:
+            return -math.inf
+        if node.lookahead_scores:
+            return reduce_scores(node.step_scores + node.lookahead_scores, self.reduction)
+        return self.score(node)
 
     def top(self, nodes: Sequence[Node], k: int) -> list[Node]:
         """The k best nodes by `rank_score`.

@@ -34,6 +34,12 @@ class BeamSearch(StepwiseStrategy):
             raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
 
     @property
+    def generation_budget(self) -> int:
+        """N(k+1): each round samples N steps and rolls each out k greedy steps (the paper's
+        accounting for lookahead search; N for plain beam search)."""
+        return self.n * (self.lookahead + 1)
+
+    @property
     def num_kept(self) -> int:
         return self.n // self.width
 

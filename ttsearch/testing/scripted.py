@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
-from ttsearch.engine.backend import FinishReason, Sample, SampleRequest, StepScores
+from ttsearch.engine.backend import FinishReason, PromptTooLongError, Sample, SampleRequest, StepScores
 
 EOS = "<eos>"  # end the scripted continuation with this to finish the solution
 BOS_ID = 1  # token id 0 is unused; characters are ord(c) + 2
@@ -140,9 +140,11 @@ class ScriptedVerifier:
         script: VerifierScript = score_from_tag,
         *,
         delay: Callable[[tuple[str, ...]], Awaitable[None]] | None = None,
+        max_input_chars: int | None = None,
     ) -> None:
         self.script = script
         self.delay = delay
+        self.max_input_chars = max_input_chars  # longer inputs raise PromptTooLongError, as vLLM's would
         self.calls: list[tuple[str, tuple[str, ...], int]] = []
         self.closed = False
 
@@ -152,6 +154,8 @@ class ScriptedVerifier:
         steps = tuple(steps)
         if not 0 <= first < len(steps):
             raise ValueError(f"first={first} out of range for {len(steps)} steps")
+        if self.max_input_chars is not None and sum(len(s) for s in steps) > self.max_input_chars:
+            raise PromptTooLongError(f"PRM input of {sum(len(s) for s in steps)} characters > {self.max_input_chars}")
         self.calls.append((question, steps, first))
         if self.delay is not None:
             await self.delay(steps)
