@@ -1,0 +1,425 @@
+"""`OpenAIPolicy` / `OpenAIVerifier` / `ReplicaPool` against fake vLLM servers (no vLLM):
+request contents, output mapping, model and tokenizer checks, malformed answers, retries,
+timeouts, replicas going down, problem affinity."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ttsearch.engine.backend import BackendError, PromptTooLongError, SampleRequest
+from ttsearch.engine.completions import engine_seed
+from ttsearch.engine.http import HttpOptions, MalformedResponseError, ReplicaUnavailable, ServerRequestError
+from ttsearch.engine.openai_policy import OpenAIPolicy
+from ttsearch.engine.openai_verifier import OpenAIVerifier, pooling_server_args
+from ttsearch.engine.replicas import AllReplicasDownError, ReplicaPool
+from ttsearch.engine.search import SearchLimits
+from ttsearch.engine.searcher import Searcher
+from ttsearch.strategies.sampling import MajorityVoting
+from tests.engine.fake_vllm import FakeCluster, FakeServer, choice
+
+pytest.importorskip("transformers")
+
+TOY = Path(__file__).resolve().parents[2] / "ttsearch" / "assets" / "toy"
+P0, P1 = "http://p0:8000", "http://p1:8000"
+FAST = HttpOptions(timeout=5, connect_timeout=1, retries=2, backoff=0.001)
+STEP = "7 + 5 = 12\n\n"
+
+
+@pytest.fixture(scope="module")
+def toy_tokenizer():
+    from ttsearch.engine.served_model import load_tokenizer
+
+    return load_tokenizer(TOY / "policy")
+
+
+def step_server(url: str, tokenizer, **kwargs) -> FakeServer:
+    def complete(payload):
+        return [choice(i, tokenizer, STEP) for i in range(payload["n"])]
+
+    return FakeServer(url, tokenizer, complete=complete, **kwargs)
+
+
+async def connect(cluster: FakeCluster, tokenizer, urls=(P0,), **kwargs) -> OpenAIPolicy:
+    kwargs.setdefault("options", FAST)
+    return await OpenAIPolicy.connect(
+        list(urls), tokenizer=tokenizer, chat_format="tokenizer", system_prompt="Solve step by step.",
+        transport=cluster.transport, **kwargs,
+    )
+
+
+def request(prompt, *, n=2, seed=3, temperature=1.0, max_tokens=16) -> SampleRequest:
+    return SampleRequest(
+        prompt_token_ids=tuple(prompt), n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
+        stop=("\n\n",), seed=seed,
+    )
+
+
+# -- policy: requests and outputs ----------------------------------------------------
+
+
+async def test_policy_sends_what_the_in_process_policy_sends(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer)])
+    async with await connect(cluster, toy_tokenizer) as policy:
+        assert policy.max_model_len == 512
+        prompt = policy.encode_problem("What is 7 + 5?")
+        samples = await policy.sample(request(prompt, n=3, seed=11))
+    path, payload = cluster[P0].requests[-1]
+    assert path == "/v1/completions"
+    assert payload["prompt"] == prompt and payload["model"] == "toy-policy"
+    assert payload["n"] == 3 and payload["seed"] == engine_seed(11)
+    assert payload["stop"] == ["\n\n"] and payload["include_stop_str_in_output"] is True
+    assert payload["return_token_ids"] is True
+    # explicit defaults: a generation_config on the server must not change sampling
+    assert (payload["top_k"], payload["min_p"], payload["repetition_penalty"]) == (-1, 0.0, 1.0)
+    assert [s.finish for s in samples] == ["step"] * 3
+    assert samples[0].text == STEP and toy_tokenizer.decode(list(samples[0].token_ids)) == STEP
+
+
+async def test_policy_finish_reasons_and_greedy(toy_tokenizer):
+    eos = toy_tokenizer.eos_token_id
+
+    def complete(payload):
+        return [
+            choice(0, toy_tokenizer, "1 + 1 = 2", finish="stop", stop_reason=None, ids=[*toy_tokenizer.encode("1 + 1 = 2", add_special_tokens=False), eos]),
+            choice(1, toy_tokenizer, "1 + 1", finish="length", stop_reason=None),
+            choice(2, toy_tokenizer, "2", finish="stop", stop_reason=eos),  # a stop token id
+            choice(3, toy_tokenizer, "3", finish="length", stop_reason=None, ids=[eos]),  # old vLLM: EOS at the limit
+        ][: payload["n"]]
+
+    cluster = FakeCluster([FakeServer(P0, toy_tokenizer, complete=complete)])
+    async with await connect(cluster, toy_tokenizer) as policy:
+        prompt = policy.encode_problem("q")
+        samples = await policy.sample(request(prompt, n=4, seed=None))
+        assert [s.finish for s in samples] == ["eos", "length", "eos", "eos"]
+        assert cluster[P0].requests[-1][1]["seed"] is None
+        greedy = await policy.sample(request(prompt, n=3, temperature=0.0))
+        assert cluster[P0].requests[-1][1]["n"] == 1  # vLLM refuses n > 1 greedy: decode once, copy
+        assert greedy == [greedy[0]] * 3
+
+
+async def test_policy_repairs_a_stop_string_inside_a_token(llama3):
+    # Llama 3's "?\n\n\n" is one token; vLLM cuts the text after "\n\n" but keeps the token.
+    text = "Is it 4?\n\n"
+    ids = llama3.encode("Is it 4?\n\n\n", add_special_tokens=False)
+    cluster = FakeCluster([FakeServer(P0, llama3, complete=lambda p: [choice(0, llama3, text, ids=ids)])])
+    policy = await OpenAIPolicy.connect(P0, tokenizer=llama3, transport=cluster.transport, options=FAST)
+    (sample,) = await policy.sample(request([1, 2, 3], n=1))
+    await policy.close()
+    assert sample.finish == "step"
+    assert llama3.decode(list(sample.token_ids)) == text
+
+
+async def test_policy_checks_requests_before_sending(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer, max_model_len=40)])
+    async with await connect(cluster, toy_tokenizer) as policy:
+        sent = len(cluster[P0].requests)
+        with pytest.raises(PromptTooLongError, match="max_model_len of 40"):
+            await policy.sample(request(range(30), max_tokens=16))
+        with pytest.raises(ValueError, match="n must be"):
+            await policy.sample(request([1], n=0))
+        assert len(cluster[P0].requests) == sent
+    with pytest.raises(BackendError, match="closed"):
+        await policy.sample(request([1]))
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (httpx.Response(200, text="<html>oops</html>"), "invalid JSON"),
+        (httpx.Response(200, json=[1, 2]), "JSON list"),
+        (httpx.Response(200, json={"choices": []}), "answered 0 completions, expected 2"),
+        (httpx.Response(200, json={"choices": [{"index": 0, "text": "a"}, {"index": 1, "text": "b"}]}), "no token_ids"),
+        (
+            httpx.Response(200, json={"choices": [{"index": i, "text": "a", "token_ids": [1], "finish_reason": "abort"} for i in (0, 1)]}),
+            "unexpected reason 'abort'",
+        ),
+    ],
+)
+async def test_policy_malformed_answers_are_clear_errors(toy_tokenizer, answer, message):
+    server = step_server(P0, toy_tokenizer)
+    server.fail_with = lambda r: answer if r.url.path == "/v1/completions" else None
+    async with await connect(FakeCluster([server]), toy_tokenizer) as policy:
+        with pytest.raises(BackendError, match=message):
+            await policy.sample(request(policy.encode_problem("q")))
+
+
+# -- connecting: model and tokenizer checks --------------------------------------------
+
+
+async def test_connect_checks_the_served_model(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer)])
+    with pytest.raises(ValueError, match="serves 'toy-policy'.*not 'other-model'"):
+        await connect(cluster, toy_tokenizer, model="other-model")
+    policy = await connect(cluster, toy_tokenizer, model="/models/toy-policy")  # the root path counts
+    await policy.close()
+
+
+async def test_connect_refuses_replicas_serving_different_models(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer), step_server(P1, toy_tokenizer, model="m2", root="/m2")])
+    with pytest.raises(ValueError, match="serve different models"):
+        await connect(cluster, toy_tokenizer, urls=(P0, P1))
+
+
+async def test_connect_compares_tokenizers(toy_tokenizer, llama3):
+    cluster = FakeCluster([step_server(P0, llama3)])  # the server tokenizes with Llama 3
+    with pytest.raises(ValueError, match="local tokenizer does not match"):
+        await connect(cluster, toy_tokenizer)
+    cluster[P0].tokenize_missing = True  # a server without /tokenize: nothing to compare
+    policy = await connect(cluster, toy_tokenizer)
+    await policy.close()
+
+
+async def test_connect_loads_the_tokenizer_the_server_names(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer, root=str(TOY / "policy"))])
+    policy = await OpenAIPolicy.connect(P0, transport=cluster.transport, options=FAST, chat_format="tokenizer")
+    assert policy.tokenizer.get_vocab() == toy_tokenizer.get_vocab()
+    await policy.close()
+
+
+async def test_connect_with_no_server_answering(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer, dead=True), step_server(P1, toy_tokenizer, dead=True)])
+    with pytest.raises(AllReplicasDownError, match="no policy server answers: http://p0:8000 .*http://p1:8000"):
+        await connect(cluster, toy_tokenizer, urls=(P0, P1))
+
+
+def test_bad_urls():
+    with pytest.raises(ValueError, match="must start with http"):
+        ReplicaPool("policy", ["localhost:8000"])
+    with pytest.raises(ValueError, match="repeat"):
+        ReplicaPool("policy", ["http://a:1", "http://a:1/v1"])
+    with pytest.raises(ValueError, match="no policy server"):
+        ReplicaPool("policy", [])
+
+
+# -- retries, failures, replicas -------------------------------------------------------
+
+
+async def test_5xx_is_retried_then_succeeds(toy_tokenizer):
+    server = step_server(P0, toy_tokenizer)
+    failures = iter([httpx.Response(503, json={"error": {"message": "busy"}})] * 2)
+    server.fail_with = lambda r: next(failures, None) if r.url.path == "/v1/completions" else None
+    async with await connect(FakeCluster([server]), toy_tokenizer) as policy:
+        samples = await policy.sample(request(policy.encode_problem("q")))
+    assert len(samples) == 2
+    assert sum(path == "/v1/completions" for path, _ in server.requests) == 3
+
+
+async def test_4xx_is_the_servers_message_and_not_retried(toy_tokenizer):
+    server = step_server(P0, toy_tokenizer)
+    error = {"error": {"message": "This model's maximum context length is 512 tokens", "code": 400}}
+    server.fail_with = lambda r: httpx.Response(400, json=error) if r.url.path == "/v1/completions" else None
+    async with await connect(FakeCluster([server]), toy_tokenizer) as policy:
+        with pytest.raises(ServerRequestError, match="HTTP 400.*maximum context length is 512"):
+            await policy.sample(request(policy.encode_problem("q")))
+        assert sum(path == "/v1/completions" for path, _ in server.requests) == 1
+        assert policy.pool.replicas[0].down is None
+
+
+async def test_problems_stick_to_a_replica_and_spread_over_replicas(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer), step_server(P1, toy_tokenizer)])
+    async with await connect(cluster, toy_tokenizer, urls=(P0, P1)) as policy:
+        prompts = [policy.encode_problem(f"What is {k} + {k}?") for k in range(4)]
+        await asyncio.gather(*(policy.sample(request(p)) for p in prompts))
+        # later rounds: longer prompts of the same problems
+        for _ in range(2):
+            await asyncio.gather(*(policy.sample(request([*p, *toy_tokenizer.encode(STEP, add_special_tokens=False)])) for p in prompts))
+    served_by = {}
+    for url, server in cluster.servers.items():
+        for path, payload in server.requests:
+            if path == "/v1/completions":
+                problem = next(k for k, p in enumerate(prompts) if payload["prompt"][: len(p)] == p)
+                served_by.setdefault(problem, set()).add(url)
+    assert all(len(urls) == 1 for urls in served_by.values()), served_by
+    assert sorted(next(iter(u)) for u in served_by.values()) == [P0, P0, P1, P1]
+
+
+async def test_a_dead_replica_is_marked_down_and_its_problems_move(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer), step_server(P1, toy_tokenizer)])
+    async with await connect(cluster, toy_tokenizer, urls=(P0, P1)) as policy:
+        prompts = [policy.encode_problem(f"What is {k} + 1?") for k in range(4)]
+        await asyncio.gather(*(policy.sample(request(p)) for p in prompts))
+        cluster[P1].dead = True
+        results = await asyncio.gather(*(policy.sample(request(p)) for p in prompts))
+        assert all(len(r) == 2 for r in results)
+        p0, p1 = policy.pool.replicas
+        assert p1.down is not None and "ConnectError" in p1.down and p0.down is None
+        assert all(policy.pool.replica_of(tuple(p)) is p0 for p in prompts)
+        cluster[P0].dead = True
+        with pytest.raises(AllReplicasDownError, match="all 2 policy servers are down"):
+            await policy.sample(request(prompts[0]))
+
+
+async def test_a_search_finishes_when_a_replica_dies_mid_run(toy_tokenizer):
+    """Every problem is answered exactly once although one of two servers dies mid-run."""
+    calls = 0
+
+    def complete(payload):
+        nonlocal calls
+        calls += 1
+        if calls == 6:
+            cluster[P1].dead = True  # dies while other requests are in flight
+        return [choice(i, toy_tokenizer, "The answer is $\\boxed{2}$", finish="stop", stop_reason=None) for i in range(payload["n"])]
+
+    cluster = FakeCluster([FakeServer(P0, toy_tokenizer, complete=complete), FakeServer(P1, toy_tokenizer, complete=complete)])
+    policy = await connect(cluster, toy_tokenizer, urls=(P0, P1))
+    searcher = Searcher(policy, None, limits=SearchLimits(max_solution_tokens=64), seed=0)
+    async with searcher:
+        problems = [f"What is {k} + 1?" for k in range(8)]
+        results = [r async for r in searcher.solve_all(problems, MajorityVoting(n=2))]
+    assert sorted(r.index for r in results) == list(range(8))
+    assert all(r.error is None and r.answer == "2" for r in results)
+    assert policy.pool.replicas[1].down is not None
+
+
+# -- timeouts and refused connections on real sockets ----------------------------------
+
+
+async def _slow_server(delay: float):
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(delay)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_slow_server_times_out_with_a_clear_error():
+    server = await _slow_server(5.0)
+    port = server.sockets[0].getsockname()[1]
+    pool = ReplicaPool("PRM", [f"http://127.0.0.1:{port}"], HttpOptions(timeout=0.3, retries=3, backoff=0.01))
+    try:
+        with pytest.raises(AllReplicasDownError, match=r"no answer within 0.3 s \(ReadTimeout\)"):
+            await pool.post("q", "/v1/completions", {})
+    finally:
+        await pool.close()
+        server.close()
+
+
+async def test_a_refused_connection_is_retried_then_the_replica_is_down():
+    url = f"http://127.0.0.1:{_closed_port()}"
+    pool = ReplicaPool("policy", [url], HttpOptions(connect_timeout=1, retries=1, backoff=0.01))
+    try:
+        with pytest.raises(AllReplicasDownError, match=f"{url}.*ConnectError"):
+            await pool.post(None, "/v1/completions", {})
+        assert isinstance(pool.replicas[0].down, str)
+    finally:
+        await pool.close()
+
+
+def test_http_options_validate():
+    with pytest.raises(ValueError, match="retries"):
+        HttpOptions(retries=-1)
+    with pytest.raises(ValueError, match="timeouts"):
+        HttpOptions(timeout=0)
+    assert issubclass(ReplicaUnavailable, BackendError) and issubclass(MalformedResponseError, BackendError)
+
+
+# -- verifier --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_prm_format():
+    from ttsearch.toy.engines import TOY_PRM_FORMAT
+
+    return TOY_PRM_FORMAT
+
+
+def prm_server(url, tokenizer, **kwargs) -> FakeServer:
+    return FakeServer(url, tokenizer, model="toy-prm", root="/models/toy-prm", **kwargs)
+
+
+async def test_verifier_generative_scores_from_label_logprobs(toy_tokenizer, toy_prm_format):
+    # P(good) grows with the prompt length, so each step gets its own score
+    server = prm_server(P0, toy_tokenizer, prm_probability=lambda ids: min(0.9, len(ids) / 100))
+    cluster = FakeCluster([server])
+    verifier = await OpenAIVerifier.connect(P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST)
+    steps = ["7 + 5 = 12", "12 * 2 = 24"]
+    result = await verifier.score("What is (7 + 5) * 2?", steps, first=0)
+    inputs = verifier.encoder.encode_requests("What is (7 + 5) * 2?", steps)
+    prompts = [list(inputs[0].token_ids[: p + 1]) for p in inputs[0].score_positions]
+    sent = [payload for path, payload in server.requests if path == "/v1/completions"]
+    assert sorted(p["prompt"] for p in sent) == sorted(prompts)
+    good, bad = verifier.encoder.label_ids
+    assert all(p["logprob_token_ids"] == [good, bad] and p["max_tokens"] == 1 and p["temperature"] == 0.0 for p in sent)
+    assert result.scores == pytest.approx([min(0.9, len(p) / 100) for p in prompts])
+    assert result.prompt_tokens == sum(len(p) for p in prompts)
+    # only the new step is sent next round
+    again = await verifier.score("What is (7 + 5) * 2?", steps, first=1)
+    assert len(again.scores) == 1 and again.scores[0] == pytest.approx(result.scores[1])
+    await verifier.close()
+
+
+async def test_verifier_without_label_logprobs_is_a_clear_error(toy_tokenizer, toy_prm_format):
+    server = prm_server(P0, toy_tokenizer)
+    server.fail_with = lambda r: (
+        httpx.Response(200, json={"choices": [{"index": 0, "text": "+", "logprobs": None}]}) if r.url.path == "/v1/completions" else None
+    )
+    cluster = FakeCluster([server])
+    async with await OpenAIVerifier.connect(P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST) as verifier:
+        with pytest.raises(MalformedResponseError, match="no log probabilities for the label tokens"):
+            await verifier.score("q", ["1 + 1 = 2"])
+
+
+async def test_verifier_pooling_rows(toy_tokenizer, toy_prm_format):
+    def rows(ids):  # STEP pooling: one [P(good), P(bad)] row per step tag
+        tags = [i for i, t in enumerate(ids) if t == anchor]
+        return [[i / 100, 1 - i / 100] for i in tags]
+
+    server = prm_server(P0, toy_tokenizer, pooled_rows=rows)
+    cluster = FakeCluster([server])
+    verifier = await OpenAIVerifier.connect(
+        P0, format=toy_prm_format, mode="pooling", tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+    )
+    anchor = verifier.encoder.anchor_id
+    steps = ["1 + 1 = 2", "2 + 2 = 4", "4 + 4 = 8"]
+    result = await verifier.score("q", steps, first=1)
+    (inp,) = verifier.encoder.encode_requests("q", steps, first=1)
+    assert result.scores == pytest.approx([p / 100 for p in inp.score_positions])
+    payload = server.requests[-1][1]
+    assert payload["task"] == "token_classify" and payload["input"] == list(inp.token_ids)
+    server.pooled_rows = lambda ids: [[0.5, 0.5]]  # a server not started for STEP pooling
+    with pytest.raises(MalformedResponseError, match="pooling_server_args"):
+        await verifier.score("q", steps)
+    await verifier.close()
+    flags = pooling_server_args(toy_prm_format, toy_tokenizer)
+    assert flags[:4] == ["--runner", "pooling", "--convert", "classify"] and str(anchor) in flags[-1]
+
+
+async def test_verifier_keeps_a_question_on_one_replica(toy_tokenizer, toy_prm_format):
+    cluster = FakeCluster([prm_server(P0, toy_tokenizer), prm_server(P1, toy_tokenizer)])
+    verifier = await OpenAIVerifier.connect(
+        [P0, P1], format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+    )
+    questions = [f"What is {k} * 3?" for k in range(4)]
+    for first in range(3):
+        await asyncio.gather(*(verifier.score(q, ["1 + 1 = 2"] * 3, first=first) for q in questions))
+    await verifier.close()
+    seen = {url: {tuple(p["prompt"][:12]) for path, p in s.requests if path == "/v1/completions"} for url, s in cluster.servers.items()}
+    assert seen[P0] and seen[P1] and not (seen[P0] & seen[P1])
+
+
+# -- packaging ---------------------------------------------------------------------------
+
+
+def test_the_http_backends_import_without_vllm_or_torch():
+    code = (
+        "import sys, ttsearch.engine.openai_policy, ttsearch.engine.openai_verifier, ttsearch.engine.replicas;"
+        "print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == "[]"
