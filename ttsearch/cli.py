@@ -2,6 +2,7 @@
 
     ttsearch demo
     ttsearch run --policy PATH --prm PATH --prm-format rlhflow --strategy beam --n 16 --out runs/beam16.jsonl
+    ttsearch run --policy-url http://gpu1:8000 http://gpu2:8000 --prm-url http://gpu3:8001 ... (vLLM servers)
     ttsearch evaluate runs/beam16.jsonl --plot runs/beam16.png
     ttsearch report runs/exp [runs/exp-shard2 ...] [--out runs/exp/report]
     ttsearch export runs/exp --correct-only -o traces.jsonl
@@ -17,7 +18,9 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
+from ttsearch.engine.backend import BackendError
 from ttsearch.engine.chat import DEFAULT_DATE_STRING
+from ttsearch.engine.searcher import SearchError
 from ttsearch.strategies.registry import STRATEGIES
 
 PRM_FORMATS = ("math_shepherd", "rlhflow", "qwen")
@@ -61,9 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
 
     run = sub.add_parser("run", help="run a strategy over a dataset with vLLM; resumable JSONL output")
-    run.add_argument("--policy", required=True, help="policy model path or Hugging Face id")
-    run.add_argument("--tokenizer", help="policy tokenizer (default: the model's)")
+    run.add_argument(
+        "--policy", help="policy model path or Hugging Face id (with --policy-url: the model the servers must serve)"
+    )
+    run.add_argument(
+        "--policy-url", nargs="+", metavar="URL",
+        help="use running vLLM OpenAI-compatible servers for the policy instead of an in-process engine "
+        "(several: one replica each; a problem sticks to one)",
+    )
+    run.add_argument("--tokenizer", help="policy tokenizer (default: the model's, or the one the servers loaded)")
     run.add_argument("--prm", help="PRM model path or id (needed by every strategy except majority)")
+    run.add_argument("--prm-url", nargs="+", metavar="URL", help="use running vLLM servers for the PRM")
+    run.add_argument("--prm-tokenizer", help="PRM tokenizer with --prm-url (default: --prm, or the servers' model)")
+    run.add_argument(
+        "--request-timeout", type=float, default=600.0,
+        help="seconds a server may take for one request before it counts as down (default 600)",
+    )
     run.add_argument("--prm-format", choices=PRM_FORMATS, default="rlhflow")
     run.add_argument("--prm-mode", choices=("auto", "generative", "pooling"), default="auto")
     run.add_argument("--strategy", choices=sorted(STRATEGIES), required=True)
@@ -142,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"ttsearch {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except (BackendError, SearchError) as error:  # a model engine or server failed; finished work is saved
+        print(f"ttsearch {args.command}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -163,8 +182,10 @@ async def _run(args: argparse.Namespace) -> int:
         reduction=args.reduction,
         selection=args.selection,
     )
-    if strategy.needs_verifier and not args.prm:
-        raise ValueError(f"strategy {args.strategy!r} needs a PRM: pass --prm (and --prm-format)")
+    if not args.policy and not args.policy_url:
+        raise ValueError("pass --policy (a model to run in-process) or --policy-url (vLLM servers)")
+    if strategy.needs_verifier and not args.prm and not args.prm_url:
+        raise ValueError(f"strategy {args.strategy!r} needs a PRM: pass --prm or --prm-url (and --prm-format)")
     problems = load_math500(args.dataset, limit=args.limit)
     policy, verifier = await _start_engines(args, with_verifier=strategy.needs_verifier)
     searcher = Searcher(
@@ -185,43 +206,92 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # type: ignore[no-untyped-def]
+    """The policy and verifier: in-process vLLM engines, or connections to vLLM servers
+    (`--policy-url` / `--prm-url`). Whatever started is closed if anything fails."""
     from ttsearch.engine import prm_formats
     from ttsearch.engine.startup import start_together
-    from ttsearch.engine.vllm_policy import VLLMPolicy
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
     from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
     system_prompt = (
         args.system_prompt_file.read_text(encoding="utf-8") if args.system_prompt_file else LLAMA3_MATH_SYSTEM_PROMPT
     )
-    common = dict(dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, seed=args.seed)
-    start_policy = partial(
-        VLLMPolicy.from_pretrained,
-        args.policy,
-        tokenizer=args.tokenizer,
-        kv_cache_memory_bytes=args.policy_kv_cache,
-        gpu_memory_utilization=args.policy_memory_fraction,
-        system_prompt=system_prompt,
-        date_string=args.date_string,
-        **common,
-    )
-    if not with_verifier:
-        (policy,) = await start_together(start_policy)
-        return policy, None
     fmt = {"math_shepherd": prm_formats.MATH_SHEPHERD, "rlhflow": prm_formats.RLHFLOW, "qwen": prm_formats.QWEN_PRM}[
         args.prm_format
     ]
-    start_verifier = partial(
-        VLLMVerifier.from_pretrained,
-        args.prm,
-        format=fmt,
-        mode=args.prm_mode,
-        kv_cache_memory_bytes=args.prm_kv_cache,
-        gpu_memory_utilization=args.prm_memory_fraction,
-        **common,
+    common = dict(dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, seed=args.seed)
+    connected: list = []  # type: ignore[type-arg]
+    try:
+        policy = verifier = None
+        if args.policy_url:
+            policy = await _connect_policy(args, system_prompt)
+            connected.append(policy)
+        if with_verifier and args.prm_url:
+            verifier = await _connect_verifier(args, fmt)
+            connected.append(verifier)
+        factories = []
+        if policy is None:
+            from ttsearch.engine.vllm_policy import VLLMPolicy
+
+            factories.append(
+                partial(
+                    VLLMPolicy.from_pretrained,
+                    args.policy,
+                    tokenizer=args.tokenizer,
+                    kv_cache_memory_bytes=args.policy_kv_cache,
+                    gpu_memory_utilization=args.policy_memory_fraction,
+                    system_prompt=system_prompt,
+                    date_string=args.date_string,
+                    **common,
+                )
+            )
+        if with_verifier and verifier is None:
+            from ttsearch.engine.vllm_verifier import VLLMVerifier
+
+            factories.append(
+                partial(
+                    VLLMVerifier.from_pretrained,
+                    args.prm,
+                    format=fmt,
+                    mode=args.prm_mode,
+                    kv_cache_memory_bytes=args.prm_kv_cache,
+                    gpu_memory_utilization=args.prm_memory_fraction,
+                    **common,
+                )
+            )
+        started = iter(await start_together(*factories)) if factories else iter(())
+        if policy is None:
+            policy = next(started)
+        if with_verifier and verifier is None:
+            verifier = next(started)
+        return policy, verifier
+    except BaseException:
+        for backend in connected:
+            await backend.close()
+        raise
+
+
+def _http_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ttsearch.engine.http import HttpOptions
+
+    return HttpOptions(timeout=args.request_timeout)
+
+
+async def _connect_policy(args: argparse.Namespace, system_prompt: str):  # type: ignore[no-untyped-def]
+    from ttsearch.engine.openai_policy import OpenAIPolicy
+
+    return await OpenAIPolicy.connect(
+        args.policy_url, model=args.policy, tokenizer=args.tokenizer, system_prompt=system_prompt,
+        options=_http_options(args),
     )
-    policy, verifier = await start_together(start_policy, start_verifier)
-    return policy, verifier
+
+
+async def _connect_verifier(args: argparse.Namespace, fmt):  # type: ignore[no-untyped-def]
+    from ttsearch.engine.openai_verifier import OpenAIVerifier
+
+    return await OpenAIVerifier.connect(
+        args.prm_url, format=fmt, mode=args.prm_mode, model=args.prm, tokenizer=args.prm_tokenizer,
+        options=_http_options(args),
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
