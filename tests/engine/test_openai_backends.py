@@ -423,3 +423,30 @@ def test_the_http_backends_import_without_vllm_or_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "[]"
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+def test_cli_run_needs_a_policy_or_servers(tmp_path, capsys):
+    from ttsearch.cli import build_parser, main
+
+    args = build_parser().parse_args(
+        ["run", "--policy-url", P0, P1, "--prm-url", P0, "--strategy", "beam", "--n", "4", "--out", "o.jsonl"]
+    )
+    assert args.policy_url == [P0, P1] and args.prm_url == [P0] and args.policy is None
+    assert main(["run", "--strategy", "majority", "--n", "2", "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "pass --policy" in capsys.readouterr().err
+
+
+def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir):
+    from ttsearch.cli import main
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    out = tmp_path / "o.jsonl"
+    dataset = shared_dir / "data" / "math500.jsonl"
+    code = main(["run", "--policy-url", url, "--strategy", "majority", "--n", "2", "--dataset", str(dataset), "--limit", "1", "--out", str(out), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no policy server answers" in err and url in err
+    assert not out.exists()
