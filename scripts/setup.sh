@@ -26,5 +26,5 @@ if [[ ${#links[@]} -eq 0 ]]; then links=(--extra-index-url https://download.pyto
 
 "$venv/bin/uv" pip install --python "$venv/bin/python" "${links[@]}" \
   --excludes scripts/excludes.txt --compile-bytecode \
-  --reinstall-package ttsearch -e ".[cpu,dev]" "torch==2.13.0+cpu"
+  --reinstall-package ttsearch -e ".[cpu,client,dev]" "torch==2.13.0+cpu"
 echo "$want" > "$stamp"
