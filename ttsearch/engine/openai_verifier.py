@@ -40,16 +40,18 @@ __all__ = ["OpenAIVerifier", "pooling_server_args"]
 
 def pooling_server_args(fmt: PrmFormat, tokenizer: Any) -> list[str]:
     """The `vllm serve` flags a pooling PRM server needs for `fmt` (what
-    `engine_options_for(fmt, "pooling", tokenizer)` sets in-process)."""
+    `engine_options_for(fmt, "pooling", tokenizer)` sets in-process). The server's
+    /pooling endpoint serves only its configured task, hence `"task": "token_classify"`
+    in --pooler-config (vLLM 0.32; leave it out where PoolerConfig has no `task`)."""
     encoder = PrmEncoder(fmt, tokenizer)
-    pooler = {"pooling_type": "STEP", "step_tag_id": encoder.anchor_id}
+    pooler = {"task": "token_classify", "pooling_type": "STEP", "step_tag_id": encoder.anchor_id}
     if fmt.head == "lm":
         overrides = {"classifier_from_token": encoder.label_token_strings, "method": "no_post_processing"}
         return [
             "--runner", "pooling", "--convert", "classify",
             "--hf-overrides", json.dumps(overrides), "--pooler-config", json.dumps(pooler),
         ]  # fmt: skip
-    return ["--runner", "pooling", "--pooler-config", json.dumps({"step_tag_id": encoder.anchor_id})]
+    return ["--runner", "pooling", "--pooler-config", json.dumps({"task": "token_classify", "step_tag_id": encoder.anchor_id})]
 
 
 class OpenAIVerifier:
