@@ -281,7 +281,7 @@ async def _connect_policy(args: argparse.Namespace, system_prompt: str):  # type
 
     return await OpenAIPolicy.connect(
         args.policy_url, model=args.policy, tokenizer=args.tokenizer, system_prompt=system_prompt,
-        options=_http_options(args),
+        date_string=args.date_string, options=_http_options(args),
     )
 
 

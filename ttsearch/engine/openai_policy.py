@@ -28,7 +28,7 @@ from typing import Any, Literal, Self
 import httpx
 
 from ttsearch.engine.backend import BackendError, PromptTooLongError, Sample, SampleRequest
-from ttsearch.engine.chat import ChatFormat, encode_chat_prompt
+from ttsearch.engine.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
 from ttsearch.engine.completions import align_ids_with_text, engine_seed, eos_token_ids, finish_reason, validate_request
 from ttsearch.engine.http import HttpOptions, MalformedResponseError
 from ttsearch.engine.replicas import ReplicaPool
@@ -50,6 +50,7 @@ class OpenAIPolicy:
         *,
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+        date_string: str | None = DEFAULT_DATE_STRING,
         extra_eos_token_ids: Sequence[int] = (),
     ) -> None:
         """Prefer `connect`, which checks the servers and builds `pool` and `served`."""
@@ -58,6 +59,7 @@ class OpenAIPolicy:
         self._tokenizer = tokenizer
         self._system_prompt = system_prompt
         self._chat_format = chat_format
+        self.date_string = date_string  # recorded in results, as VLLMPolicy's
         self._eos_token_ids = eos_token_ids(getattr(tokenizer, "eos_token_id", None), list(extra_eos_token_ids))
         # Problem prompts by length: a prompt's problem is the registered prompt it starts with.
         self._problems: dict[int, set[tuple[int, ...]]] = {}
@@ -72,6 +74,7 @@ class OpenAIPolicy:
         tokenizer: Any = None,
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+        date_string: str | None = DEFAULT_DATE_STRING,
         extra_eos_token_ids: Sequence[int] = (),
         options: HttpOptions | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -80,7 +83,7 @@ class OpenAIPolicy:
 
         `model`: the model they must serve (None: whatever they serve). `tokenizer`: a
         tokenizer or where to load it (None: `model`, else the path the servers loaded the
-        model from). `system_prompt`, `chat_format`: as for `VLLMPolicy`.
+        model from). `system_prompt`, `chat_format`, `date_string`: as for `VLLMPolicy`.
         `extra_eos_token_ids`: more end-of-solution ids than the tokenizer's (only older
         vLLMs need them). `options`: timeouts, retries. `transport`: a test double.
         Raises ValueError when the servers serve another model or tokenizer,
@@ -91,7 +94,7 @@ class OpenAIPolicy:
             served, hf_tokenizer = await inspect_servers(pool, model=model, tokenizer=tokenizer)
             return cls(
                 pool, served, hf_tokenizer, system_prompt=system_prompt, chat_format=chat_format,
-                extra_eos_token_ids=extra_eos_token_ids,
+                date_string=date_string, extra_eos_token_ids=extra_eos_token_ids,
             )
         except BaseException:
             await pool.close()
@@ -121,7 +124,8 @@ class OpenAIPolicy:
 
     def encode_problem(self, problem: str) -> list[int]:
         ids = encode_chat_prompt(
-            self._tokenizer, problem, system_prompt=self._system_prompt, chat_format=self._chat_format
+            self._tokenizer, problem, system_prompt=self._system_prompt, chat_format=self._chat_format,
+            date_string=self.date_string,
         )
         self._problems.setdefault(len(ids), set()).add(tuple(ids))
         return ids
