@@ -13,7 +13,7 @@ from ttsearch.engine.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFor
 from ttsearch.engine.results import Candidate, SearchResult
 from ttsearch.engine.scheduler import Usage
 from ttsearch.engine.search import ProblemError, SearchLimits, split_steps
-from ttsearch.engine.searcher import Searcher, SearchError
+from ttsearch.engine.searcher import SearchError, Searcher, SearchJob
 from ttsearch.engine.tree import Node, SearchTree
 from ttsearch.engine.vllm_policy import VLLMPolicy
 from ttsearch.engine.vllm_verifier import VLLMVerifier
@@ -36,6 +36,7 @@ __all__ = [
     "SearchResult",
     "SearchTree",
     "Searcher",
+    "SearchJob",
     "StepScores",
     "Usage",
     "VLLMPolicy",

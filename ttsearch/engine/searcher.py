@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from dataclasses import dataclass
 from typing import AsyncIterator, Iterable
 
 from ttsearch.engine.backend import BackendError, Policy, PromptTooLongError, Verifier
@@ -29,6 +30,19 @@ ProblemInput = str | Problem
 
 class SearchError(RuntimeError):
     """The search could not go on: a model engine failed, or the searcher was misused."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchJob:
+    """One problem to search with one strategy: the unit `Searcher.run_jobs` admits.
+
+    `seed`: the run seed of this job's requests (None: the searcher's), so runs of
+    several seeds share one searcher and its warm engines.
+    """
+
+    problem: ProblemInput
+    strategy: Strategy
+    seed: int | None = None
 
 
 class Searcher:
@@ -85,28 +99,40 @@ class Searcher:
 
     # -- public API ------------------------------------------------------------------------
 
-    async def solve(self, problem: ProblemInput, strategy: Strategy) -> SearchResult:
-        """Search one problem.
+    async def solve(self, problem: ProblemInput, strategy: Strategy, *, seed: int | None = None) -> SearchResult:
+        """Search one problem (`seed`: default the searcher's).
 
         :raises ProblemError: the problem cannot be searched (empty, prompt too long).
         :raises SearchError: an engine failed.
         """
         self._check_open()
         self._check_strategy(strategy)
-        return await self._solve(problem, strategy, index=None)
+        return await self._solve(problem, strategy, index=None, seed=seed)
 
     async def solve_all(
-        self, problems: Iterable[ProblemInput], strategy: Strategy
+        self, problems: Iterable[ProblemInput], strategy: Strategy, *, seed: int | None = None
     ) -> AsyncIterator[SearchResult]:
         """Search many problems at once; yield each result as soon as it is finished.
 
         A problem that cannot run (or whose search raised) yields a result with `error`
-        set while the others go on; an engine failure stops the whole run with `SearchError`. `result.index` is the
-        problem's position in `problems`.
+        set while the others go on; an engine failure stops the whole run with `SearchError`.
+        `result.index` is the problem's position in `problems`. `seed`: this run's seed
+        (default: the searcher's).
+        """
+        self._check_strategy(strategy)
+        async for result in self.run_jobs(SearchJob(p, strategy, seed) for p in problems):
+            yield result
+
+    async def run_jobs(self, jobs: Iterable[SearchJob]) -> AsyncIterator[SearchResult]:
+        """Search jobs of any strategies and seeds through one admission bound.
+
+        At most `max_concurrent_problems` jobs search at once, admitted in the order given
+        (the iterable is read lazily), so the engines see one stream of work across runs.
+        Results come in completion order; `result.index` is the job's position. Failures
+        behave as in `solve_all`.
         """
         self._check_open()
-        self._check_strategy(strategy)
-        pending = iter(enumerate(problems))
+        pending = iter(enumerate(jobs))
         running: set[asyncio.Task[SearchResult]] = set()
 
         def refill() -> None:
@@ -114,11 +140,12 @@ class Searcher:
                 item = next(pending, None)
                 if item is None:
                     return
-                index, problem = item
-                running.add(asyncio.create_task(self._solve_or_fail(problem, strategy, index)))
+                index, job = item
+                self._check_strategy(job.strategy)
+                running.add(asyncio.create_task(self._solve_or_fail(job, index)))
 
-        refill()
         try:
+            refill()
             while running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -139,11 +166,12 @@ class Searcher:
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a ttsearch Strategy, got {type(strategy).__name__}")
 
-    async def _solve_or_fail(self, problem: ProblemInput, strategy: Strategy, index: int) -> SearchResult:
+    async def _solve_or_fail(self, job: SearchJob, index: int) -> SearchResult:
+        problem, strategy = job.problem, job.strategy
         usage = Usage()  # filled as the search goes, so a failure still reports what it spent
         started = time.perf_counter()
         try:
-            return await self._solve(problem, strategy, index=index, usage=usage)
+            return await self._solve(problem, strategy, index=index, usage=usage, seed=job.seed)
         except SearchError:
             raise  # an engine failed: every problem is affected
         except Exception as error:  # noqa: BLE001 - one problem's failure must not end a long run
@@ -163,7 +191,13 @@ class Searcher:
             )
 
     async def _solve(
-        self, problem: ProblemInput, strategy: Strategy, *, index: int | None, usage: Usage | None = None
+        self,
+        problem: ProblemInput,
+        strategy: Strategy,
+        *,
+        index: int | None,
+        usage: Usage | None = None,
+        seed: int | None = None,
     ) -> SearchResult:
         text, key = _problem_text_and_key(problem)
         started = time.perf_counter()
@@ -175,7 +209,7 @@ class Searcher:
             self.verifier,
             limits=self.limits,
             gate=self._gate,
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             problem_key=key,
             usage=usage,
         )
