@@ -19,7 +19,9 @@ from ttsearch.demo import run_toy_experiment
 from ttsearch.toy import TOY_POLICY_DIR
 from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
+# The module's fixture searches 100 problems with three strategies (~3-6 min on 2 busy
+# cores): above the suite's default 300 s per-test timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="session")]
 
 NUM_PROBLEMS = 100
 MARGIN = 0.02  # 2 of 100 problems; the smallest gap over three seeds was 2.9 (README)
