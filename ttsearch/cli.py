@@ -53,15 +53,46 @@ def parse_size(text: str) -> int:
     return int(number * 1024 ** " kmgt".index(unit or " "))
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of seeds: {text!r} (example: 0,1,2)") from None
+    return seeds
+
+
+def _add_experiment_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe field (YAML value), e.g. --set sampling.temperature=1.0 --set strategies.beam.width=8",
+    )
+    parser.add_argument("--restart", action="store_true", help="the recipe changed: move old results aside, start over")
+    parser.add_argument("--verbose", action="store_true", help="show vLLM's own log lines (hidden by default)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttsearch", description="Test-time search for LLM math reasoning.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="search the shipped toy world on CPU and print an accuracy table")
-    demo.add_argument("--problems", type=int, default=100, help="held-out toy problems (default 100)")
-    demo.add_argument("--ns", type=str, default="1,2,4,8,16", help="budgets N, comma-separated")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where results and the plot go")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser(
+        "demo", help="the toy recipe (recipes/toy.yaml) through the experiment runner on CPU: table, plots, HTML report"
+    )
+    demo.add_argument("--problems", type=int, help="held-out toy problems (default: the recipe's 100)")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="experiment directory (reruns resume)")
+    demo.add_argument("--seeds", type=_seeds, help="seeds, comma-separated (default: the recipe's, 0)")
+    _add_experiment_flags(demo)
+
+    exp_run = sub.add_parser(
+        "experiment", help="run a recipe: every strategy x N x seed on warm engines, resumable, then the report"
+    )
+    exp_run.add_argument("recipe", type=Path, help="recipe YAML (see recipes/)")
+    exp_run.add_argument("--out", type=Path, help="experiment directory (default runs/<recipe name>); reruns resume")
+    exp_run.add_argument("--seeds", type=_seeds, help="override the recipe's seeds, comma-separated")
+    exp_run.add_argument("--shard", help="run shard i of k of the dataset (i/k, e.g. 0/4); `report` merges shard dirs")
+    exp_run.add_argument("--check", action="store_true", help="validate the recipe and print the plan; start nothing")
+    _add_experiment_flags(exp_run)
 
     run = sub.add_parser("run", help="run a strategy over a dataset with vLLM; resumable JSONL output")
     run.add_argument(
@@ -141,8 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from ttsearch.demo import run_demo
 
-            ns = tuple(int(x) for x in args.ns.split(","))
-            asyncio.run(run_demo(num_problems=args.problems, ns=ns, out_dir=args.out, seed=args.seed))
+            run_demo(args)
+        elif args.command == "experiment":
+            from ttsearch.experiment.command import run_experiment_command
+
+            return run_experiment_command(args)
         elif args.command == "run":
             return asyncio.run(_run(args))
         elif args.command == "report":

@@ -1,54 +1,63 @@
-"""End to end on the shipped toy world, through real vLLM engines: search helps, as the science predicts.
+"""End to end on the shipped toy world, through the experiment runner and real vLLM engines:
+search helps, as the science predicts.
 
-On held-out toy problems, with the trained policy and PRM: weighted best-of-N@16 beats
-majority@16 (the PRM adds information beyond agreement), beam search@16 beats a single
-sample, and every strategy is more accurate at N=16 than at N=1. Strategies use the demo's
-settings (`run_toy_experiment`: T=1.0, the min reduction; majority and best-of-N at N=1
-are the mean single-sample accuracy). The margins are below the gaps measured over three
-seeds (see README), so they hold across seeds.
+On held-out toy problems, with the trained policy and PRM and the toy recipe's settings
+(recipes/toy.yaml: T=1.0, the min reduction): weighted best-of-N@16 beats majority@16 (the
+PRM adds information beyond agreement), beam search@16 beats a single sample, and every
+strategy is more accurate at N=16 than at N=1 (majority and best-of-N at N=1: the mean
+single-sample accuracy over the 16 samples). The margins are below the gaps measured over
+three seeds (see README), so they hold across seeds.
 """
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from ttsearch.demo import run_toy_experiment
-from ttsearch.toy import TOY_POLICY_DIR
-from ttsearch.toy.task import HELD_OUT_SEED, make_problems
+from ttsearch.experiment import load_recipe, run_experiment
+from ttsearch.experiment.command import TOY_RECIPE
+from ttsearch.report import build_report, load_experiment
 
 # The module's fixture searches 100 problems with three strategies (~3-6 min on 2 busy
 # cores): above the suite's default 300 s per-test timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="session")]
 
-NUM_PROBLEMS = 100
 MARGIN = 0.02  # 2 of 100 problems; the smallest gap over three seeds was 2.9 (README)
+STRATEGIES = [
+    {"strategy": "best_of_n", "n": [1, 16], "reduction": "min"},
+    {"strategy": "beam", "n": [1, 16], "width": 4, "reduction": "min", "per_n": {1: {"width": 1}}},
+    {"strategy": "dvts", "n": [1, 16], "width": 4, "reduction": "min", "per_n": {1: {"width": 1}}},
+]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def experiment() -> AsyncIterator[Any]:
-    if not (TOY_POLICY_DIR / "config.json").is_file():
-        pytest.fail(f"the toy models are not shipped at {TOY_POLICY_DIR.parent}")
-    from ttsearch.toy.engines import start_toy_searcher
-
-    problems = make_problems(NUM_PROBLEMS, seed=HELD_OUT_SEED)
-    async with await start_toy_searcher(seed=0) as searcher:
-        yield await run_toy_experiment(searcher, problems, (1, 16), progress=False)
-
-
-async def test_weighted_best_of_n_beats_majority_at_16(experiment: Any) -> None:
-    acc = experiment.accuracy
-    assert acc["weighted_bon"][1] >= acc["majority"][1] + MARGIN, acc
-
-
-async def test_beam_search_at_16_beats_a_single_sample(experiment: Any) -> None:
-    acc = experiment.accuracy
-    single = acc["majority"][0]  # one sample: every selection method returns its answer
-    assert acc["beam"][1] >= single + MARGIN, acc
+@pytest.fixture(scope="module")
+async def accuracy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[float, float]]:
+    recipe = load_recipe(TOY_RECIPE, [f"strategies={json.dumps(STRATEGIES)}", "dataset.end=100"])
+    out: Path = tmp_path_factory.mktemp("toy") / "exp"
+    summary = await run_experiment(recipe, out, progress=False, report=False)
+    assert summary.failed == 0 and summary.searched == 5 * 100
+    report = build_report(load_experiment(out))
+    bon = report.strategy("best_of_n")
+    return {
+        "majority": (bon.accuracy(1, "majority"), bon.accuracy(16, "majority")),
+        "weighted_bon": (bon.accuracy(1, "weighted"), bon.accuracy(16, "weighted")),
+        "beam": (report.strategy("beam").accuracy(1), report.strategy("beam").accuracy(16)),
+        "dvts": (report.strategy("dvts").accuracy(1), report.strategy("dvts").accuracy(16)),
+    }
 
 
-async def test_every_strategy_improves_from_1_to_16(experiment: Any) -> None:
-    for method, (at_1, at_16) in experiment.accuracy.items():
-        assert at_16 >= at_1 + MARGIN, (method, experiment.accuracy)
+async def test_weighted_best_of_n_beats_majority_at_16(accuracy: Any) -> None:
+    assert accuracy["weighted_bon"][1] >= accuracy["majority"][1] + MARGIN, accuracy
+
+
+async def test_beam_search_at_16_beats_a_single_sample(accuracy: Any) -> None:
+    single = accuracy["majority"][0]  # one sample: every selection method returns its answer
+    assert accuracy["beam"][1] >= single + MARGIN, accuracy
+
+
+async def test_every_strategy_improves_from_1_to_16(accuracy: Any) -> None:
+    for method, (at_1, at_16) in accuracy.items():
+        assert at_16 >= at_1 + MARGIN, (method, accuracy)

@@ -1,0 +1,153 @@
+"""Start (or connect to) the recipe's policy and PRM, once for the whole experiment."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ttsearch.engine.backend import Policy, Verifier
+from ttsearch.experiment.preflight import Prepared
+from ttsearch.experiment.recipe import ModelSpec
+from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
+
+__all__ = ["engine_output_to", "quiet_vllm_logs", "start_backends"]
+
+
+def quiet_vllm_logs() -> None:
+    """Keep vLLM to errors: its per-engine INFO and WARNING lines (hundreds on a CPU) would
+    bury the progress display. The engine processes read the variable when they start."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("vllm", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(vllm|torch|transformers)(\.|$)")
+
+
+@contextmanager
+def engine_output_to(log_path: Path) -> Iterator[Path]:
+    """Send everything written to file descriptors 1 and 2 (by vLLM's engine processes,
+    torch's C++ warnings, checkpoint-loading bars) to `log_path`, while this process's
+    own `sys.stdout` / `sys.stderr` (prints, the progress display) still reach the
+    terminal. For the command line: engine processes inherit the descriptors when they
+    start, which Python-level redirection cannot reach."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    old = sys.stdout, sys.stderr
+    try:
+        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(saved[0]), "wb"), line_buffering=True)
+        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved[1]), "wb"), line_buffering=True)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        yield log_path
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        new = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = old
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, log):
+            os.close(fd)
+        for stream in new:
+            stream.close()
+
+
+def _engine_settings(spec: ModelSpec) -> dict[str, Any]:
+    options = dict(spec.engine_options)
+    if spec.tensor_parallel_size != 1:
+        options.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
+    return dict(
+        dtype=spec.dtype,
+        max_model_len=spec.max_model_len,
+        kv_cache_memory_bytes=spec.kv_cache,
+        gpu_memory_utilization=spec.memory_fraction,
+        enforce_eager=spec.enforce_eager,
+        engine_options=options or None,
+    )
+
+
+async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
+    """The policy and (if any run needs it) the verifier: in-process vLLM engines started
+    side by side, or connections to vLLM servers (`url`). Whatever started is closed if
+    anything fails."""
+    from ttsearch.engine.http import HttpOptions
+    from ttsearch.engine.startup import start_together
+
+    recipe = prepared.recipe
+    system_prompt = recipe.sampling.system_prompt
+    if system_prompt is None:
+        system_prompt = LLAMA3_MATH_SYSTEM_PROMPT
+    chat_format = "tokenizer" if recipe.policy.chat_format == "tokenizer" else None
+    needs_prm = prepared.prm_format is not None
+    http = HttpOptions(timeout=recipe.execution.request_timeout)
+    connected: list[Any] = []
+    try:
+        policy: Any = None
+        verifier: Any = None
+        if recipe.policy.url:
+            from ttsearch.engine.openai_policy import OpenAIPolicy
+
+            policy = await OpenAIPolicy.connect(
+                list(recipe.policy.url), model=prepared.policy_model, tokenizer=recipe.policy.tokenizer,
+                system_prompt=system_prompt, chat_format=chat_format, date_string=recipe.policy.date_string,
+                options=http,
+            )
+            connected.append(policy)
+        if needs_prm and recipe.prm is not None and recipe.prm.url:
+            from ttsearch.engine.openai_verifier import OpenAIVerifier
+
+            verifier = await OpenAIVerifier.connect(
+                list(recipe.prm.url), format=prepared.prm_format, mode=recipe.prm.mode,  # type: ignore[arg-type]
+                model=prepared.prm_model, tokenizer=recipe.prm.tokenizer, options=http,
+            )
+            connected.append(verifier)
+        factories = []
+        if policy is None:
+            from ttsearch.engine.vllm_policy import VLLMPolicy
+
+            factories.append(
+                partial(
+                    VLLMPolicy.from_pretrained,
+                    prepared.policy_model,
+                    tokenizer=recipe.policy.tokenizer,
+                    system_prompt=system_prompt,
+                    chat_format=chat_format,
+                    date_string=recipe.policy.date_string,
+                    **_engine_settings(recipe.policy),
+                )
+            )
+        if needs_prm and verifier is None:
+            from ttsearch.engine.vllm_verifier import VLLMVerifier
+
+            assert recipe.prm is not None
+            factories.append(
+                partial(
+                    VLLMVerifier.from_pretrained,
+                    prepared.prm_model,
+                    format=prepared.prm_format,
+                    mode=recipe.prm.mode,
+                    tokenizer=recipe.prm.tokenizer,
+                    **_engine_settings(recipe.prm),
+                )
+            )
+        started = iter(await start_together(*factories)) if factories else iter(())
+        if policy is None:
+            policy = next(started)
+        if needs_prm and verifier is None:
+            verifier = next(started)
+        return policy, verifier
+    except BaseException:
+        for backend in connected:
+            await backend.close()
+        raise
