@@ -220,6 +220,13 @@ async def _run(args: argparse.Namespace) -> int:
         raise ValueError("pass --policy (a model to run in-process) or --policy-url (vLLM servers)")
     if strategy.needs_verifier and not args.prm and not args.prm_url:
         raise ValueError(f"strategy {args.strategy!r} needs a PRM: pass --prm or --prm-url (and --prm-format)")
+    from ttsearch.experiment.preflight import check_model_path
+
+    # Fail here with a clear message, not in a vLLM traceback after minutes of start-up.
+    if args.policy and not args.policy_url:
+        args.policy = check_model_path(args.policy, "--policy")
+    if args.prm and not args.prm_url and strategy.needs_verifier:
+        args.prm = check_model_path(args.prm, "--prm")
     problems = load_math500(args.dataset, limit=args.limit)
     policy, verifier = await _start_engines(args, with_verifier=strategy.needs_verifier)
     searcher = Searcher(

@@ -16,6 +16,7 @@ from ttsearch.experiment.plan import PlannedRun
 from ttsearch.experiment.preflight import parse_shard, prepare
 from ttsearch.experiment.recipe import Recipe, load_recipe
 from ttsearch.experiment.runner import ExperimentSummary, run_experiment
+from ttsearch.experiment.store import ExperimentStore
 
 __all__ = ["headline_table", "recipe_from_args", "run_experiment_command", "TOY_RECIPE"]
 
@@ -57,6 +58,8 @@ def _run(recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[in
     from ttsearch.experiment.engines import engine_output_to
 
     started = time.perf_counter()
+    prepared = prepare(recipe, shard=shard)  # every input checked before anything is written
+    ExperimentStore(out, recipe, prepared.runs, shard=shard).check(restart=args.restart)
     # vLLM's engine processes print hundreds of lines on a CPU; unless --verbose they go
     # to a log file in the experiment directory (named in any error).
     log = out / "logs" / "engines.log"
@@ -66,7 +69,7 @@ def _run(recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[in
             summary = asyncio.run(
                 run_experiment(
                     recipe, out, shard=shard, restart=args.restart, progress=not args.quiet, verbose=args.verbose,
-                    report=not args.no_report,
+                    report=not args.no_report, prepared=prepared,
                 )
             )
     except (BackendError, SearchError) as error:

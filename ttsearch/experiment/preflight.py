@@ -15,7 +15,7 @@ from ttsearch.evaluation.datasets import DatasetError, Problem, load_math500
 from ttsearch.experiment.plan import PlannedRun, plan_runs
 from ttsearch.experiment.recipe import ModelSpec, Recipe, RecipeError
 
-__all__ = ["Prepared", "model_location", "prepare", "prm_format", "select_problems"]
+__all__ = ["Prepared", "check_model_path", "model_location", "parse_shard", "prepare", "prm_format", "select_problems"]
 
 # Fields of a PrmFormat a recipe may set on top of a preset (`prm.format: {base: ...}`).
 _FORMAT_FIELDS = (
@@ -66,14 +66,22 @@ def model_location(recipe: Recipe, spec: ModelSpec, role: str) -> str | None:
         if not (path / "config.json").is_file():
             raise RecipeError(f"{role}.model 'toy': the toy models are not shipped at {path.parent}")
         return str(path)
-    path = recipe.resolve_path(spec.model)
-    if spec.model.startswith(("/", ".", "~")) or path.exists():
+    return check_model_path(spec.model, f"{role}.model", recipe.base_dir)
+
+
+def check_model_path(value: str, what: str, base_dir: Path = Path(".")) -> str:
+    """A local model directory (it must exist and hold a config.json), or a Hugging Face
+    id (anything else that does not look like a path: left to the hub)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if value.startswith(("/", ".", "~")) or path.exists():
         if not path.is_dir():
-            raise RecipeError(f"{role}.model: no such model directory: {path}")
+            raise RecipeError(f"{what}: no such model directory: {path}")
         if not (path / "config.json").is_file():
-            raise RecipeError(f"{role}.model: {path} is not a model directory (it has no config.json)")
+            raise RecipeError(f"{what}: {path} is not a model directory (it has no config.json)")
         return str(path)
-    return spec.model  # a Hugging Face id: downloaded (or read from the hub cache) by vLLM
+    return value  # a Hugging Face id: downloaded (or read from the hub cache) by vLLM
 
 
 def prm_format(value: str | dict[str, Any]) -> PrmFormat:
@@ -167,9 +175,9 @@ def select_problems(recipe: Recipe, *, shard: tuple[int, int] | None = None) -> 
         problems = [problems[i] for i in chosen]
     if shard is not None:
         index, count = shard
-        problems = problems[index::count]
-        if not problems:
+        if not problems[index::count]:
             raise RecipeError(f"shard {index}/{count} has no problems (only {len(problems)} selected)")
+        problems = problems[index::count]
     return problems
 
 

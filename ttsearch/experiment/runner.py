@@ -51,14 +51,20 @@ async def run_experiment(
     progress: bool = True,
     verbose: bool = False,
     report: bool = True,
+    backends: tuple[Any, Any] | None = None,
+    prepared: Prepared | None = None,
 ) -> ExperimentSummary:
     """Run (or resume) the recipe's experiment into `out_dir`, then write its report.
 
     Every input is checked before an engine starts (`prepare`); a directory holding a
     different recipe is refused unless `restart`. An engine failure stops the run with
     `SearchError`; every finished problem is already on disk, and rerunning resumes.
+    `backends`: a (policy, verifier) pair to use instead of the recipe's models (left
+    open; e.g. engines you keep warm across experiments, or scripted ones in tests).
+    `prepared`: `prepare(recipe, shard=shard)` if the caller has already checked it.
     """
-    prepared = prepare(recipe, shard=shard)
+    if prepared is None:
+        prepared = prepare(recipe, shard=shard)
     out = Path(out_dir)
     store = ExperimentStore(out, recipe, prepared.runs, shard=shard, fsync_seconds=recipe.execution.fsync_seconds)
     store.check(restart=restart)  # before any engine starts
@@ -74,11 +80,16 @@ async def run_experiment(
     try:
         if todo:
             t0 = time.perf_counter()
-            from ttsearch.experiment.engines import start_backends
+            if backends is None:
+                from ttsearch.experiment.engines import start_backends
 
-            policy, verifier = await start_backends(prepared)
+                policy, verifier = await start_backends(prepared)
+            else:
+                policy, verifier = backends
             engine_seconds = time.perf_counter() - t0
-            failed, seconds = await _search(prepared, store, policy, verifier, todo, done, usage, progress)
+            failed, seconds = await _search(
+                prepared, store, policy, verifier, todo, done, usage, progress, close_backends=backends is None
+            )
         finished = True
     finally:
         store.close(
@@ -102,6 +113,8 @@ async def _search(
     done: dict[str, set[str]],
     usage: Usage,
     progress: bool,
+    *,
+    close_backends: bool,
 ) -> tuple[int, float]:
     from ttsearch.engine.search import SearchLimits
 
@@ -112,7 +125,7 @@ async def _search(
         max_concurrent_problems=recipe.execution.max_concurrent_problems,
         max_policy_requests=recipe.execution.max_policy_requests,
         max_verifier_requests=recipe.execution.max_verifier_requests,
-        seed=None, keep_trees=False,
+        seed=None, keep_trees=False, close_backends=close_backends,
     )
     date_string = getattr(policy, "date_string", None)
     left = {run.run_id: len(prepared.problems) - len(done[run.run_id]) for run in prepared.runs}
