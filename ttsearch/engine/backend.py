@@ -44,7 +44,9 @@ class StepScores:
     """What the verifier returns for one partial solution."""
 
     scores: tuple[float, ...]  # one score in [0, 1] per requested step, in order
-    prompt_tokens: int  # tokens the verifier processed for this call (for accounting)
+    prompt_tokens: int  # tokens sent to the PRM for this call (prefix-cache hits included)
+    cached_tokens: int = 0  # of those, read from the PRM's prefix cache (not computed)
+    requests: int = 0  # engine requests this call sent (0: a backend that does not say)
 
 
 @runtime_checkable

@@ -79,6 +79,11 @@ class OpenAIVerifier:
         self._served = served
         self._tokenizer = tokenizer
         self._format = format
+        # "auto" stays generative here for LM-head formats: a server's /pooling endpoint
+        # is started with STEP pooling (pooling_server_args), which cannot read the prefix
+        # cache, while 1-token completions can (in-process engines use ALL pooling instead).
+        if mode == "auto" and format.head == "lm":
+            mode = "generative"
         self._mode = resolve_mode(format, mode)
         self._encoder = PrmEncoder(format, tokenizer)
         self._limit = asyncio.Semaphore(max_in_flight)

@@ -24,8 +24,11 @@ class Usage:
     rollout_samples: int = 0  # of those, greedy lookahead rollout steps
     prompt_tokens: int = 0  # prompt tokens of policy requests (mostly prefix-cache hits)
     generated_tokens: int = 0  # tokens sampled by the policy, rollouts included
-    verifier_calls: int = 0
-    verifier_tokens: int = 0  # tokens the verifier processed (as reported by it)
+    verifier_calls: int = 0  # score() calls (one per scored child / rollout)
+    verifier_tokens: int = 0  # PRM input tokens sent (prefix-cache hits included)
+    verifier_cached_tokens: int = 0  # of those, read from the PRM's prefix cache
+    verifier_computed_tokens: int = 0  # verifier_tokens - verifier_cached_tokens: what the PRM computed
+    verifier_requests: int = 0  # engine requests the verifier sent (0 where a backend does not say)
     seconds: float = 0.0  # wall time of the search
 
     def add(self, other: Usage) -> None:

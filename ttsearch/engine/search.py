@@ -293,4 +293,7 @@ class ProblemSearch:
             raise BackendError(f"verifier returned {len(result.scores)} scores for {len(steps) - first} steps")
         self.usage.verifier_calls += 1
         self.usage.verifier_tokens += result.prompt_tokens
+        self.usage.verifier_cached_tokens += result.cached_tokens
+        self.usage.verifier_computed_tokens += result.prompt_tokens - result.cached_tokens
+        self.usage.verifier_requests += result.requests
         return tuple(result.scores)

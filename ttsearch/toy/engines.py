@@ -20,6 +20,10 @@ TOY_PRM_FORMAT: PrmFormat = replace(MATH_SHEPHERD, step_tag=STEP_TAG, label_toke
 
 TOY_MAX_MODEL_LEN = 512
 TOY_MAX_SOLUTION_TOKENS = 256
+# KV-cache block size: prefix-cache hits land on whole blocks, and toy steps are ~10
+# tokens, so the CPU default (128) would leave every PRM prefix uncached; 32 is the
+# smallest the CPU attention kernel takes.
+TOY_BLOCK_SIZE = 32
 
 
 async def start_toy_engines(
@@ -35,7 +39,13 @@ async def start_toy_engines(
         raise FileNotFoundError(
             f"toy models not found under {assets_dir}; build them with `python -m ttsearch.toy.train --out {assets_dir}`"
         )
-    common = dict(dtype="float32", max_model_len=TOY_MAX_MODEL_LEN, enforce_eager=True, seed=seed)
+    common = dict(
+        dtype="float32",
+        max_model_len=TOY_MAX_MODEL_LEN,
+        enforce_eager=True,
+        seed=seed,
+        engine_options={"block_size": TOY_BLOCK_SIZE},
+    )
     policy, verifier = await start_together(
         partial(
             VLLMPolicy.from_pretrained,
