@@ -1,0 +1,119 @@
+"""The experiment runner on scripted backends: results, manifest, resume, refusal of a
+changed recipe, --restart, torn lines, and the report over what it wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.experiment.helpers import recipe_data, scripted_backends, write_dataset, write_recipe
+from ttsearch.experiment import RecipeError, load_recipe, run_experiment
+from ttsearch.report import build_report, load_experiment
+from ttsearch.runner import read_records
+
+
+@pytest.fixture
+def recipe_file(tmp_path: Path, llama3_tokenizer_dir: Path) -> Path:
+    dataset = write_dataset(tmp_path / "problems.jsonl")
+    return write_recipe(tmp_path / "r.yaml", recipe_data(dataset, llama3_tokenizer_dir))
+
+
+async def test_every_run_writes_one_record_per_problem(tmp_path: Path, recipe_file: Path) -> None:
+    out = tmp_path / "exp"
+    policy, verifier = scripted_backends()
+    summary = await run_experiment(load_recipe(recipe_file), out, progress=False, backends=(policy, verifier))
+    assert (summary.runs, summary.problems, summary.searched, summary.resumed, summary.failed) == (8, 6, 48, 0, 0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe_hash"] == load_recipe(recipe_file).hash and manifest["finished_at"]
+    assert {r["run_id"] for r in manifest["runs"]} == {p.stem for p in (out / "runs").glob("*.jsonl")}
+    assert manifest["machine"]["cpus"] and "vllm_version" in manifest
+    for run in manifest["runs"]:
+        records = read_records(out / "runs" / f"{run['run_id']}.jsonl")
+        assert sorted(r["unique_id"] for r in records) == [f"p{i}" for i in range(6)]
+        assert all(r["run_id"] == run["run_id"] and r["seed"] == run["seed"] and r["n"] == run["n"] for r in records)
+        assert all(len(r["candidates"]) == run["n"] for r in records)
+    # one searcher for all runs: the scripted backends were left open (the caller's)
+    assert not verifier.closed
+    # majority never calls the PRM; seeds differ in their request seeds
+    seeds = {r.seed for r in policy.requests}
+    assert len(seeds) > 6
+
+    report = build_report(load_experiment(out))
+    bon = report.strategy("best_of_n")
+    assert bon.ks == (1, 2, 4) and bon.seeds == (0, 1)
+    # Odd problems: sample 0 right, the rest wrong (the script); even problems: all right.
+    assert bon.accuracy(4, "naive") == pytest.approx(1.0)  # the right one scores 0.9, the others 0.4
+    assert bon.accuracy(4, "weighted") == pytest.approx(0.5)  # odd problems: 3 x 0.4 beats 0.9
+    assert bon.accuracy(1, "majority") == pytest.approx((3 + 3 * 0.25) / 6)
+    assert report.strategy("beam").ks == (2, 4)
+    assert summary.report_html is not None and summary.report_html.is_file()
+
+
+async def test_rerun_resumes_and_never_redoes_a_finished_problem(tmp_path: Path, recipe_file: Path) -> None:
+    out = tmp_path / "exp"
+    small = load_recipe(recipe_file, ["dataset.end=6"])
+    await run_experiment(small, out, progress=False, backends=scripted_backends(), report=False)
+    # Lose two problems of one run, and tear the last line of another (a kill mid-write).
+    beam = out / "runs" / "beam-n4-s0.jsonl"
+    lines = beam.read_text().splitlines(keepends=True)
+    beam.write_text("".join(lines[:4]))
+    bon = out / "runs" / "best_of_n-n4-s1.jsonl"
+    kept = bon.read_text().splitlines(keepends=True)[:5]
+    bon.write_text("".join(kept) + '{"unique_id": "p9", "cand')
+    before = {p.name: p.read_text() for p in (out / "runs").glob("*.jsonl")}
+
+    policy, verifier = scripted_backends()
+    with pytest.warns(UserWarning, match="dropping a torn last line"):
+        summary = await run_experiment(small, out, progress=False, backends=(policy, verifier), report=False)
+    assert summary.searched == 3 and summary.resumed == 45
+    for path in (out / "runs").glob("*.jsonl"):
+        records = read_records(path)
+        assert sorted(r["unique_id"] for r in records) == [f"p{i}" for i in range(6)], path.name
+        old = before[path.name].split('{"unique_id": "p9"')[0]
+        assert path.read_text().startswith(old)  # earlier records are never rewritten
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["sessions"]) == 2 and manifest["sessions"][1]["searched"] == 3
+
+    # Everything done: a third run starts nothing.
+    summary = await run_experiment(small, out, progress=False, backends=scripted_backends(), report=False)
+    assert summary.searched == 0 and summary.resumed == 48
+
+
+async def test_a_changed_recipe_is_refused_unless_restart(tmp_path: Path, recipe_file: Path) -> None:
+    out = tmp_path / "exp"
+    await run_experiment(load_recipe(recipe_file), out, progress=False, backends=scripted_backends(), report=False)
+    changed = load_recipe(recipe_file, ["strategies.beam.width=1", "sampling.temperature=1.0"])
+    with pytest.raises(RecipeError, match=r"changed: sampling.temperature, strategies.beam.width\. Use another --out"):
+        await run_experiment(changed, out, progress=False, backends=scripted_backends())
+    # an execution setting is not a change of recipe
+    await run_experiment(
+        load_recipe(recipe_file, ["execution.max_concurrent_problems=2"]), out, progress=False,
+        backends=scripted_backends(), report=False,
+    )
+    summary = await run_experiment(changed, out, restart=True, progress=False, backends=scripted_backends(), report=False)
+    assert summary.searched == 48
+    aside = [p for p in out.iterdir() if p.name.startswith("previous-")]
+    assert len(aside) == 1 and len(list((aside[0] / "runs").glob("*.jsonl"))) == 8  # moved, not deleted
+    assert json.loads((out / "manifest.json").read_text())["recipe_hash"] == changed.hash
+
+
+async def test_shards_split_the_problems_and_merge_in_the_report(tmp_path: Path, recipe_file: Path) -> None:
+    recipe = load_recipe(recipe_file, ["seeds=[0]"])
+    for i in range(2):
+        s = await run_experiment(recipe, tmp_path / f"s{i}", shard=(i, 2), progress=False,
+                                 backends=scripted_backends(), report=False)
+        assert s.problems == 3
+    merged = load_experiment([tmp_path / "s0", tmp_path / "s1"])
+    assert all(len(run.records) == 6 for run in merged.runs)
+    with pytest.raises(RecipeError, match=r"shard \(0/2 -> 1/2\)"):
+        await run_experiment(recipe, tmp_path / "s0", shard=(1, 2), progress=False, backends=scripted_backends())
+
+
+async def test_results_without_a_manifest_are_not_overwritten(tmp_path: Path, recipe_file: Path) -> None:
+    out = tmp_path / "exp"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "x.jsonl").write_text('{"unique_id": "a"}\n')
+    with pytest.raises(RecipeError, match="has results under runs/ but no manifest.json"):
+        await run_experiment(load_recipe(recipe_file), out, progress=False, backends=scripted_backends())
