@@ -1,0 +1,1 @@
+"""Baselines the throughput benchmark compares ttsearch against, on the same engines."""

@@ -1,0 +1,245 @@
+"""Throughput at equal search semantics: ttsearch vs a lockstep (search-and-learn) loop.
+
+Runs beam search, DVTS and weighted best-of-N (each at every N of `--ns`) twice on the
+SAME engines: with ttsearch (`Searcher.solve_all`: every problem in flight, PRM scoring
+that reads the prefix cache) and with the lockstep baseline (`benchmarks/baselines/
+lockstep.py`: per iteration one generate call for the batch's live beams, then the PRM
+recomputes every beam's whole prefix, then selection; beam search one problem at a time).
+Both run the same strategy objects at the same seed, so they sample the same steps; the
+prefix caches are reset before every run (and each run gets fresh verifier wrappers), so
+no run reads what another computed.
+
+Prints, per method and N: wall time, problems/s, generated tok/s, PRM tokens sent /
+read from the cache / computed per problem (and computed / generated), PRM requests,
+candidates (checked equal between the two), and the speed-up; plus machine and versions.
+Writes everything as JSON (`--out`).
+
+    .venv/bin/python benchmarks/throughput.py                      # the toy world, 100 problems, N=16
+    .venv/bin/python benchmarks/throughput.py --models DIR --dataset math500.jsonl   # see benchmarks/gpu/run.sh
+
+Models: `toy` (the shipped toy policy + PRM, Math-Shepherd format, T=1.0, reduction
+"min", width 4: the demo's settings) or a directory with `policy/` and `prm/` (e.g. the
+calibrated random-weight Llamas of benchmarks/gpu/build_models.py, RLHFlow format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("TTSEARCH_SHARED", REPO.parent / "shared"))
+
+
+def _strategies(name: str, n: int, width: int, temperature: float, reduction: str) -> Any:
+    from ttsearch.strategies import DVTS, BeamSearch, BestOfN
+
+    common = dict(temperature=temperature, reduction=reduction)
+    if name == "beam":
+        return BeamSearch(n=n, width=width, **common)
+    if name == "dvts":
+        return DVTS(n=n, width=width, **common)
+    return BestOfN(n=n, selection="weighted", **common)
+
+
+async def _reset_caches(*engines: Any) -> None:
+    for engine in engines:
+        result = engine.reset_prefix_cache()
+        if asyncio.iscoroutine(result):
+            await result
+
+
+def _summary(results: list[Any], seconds: float) -> dict[str, Any]:
+    from ttsearch.engine.scheduler import Usage
+
+    total = Usage()
+    for r in results:
+        if r.error is not None:
+            raise RuntimeError(f"problem {r.index} failed: {r.error}")
+        total.add(r.usage)
+    p = len(results)
+    return {
+        "seconds": seconds,
+        "problems": p,
+        "problems_per_s": p / seconds,
+        "generated_tok_per_s": total.generated_tokens / seconds,
+        "generated_per_problem": total.generated_tokens / p,
+        "prm_sent_per_problem": total.verifier_tokens / p,
+        "prm_cached_per_problem": total.verifier_cached_tokens / p,
+        "prm_computed_per_problem": total.verifier_computed_tokens / p,
+        "prm_computed_over_generated": total.verifier_computed_tokens / max(1, total.generated_tokens),
+        "prm_requests_per_problem": total.verifier_requests / p,
+        "candidates": sum(len(r.candidates) for r in results),
+        "usage": {k: v for k, v in asdict(total).items() if k != "seconds"},
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.baselines.lockstep import run_lockstep
+    from ttsearch.engine.searcher import Searcher
+    from ttsearch.engine.vllm_verifier import VLLMVerifier
+
+    policy, prm_engine_verifier, problems, limits, fmt, settings = await _start(args)
+    print(f"engines started; {len(problems)} problems; {settings}", flush=True)
+    rows: list[dict[str, Any]] = []
+
+    def verifier(reuse: bool) -> VLLMVerifier:
+        return VLLMVerifier(
+            prm_engine_verifier.engine, prm_engine_verifier.tokenizer, format=fmt,
+            max_in_flight=args.prm_in_flight, reuse_prefix=reuse,
+        )
+
+    engines = (policy.engine, prm_engine_verifier.engine)
+    try:
+        for method in args.methods:
+            for n in args.ns:
+                strategy = _strategies(method, n, args.width, args.temperature, args.reduction)
+                row: dict[str, Any] = {"method": method, "n": n}
+                for way in args.order:
+                    await _reset_caches(*engines)
+                    started = time.perf_counter()
+                    if way == "ttsearch":
+                        searcher = Searcher(
+                            policy, verifier(True), limits=limits, seed=args.seed, keep_trees=False,
+                            close_backends=False, max_concurrent_problems=args.max_concurrent,
+                        )
+                        results = [r async for r in searcher.solve_all(problems, strategy)]
+                    else:
+                        results = await run_lockstep(problems, strategy, policy, verifier(False), limits=limits, seed=args.seed)
+                    row[way] = _summary(results, time.perf_counter() - started)
+                    s = row[way]
+                    print(
+                        f"  {method:5s} N={n:<4d} {way:9s} {s['seconds']:7.1f} s  {s['problems_per_s']:6.2f} problems/s  "
+                        f"{s['generated_tok_per_s']:7.0f} gen tok/s  per problem: {s['generated_per_problem']:7.0f} generated, "
+                        f"PRM {s['prm_computed_per_problem']:7.0f} computed + {s['prm_cached_per_problem']:6.0f} cached "
+                        f"({s['prm_computed_over_generated']:.2f}x generated), {s['prm_requests_per_problem']:5.1f} requests; "
+                        f"{s['candidates']} candidates",
+                        flush=True,
+                    )
+                row["speedup"] = row["lockstep"]["seconds"] / row["ttsearch"]["seconds"]
+                row["same_candidate_count"] = row["lockstep"]["candidates"] == row["ttsearch"]["candidates"]
+                print(
+                    f"  {method:5s} N={n:<4d} speed-up {row['speedup']:.2f}x; candidates "
+                    f"{'equal' if row['same_candidate_count'] else 'DIFFER'} "
+                    f"({row['ttsearch']['candidates']} vs {row['lockstep']['candidates']})",
+                    flush=True,
+                )
+                rows.append(row)
+    finally:
+        await prm_engine_verifier.close()
+        await policy.close()
+    return {"settings": settings, "machine": _machine(), "rows": rows}
+
+
+async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, Any, dict[str, Any]]:
+    from ttsearch.engine.search import SearchLimits
+    from ttsearch.engine.startup import start_together
+    from ttsearch.engine.vllm_policy import VLLMPolicy
+    from ttsearch.engine.vllm_verifier import VLLMVerifier
+
+    settings = {
+        "models": str(args.models), "n": args.ns, "width": args.width, "temperature": args.temperature,
+        "reduction": args.reduction, "problems": args.problems, "seed": args.seed,
+    }
+    if str(args.models) == "toy":
+        from ttsearch.toy.engines import TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
+        from ttsearch.toy.task import HELD_OUT_SEED, make_problems
+
+        policy, verifier = await start_toy_engines(seed=args.seed)
+        problems = make_problems(args.problems, seed=HELD_OUT_SEED)
+        limits = SearchLimits(max_solution_tokens=TOY_MAX_SOLUTION_TOKENS)
+        settings["dataset"] = "toy held-out problems"
+        return policy, verifier, problems, limits, TOY_PRM_FORMAT, settings
+
+    from ttsearch import RLHFLOW, load_math500
+
+    models = Path(args.models)
+    engine = dict(dtype="bfloat16", max_model_len=args.max_model_len, enforce_eager=args.eager, seed=args.seed)
+    if args.block_size:
+        engine["engine_options"] = {"block_size": args.block_size}
+    policy, verifier = await start_together(
+        partial(
+            VLLMPolicy.from_pretrained, models / "policy", gpu_memory_utilization=args.policy_memory,
+            max_num_seqs=args.max_num_seqs, **engine,
+        ),
+        partial(
+            VLLMVerifier.from_pretrained, models / "prm", format=RLHFLOW, gpu_memory_utilization=args.prm_memory,
+            max_num_seqs=args.max_num_seqs, **engine,
+        ),
+    )
+    problems = load_math500(args.dataset, limit=args.problems)
+    limits = SearchLimits(max_solution_tokens=args.max_tokens)
+    settings.update(dataset=str(args.dataset), max_tokens=args.max_tokens, prm_format="rlhflow")
+    return policy, verifier, problems, limits, RLHFLOW, settings
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+        import vllm
+
+        info["vllm"] = vllm.__version__
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except Exception as e:  # noqa: BLE001 - informational only
+        info["versions_error"] = repr(e)
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="toy", help="'toy' or a directory with policy/ and prm/")
+    parser.add_argument("--dataset", default=str(SHARED / "data" / "math500.jsonl"))
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--methods", nargs="+", default=["beam", "dvts", "bon"], choices=["beam", "dvts", "bon"])
+    parser.add_argument("--ns", type=int, nargs="+", default=[16])
+    parser.add_argument("--width", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=None, help="default: 1.0 (toy), 0.8 (others)")
+    parser.add_argument("--reduction", default=None, help="default: min (toy), last (others)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--order", nargs=2, default=["ttsearch", "lockstep"], help="which runs first")
+    parser.add_argument("--max-concurrent", type=int, default=128, help="ttsearch: problems in flight")
+    parser.add_argument("--prm-in-flight", type=int, default=256, help="PRM requests open at once")
+    parser.add_argument("--max-tokens", type=int, default=2048, help="non-toy: tokens per solution")
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--max-num-seqs", type=int, default=None)
+    parser.add_argument("--policy-memory", type=float, default=0.3)
+    parser.add_argument("--prm-memory", type=float, default=0.55)
+    parser.add_argument("--block-size", type=int, default=None)
+    parser.add_argument("--eager", action="store_true", help="enforce_eager (faster start, slower run)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "throughput.json")
+    args = parser.parse_args()
+    toy = args.models == "toy"
+    args.temperature = args.temperature if args.temperature is not None else (1.0 if toy else 0.8)
+    args.reduction = args.reduction or ("min" if toy else "last")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    report = asyncio.run(bench(args))
+    print(json.dumps(report["machine"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    sys.stdout.flush()
+    os._exit(0)  # engines' background threads must not keep the process alive
+
+
+if __name__ == "__main__":
+    main()
