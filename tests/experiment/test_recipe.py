@@ -162,3 +162,20 @@ def test_cli_run_with_a_missing_model_path_is_a_clear_error(tmp_path: Path, caps
     assert code == 2
     err = capsys.readouterr().err
     assert "no such model directory: /nonexistent" in err and "Traceback" not in err
+
+
+def test_recipe_with_server_urls_connects_to_them(tmp_path: Path, llama3_tokenizer_dir: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    data = recipe_data(write_dataset(tmp_path / "p.jsonl"), llama3_tokenizer_dir, policy={"url": url},
+                       strategies=[{"strategy": "majority", "n": [2]}], execution={"request_timeout": 5})
+    path = write_recipe(tmp_path / "r.yaml", data)
+    assert main(["experiment", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no policy server answers" in err and url in err
+    with pytest.raises(RecipeError, match=r"policy.url 'gpu1:8000' is not an http\(s\) URL"):
+        load_recipe(write_recipe(tmp_path / "r2.yaml", dict(data, policy={"url": ["gpu1:8000"]})))
