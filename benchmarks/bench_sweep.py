@@ -41,11 +41,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", type=Path, default=TOY_RECIPE)
     parser.add_argument("--problems", type=int, default=30, help="dataset.end (default 30)")
+    parser.add_argument("--labels", help="only these strategy entries, comma-separated (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     data = yaml.safe_load(args.recipe.read_text())
     data.setdefault("dataset", {})["end"] = args.problems
+    if args.labels:
+        wanted = args.labels.split(",")
+        data["strategies"] = [e for e in data["strategies"] if e.get("label", e.get("strategy")) in wanted]
+        if not data["strategies"]:
+            raise SystemExit(f"no strategy entry labelled {wanted} in {args.recipe}")
     recipe_dir = args.recipe.resolve().parent
     # The recipes below live in a temp folder: make the original's relative paths absolute.
     for section, key in (("dataset", "source"), ("policy", "model"), ("prm", "model")):
@@ -72,7 +78,7 @@ def main() -> None:
             print(f"  {run.run_id}: {seconds:.0f} s", flush=True)
         print(f"separate processes, one per run: {separate:.0f} s ({separate / warm:.2f}x the warm sweep)")
     result = {
-        "recipe": str(args.recipe), "problems": args.problems, "runs": len(runs),
+        "recipe": str(args.recipe), "problems": args.problems, "runs": [r.run_id for r in runs],
         "warm_seconds": round(warm, 1), "separate_seconds": round(separate, 1), "ratio": round(separate / warm, 2),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
     }

@@ -1,0 +1,81 @@
+"""Resume after SIGKILL of a real `ttsearch experiment` process (toy models, real vLLM
+engines): nothing finished is lost, nothing is searched twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ttsearch.experiment.command import TOY_RECIPE
+from ttsearch.runner import read_records
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+PROBLEMS = 16
+
+
+def _recipe(tmp_path: Path) -> Path:
+    data = yaml.safe_load(TOY_RECIPE.read_text())
+    data["dataset"]["end"] = PROBLEMS
+    data["strategies"] = [
+        {"strategy": "best_of_n", "n": [4], "reduction": "min"},
+        {"strategy": "beam", "n": [4], "width": 2, "reduction": "min"},
+    ]
+    data["execution"] = {"max_concurrent_problems": 4, "fsync_seconds": 0}
+    path = tmp_path / "kill.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _lines(out: Path) -> dict[str, list[str]]:
+    return {p.name: p.read_text().splitlines(keepends=True) for p in sorted((out / "runs").glob("*.jsonl"))}
+
+
+def _command(recipe: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "ttsearch.cli", "experiment", str(recipe), "--out", str(out), "--quiet", "--no-report"]
+
+
+def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    recipe, out = _recipe(tmp_path), tmp_path / "exp"
+    # Own session: the kill reaches vLLM's engine processes too, as a real kill -9 of a job would.
+    log = tmp_path / "killed.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(_command(recipe, out), start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "runs").is_dir() and sum(len(v) for v in _lines(out).values()) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before it could be killed:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "no records appeared in time"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    before = _lines(out)
+    done_before = sum(len(v) for v in before.values())
+    assert 3 <= done_before < 2 * PROBLEMS
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["finished_at"] is None  # killed: the experiment says it is partial
+
+    rerun = subprocess.run(_command(recipe, out), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert f"{done_before} already done" in rerun.stdout or "torn" in rerun.stderr
+    after = _lines(out)
+    for name, lines in after.items():
+        ids = [r["unique_id"] for r in read_records(out / "runs" / name)]
+        assert len(ids) == PROBLEMS and len(set(ids)) == PROBLEMS, name  # every problem once
+        complete = [line for line in before.get(name, []) if line.endswith("\n")]
+        assert lines[: len(complete)] == complete, name  # finished records kept as written
+    assert json.loads((out / "manifest.json").read_text())["finished_at"]
