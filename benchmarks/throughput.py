@@ -127,6 +127,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         f"{s['candidates']} candidates",
                         flush=True,
                     )
+                rows.append(row)
+                if len(args.order) < 2:
+                    continue
                 row["speedup"] = row["lockstep"]["seconds"] / row["ttsearch"]["seconds"]
                 row["same_candidate_count"] = row["lockstep"]["candidates"] == row["ttsearch"]["candidates"]
                 print(
@@ -135,7 +138,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     f"({row['ttsearch']['candidates']} vs {row['lockstep']['candidates']})",
                     flush=True,
                 )
-                rows.append(row)
     finally:
         await prm_engine_verifier.close()
         await policy.close()
@@ -156,7 +158,11 @@ async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, An
         from ttsearch.toy.engines import TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
         from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 
-        policy, verifier = await start_toy_engines(seed=args.seed)
+        policy, verifier = await start_toy_engines(
+            seed=args.seed, policy_kv_bytes=args.policy_kv_mib << 20, prm_kv_bytes=args.prm_kv_mib << 20,
+            max_num_seqs=args.max_num_seqs,
+        )
+        settings.update(policy_kv_mib=args.policy_kv_mib, prm_kv_mib=args.prm_kv_mib, max_num_seqs=args.max_num_seqs)
         problems = make_problems(args.problems, seed=HELD_OUT_SEED)
         limits = SearchLimits(max_solution_tokens=TOY_MAX_SOLUTION_TOKENS)
         settings["dataset"] = "toy held-out problems"
@@ -216,7 +222,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=None, help="default: 1.0 (toy), 0.8 (others)")
     parser.add_argument("--reduction", default=None, help="default: min (toy), last (others)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--order", nargs=2, default=["ttsearch", "lockstep"], help="which runs first")
+    parser.add_argument("--order", nargs="+", default=["ttsearch", "lockstep"], choices=["ttsearch", "lockstep"],
+                        help="which runs first (one of them: that one only)")
+    parser.add_argument("--policy-kv-mib", type=int, default=96, help="toy: policy KV cache (start_toy_engines' default)")
+    parser.add_argument("--prm-kv-mib", type=int, default=64, help="toy: PRM KV cache")
     parser.add_argument("--max-concurrent", type=int, default=128, help="ttsearch: problems in flight")
     parser.add_argument("--prm-in-flight", type=int, default=256, help="PRM requests open at once")
     parser.add_argument("--max-tokens", type=int, default=2048, help="non-toy: tokens per solution")

@@ -105,7 +105,9 @@ async def verifiers(
         started = time.monotonic()
         with _worker_in_engine_process():
             built = await asyncio.gather(
-                asyncio.to_thread(VLLMVerifier.from_pretrained, llama_prm_dir, format=RLHFLOW, **ENGINE),
+                asyncio.to_thread(
+                    VLLMVerifier.from_pretrained, llama_prm_dir, format=RLHFLOW, mode="generative", **ENGINE
+                ),
                 asyncio.to_thread(
                     VLLMVerifier.from_pretrained, llama_prm_dir, format=MATH_SHEPHERD, mode="pooling", **ENGINE
                 ),
@@ -342,6 +344,7 @@ async def test_wrong_engine_for_the_mode_is_rejected(verifiers):
         VLLMVerifier(generative.engine, generative.tokenizer, format=MATH_SHEPHERD, mode="pooling")
     with pytest.raises(ValueError, match="generative"):
         VLLMVerifier(generative.engine, generative.tokenizer, format=QWEN_PRM, mode="generative")
+    # An ALL-pooling classifier engine serves any format with its label tokens (ALL
+    # pooling returns every computed position, so no tag is wired into the engine).
     pooling = verifiers["shepherd-pooling"]
-    with pytest.raises(ValueError, match="scores at token"):  # its STEP pooler reads " ки"
-        VLLMVerifier(pooling.engine, pooling.tokenizer, format=RLHFLOW, mode="pooling")
+    assert VLLMVerifier(pooling.engine, pooling.tokenizer, format=RLHFLOW).reads_prefix_cache

@@ -9,6 +9,7 @@ search at once) lives in `Searcher.solve_all`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import zlib
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,26 +37,67 @@ class Usage:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+class _PrioritySemaphore:
+    """A semaphore whose waiters are served lowest `priority` first (FIFO among equals)."""
+
+    def __init__(self, value: int) -> None:
+        self._free = value
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = 0
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._order += 1
+        heapq.heappush(self._waiters, (priority, self._order, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
+
+
 class RequestGate:
-    """Caps concurrent policy and verifier requests (one gate shared by all problems)."""
+    """Caps concurrent policy and verifier requests (one gate shared by all problems).
+
+    When a cap is reached, the request of the problem admitted first goes first
+    (`priority` = admission order): problems nearly done finish before new ones take
+    the engines' batch slots and KV cache."""
 
     def __init__(self, max_policy_requests: int, max_verifier_requests: int) -> None:
         if max_policy_requests < 1 or max_verifier_requests < 1:
             raise ValueError(
                 f"request limits must be >= 1, got policy={max_policy_requests}, verifier={max_verifier_requests}"
             )
-        self._policy = asyncio.Semaphore(max_policy_requests)
-        self._verifier = asyncio.Semaphore(max_verifier_requests)
+        self._policy = _PrioritySemaphore(max_policy_requests)
+        self._verifier = _PrioritySemaphore(max_verifier_requests)
 
     @asynccontextmanager
-    async def policy(self) -> AsyncIterator[None]:
-        async with self._policy:
+    async def policy(self, priority: int = 0) -> AsyncIterator[None]:
+        await self._policy.acquire(priority)
+        try:
             yield
+        finally:
+            self._policy.release()
 
     @asynccontextmanager
-    async def verifier(self) -> AsyncIterator[None]:
-        async with self._verifier:
+    async def verifier(self, priority: int = 0) -> AsyncIterator[None]:
+        await self._verifier.acquire(priority)
+        try:
             yield
+        finally:
+            self._verifier.release()
 
 
 def request_seed(base_seed: int | None, *parts: object) -> int | None:

@@ -81,6 +81,7 @@ class ProblemSearch:
         seed: int | None,
         problem_key: object,
         usage: Usage | None = None,
+        priority: int = 0,
     ) -> None:
         if strategy.needs_verifier and verifier is None:
             raise ValueError(f"{strategy.name} needs a verifier (PRM); the searcher has none")
@@ -93,6 +94,7 @@ class ProblemSearch:
         self.seed = seed
         self.problem_key = problem_key
         self.usage = Usage() if usage is None else usage  # the caller's, to read even if the search fails
+        self.priority = priority  # at a full request gate, lower goes first (admission order)
         self._max_model_len = policy.max_model_len
 
     async def run(self) -> list[Node]:
@@ -275,7 +277,7 @@ class ProblemSearch:
             stop=() if to_completion else (STEP_SEPARATOR,),
             seed=request_seed(self.seed, self.problem_key, *seed_parts),
         )
-        async with self.gate.policy():
+        async with self.gate.policy(self.priority):
             samples = await self.policy.sample(request)
         if len(samples) != n:
             raise BackendError(f"policy returned {len(samples)} samples for n={n}")
@@ -287,7 +289,7 @@ class ProblemSearch:
 
     async def _score(self, steps: tuple[str, ...], *, first: int) -> tuple[float, ...]:
         assert self.verifier is not None
-        async with self.gate.verifier():
+        async with self.gate.verifier(self.priority):
             result = await self.verifier.score(self.tree.problem, steps, first=first)
         if len(result.scores) != len(steps) - first:
             raise BackendError(f"verifier returned {len(result.scores)} scores for {len(steps) - first} steps")

@@ -64,6 +64,7 @@ class Searcher:
         seed: int | None = 0,
         keep_trees: bool = True,
         close_backends: bool = True,
+        kv_admission: bool = False,
     ) -> None:
         if max_concurrent_problems < 1:
             raise ValueError(f"max_concurrent_problems must be >= 1, got {max_concurrent_problems}")
@@ -76,6 +77,11 @@ class Searcher:
         self._gate = RequestGate(max_policy_requests, max_verifier_requests)
         self._close_backends = close_backends
         self._closed = False
+        # Admission by KV cache (`kv_admission`; see `_working_set`) and request priority.
+        self.kv_admission = kv_admission
+        self._admitted = 0  # problems admitted so far: their priority at the request gate
+        self._finished_tokens = 0  # prompt + candidate tokens, over finished problems' candidates
+        self._finished_candidates = 0
 
     async def __aenter__(self) -> Searcher:
         self._check_open()
@@ -135,14 +141,24 @@ class Searcher:
         pending = iter(enumerate(jobs))
         running: set[asyncio.Task[SearchResult]] = set()
 
+        reserved: dict[asyncio.Task[SearchResult], int] = {}  # KV tokens each running job may use
+        budget = self._kv_budget()
+        held: list[tuple[int, SearchJob]] = []  # read from `jobs`, not admitted yet
+
         def refill() -> None:
             while len(running) < self.max_concurrent_problems:
-                item = next(pending, None)
+                item = held.pop() if held else next(pending, None)
                 if item is None:
                     return
                 index, job = item
                 self._check_strategy(job.strategy)
-                running.add(asyncio.create_task(self._solve_or_fail(job, index)))
+                need = self._working_set(job.strategy)
+                if budget is not None and running and sum(reserved.values()) + need > budget:
+                    held.append(item)  # the caches are full: let running problems finish first
+                    return
+                task = asyncio.create_task(self._solve_or_fail(job, index))
+                running.add(task)
+                reserved[task] = need
 
         try:
             refill()
@@ -150,6 +166,8 @@ class Searcher:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     running.discard(task)
+                    reserved.pop(task, None)
+                    self._learn(task.result())
                 for task in sorted(done, key=lambda t: t.result().index or 0):
                     yield task.result()
                 refill()
@@ -160,6 +178,39 @@ class Searcher:
                 await asyncio.gather(*running, return_exceptions=True)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _next_priority(self) -> int:
+        self._admitted += 1
+        return self._admitted
+
+    def _kv_budget(self) -> int | None:
+        """Tokens both engines' KV caches hold (the smaller), when `kv_admission` is on and
+        the backends say (`kv_cache_tokens` of the vLLM backends); else None: no KV bound."""
+        if not self.kv_admission:
+            return None
+        sizes = [getattr(b, "kv_cache_tokens", None) for b in (self.policy, self.verifier) if b is not None]
+        known = [s for s in sizes if isinstance(s, int) and s > 0]
+        return min(known) if known else None
+
+    def _working_set(self, strategy: Strategy) -> int:
+        """KV tokens one problem keeps live, estimated: its distinct prefixes (N for
+        sampling, N/M kept beams for stepwise strategies, whose M children share a parent)
+        times the mean prompt + solution length of the finished problems' candidates
+        (before any has finished: half the solution limit)."""
+        if self._finished_candidates:
+            length = self._finished_tokens / self._finished_candidates
+        else:
+            length = min(self.limits.max_solution_tokens, self.policy.max_model_len) / 2
+        width = getattr(strategy, "width", None)
+        stepwise = isinstance(width, int) and width > 0 and hasattr(strategy, "max_depth")
+        distinct = max(1, strategy.n // width) if stepwise else strategy.n
+        return int(distinct * length)
+
+    def _learn(self, result: SearchResult) -> None:
+        if result.candidates:
+            prompt = result.tree.prompt_length if result.tree is not None else 0
+            self._finished_tokens += sum(prompt + c.num_tokens for c in result.candidates)
+            self._finished_candidates += len(result.candidates)
 
     @staticmethod
     def _check_strategy(strategy: Strategy) -> None:
@@ -212,6 +263,7 @@ class Searcher:
             seed=self.seed if seed is None else seed,
             problem_key=key,
             usage=usage,
+            priority=self._next_priority(),
         )
         try:
             nodes = await search.run()

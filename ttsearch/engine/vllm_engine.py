@@ -122,6 +122,16 @@ class VLLMBackend:
         """Longest input (+ generation) the engine accepts, in tokens."""
         return self._max_model_len
 
+    @property
+    def kv_cache_tokens(self) -> int | None:
+        """Tokens the engine's KV cache holds (blocks x block size, as the engine core
+        reported them at start-up), or None where this vLLM does not say."""
+        cache = getattr(getattr(self._engine, "vllm_config", None), "cache_config", None)
+        blocks, size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
+        if isinstance(blocks, int) and isinstance(size, int) and blocks > 0:
+            return blocks * size
+        return None
+
     # -- requests --------------------------------------------------------------------
 
     def _check_open(self) -> None:

@@ -67,7 +67,9 @@ ScorerMode = Literal["auto", "generative", "pooling"]
 
 def resolve_mode(fmt: PrmFormat, mode: ScorerMode = "auto") -> Literal["generative", "pooling"]:
     """The concrete scorer for `fmt`: "auto" is "pooling" (one pass per candidate that
-    reads the prefix cache: the fewest computed tokens and requests for every format)."""
+    reads the prefix cache: the fewest computed tokens and requests for every format).
+    `VLLMVerifier` wrapping a generation engine it was given resolves "auto" to
+    "generative" for LM-head formats instead."""
     if mode == "auto":
         return "pooling"
     if mode == "generative":
@@ -152,13 +154,15 @@ class VLLMVerifier(VLLMBackend):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         super().__init__(engine, tokenizer, owns_engine=owns_engine)
+        runner = getattr(engine.model_config, "runner_type", None)
+        if mode == "auto" and runner == "generate" and format.head == "lm":
+            mode = "generative"  # a generation engine built by the caller: score through it
         self._format = format
         self._mode = resolve_mode(format, mode)
         self._encoder = PrmEncoder(format, self._tokenizer)
         self._limit = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
 
-        runner = getattr(engine.model_config, "runner_type", None)
         wanted_runner = "generate" if self._mode == "generative" else "pooling"
         if isinstance(runner, str) and runner != wanted_runner:
             raise ValueError(

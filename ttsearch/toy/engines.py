@@ -32,6 +32,7 @@ async def start_toy_engines(
     assets_dir: Path = TOY_ASSETS_DIR,
     policy_kv_bytes: int = 96 << 20,
     prm_kv_bytes: int = 64 << 20,
+    max_num_seqs: int | None = None,
 ) -> tuple[VLLMPolicy, VLLMVerifier]:
     """Start both engines side by side (each ~20 s on a CPU). `assets_dir` holds policy/ and prm/."""
     policy_dir, prm_dir = assets_dir / "policy", assets_dir / "prm"
@@ -44,6 +45,7 @@ async def start_toy_engines(
         max_model_len=TOY_MAX_MODEL_LEN,
         enforce_eager=True,
         seed=seed,
+        max_num_seqs=max_num_seqs,
         engine_options={"block_size": TOY_BLOCK_SIZE},
     )
     policy, verifier = await start_together(
