@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 from functools import partial
 from pathlib import Path
@@ -24,7 +23,6 @@ from ttsearch.engine.searcher import SearchError
 from ttsearch.strategies.registry import STRATEGIES
 
 PRM_FORMATS = ("math_shepherd", "rlhflow", "qwen")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 
 
 # Printed under `evaluate`'s tables: what a budget N means (issue #12 item 1).
@@ -46,11 +44,12 @@ def _budgets(text: str) -> tuple[int, ...]:
 
 def parse_size(text: str) -> int:
     """'128MiB', '2g', '1048576' -> bytes."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 128MiB, 2GiB, 1048576)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * 1024 ** " kmgt".index(unit or " "))
+    from ttsearch.experiment.recipe import parse_size as parse
+
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seeds(text: str) -> tuple[int, ...]:

@@ -370,12 +370,23 @@ def _model_spec(cls: type, data: Mapping[str, Any], where: str) -> Any:
     return spec
 
 
-def _parse_size(text: str, where: str) -> int:
+def parse_size(text: str) -> int:
+    """'96MiB', '8g', '1048576' -> bytes.
+
+    :raises ValueError: not a size.
+    """
     match = _SIZE.match(text)
     if not match:
-        raise RecipeError(f"{where}: not a size: {text!r} (examples: 96MiB, 8GiB, 1048576)")
+        raise ValueError(f"not a size: {text!r} (examples: 96MiB, 8GiB, 1048576)")
     number, unit = float(match.group(1)), match.group(2).lower()
     return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def _parse_size(text: str, where: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise RecipeError(f"{where}: {error}") from None
 
 
 _ENTRY_KEYS = ("label", "strategy", "n", "per_n")
