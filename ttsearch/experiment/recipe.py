@@ -123,6 +123,7 @@ class ExecutionSpec:
     max_verifier_requests: int = 1024
     fsync_seconds: float = 5.0  # results are flushed per record, fsynced at this interval
     request_timeout: float = 600.0  # vLLM servers: seconds before a request counts as failed
+    kv_admission: bool = False  # also bound problems in flight by the engines' KV caches
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -125,7 +125,7 @@ async def _search(
         max_concurrent_problems=recipe.execution.max_concurrent_problems,
         max_policy_requests=recipe.execution.max_policy_requests,
         max_verifier_requests=recipe.execution.max_verifier_requests,
-        seed=None, keep_trees=False, close_backends=close_backends,
+        seed=None, keep_trees=False, close_backends=close_backends, kv_admission=recipe.execution.kv_admission,
     )
     date_string = getattr(policy, "date_string", None)
     left = {run.run_id: len(prepared.problems) - len(done[run.run_id]) for run in prepared.runs}
