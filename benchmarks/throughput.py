@@ -128,6 +128,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
                 rows.append(row)
+                _write(args.out, {"settings": settings, "machine": _machine(), "rows": rows})  # so far
                 if len(args.order) < 2:
                     continue
                 row["speedup"] = row["lockstep"]["seconds"] / row["ttsearch"]["seconds"]
@@ -174,20 +175,30 @@ async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, An
     engine = dict(dtype="bfloat16", max_model_len=args.max_model_len, enforce_eager=args.eager, seed=args.seed)
     if args.block_size:
         engine["engine_options"] = {"block_size": args.block_size}
+    import torch
+
+    if torch.cuda.is_available():  # fractions of GPU memory
+        memory = [dict(gpu_memory_utilization=args.policy_memory), dict(gpu_memory_utilization=args.prm_memory)]
+    else:  # on CPU exact KV-cache sizes (a fraction would be of host RAM)
+        memory = [dict(kv_cache_memory_bytes=args.policy_kv_mib << 20), dict(kv_cache_memory_bytes=args.prm_kv_mib << 20)]
     policy, verifier = await start_together(
         partial(
-            VLLMPolicy.from_pretrained, models / "policy", gpu_memory_utilization=args.policy_memory,
-            max_num_seqs=args.max_num_seqs, **engine,
+            VLLMPolicy.from_pretrained, models / "policy", max_num_seqs=args.max_num_seqs, **memory[0], **engine,
         ),
         partial(
-            VLLMVerifier.from_pretrained, models / "prm", format=RLHFLOW, gpu_memory_utilization=args.prm_memory,
-            max_num_seqs=args.max_num_seqs, **engine,
+            VLLMVerifier.from_pretrained, models / "prm", format=RLHFLOW, max_num_seqs=args.max_num_seqs,
+            **memory[1], **engine,
         ),
     )
     problems = load_math500(args.dataset, limit=args.problems)
     limits = SearchLimits(max_solution_tokens=args.max_tokens)
     settings.update(dataset=str(args.dataset), max_tokens=args.max_tokens, prm_format="rlhflow")
     return policy, verifier, problems, limits, RLHFLOW, settings
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _machine() -> dict[str, Any]:
@@ -224,8 +235,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--order", nargs="+", default=["ttsearch", "lockstep"], choices=["ttsearch", "lockstep"],
                         help="which runs first (one of them: that one only)")
-    parser.add_argument("--policy-kv-mib", type=int, default=96, help="toy: policy KV cache (start_toy_engines' default)")
-    parser.add_argument("--prm-kv-mib", type=int, default=64, help="toy: PRM KV cache")
+    parser.add_argument("--policy-kv-mib", type=int, default=96, help="CPU: policy KV cache (toy default: start_toy_engines')")
+    parser.add_argument("--prm-kv-mib", type=int, default=64, help="CPU: PRM KV cache")
     parser.add_argument("--max-concurrent", type=int, default=128, help="ttsearch: problems in flight")
     parser.add_argument("--prm-in-flight", type=int, default=256, help="PRM requests open at once")
     parser.add_argument("--max-tokens", type=int, default=2048, help="non-toy: tokens per solution")
@@ -243,8 +254,7 @@ def main() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     report = asyncio.run(bench(args))
     print(json.dumps(report["machine"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _write(args.out, report)
     print(f"wrote {args.out}")
     sys.stdout.flush()
     os._exit(0)  # engines' background threads must not keep the process alive
