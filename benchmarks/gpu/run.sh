@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu/run.sh stage   # once per staged chunk (see stage.sh): copy it to /tmp/stage
 #   bash benchmarks/gpu/run.sh         # everything below, ~8-10 minutes on an H200
+#                                      # (the `run` call carries .gpu-shared: tokenizers, MATH-500)
 #
 # 1. installs vLLM 0.26 and ttsearch's needs from /tmp/stage into /tmp/site (skipped when
 #    `import vllm` already works, or /tmp/site holds them);
@@ -54,7 +55,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/ru
 # -- 2. models ------------------------------------------------------------------------
 MODELS="${MODELS:-/tmp/models}"
 export TTSEARCH_SHARED="${TTSEARCH_SHARED:-$repo/../shared}"
-[ -d "$TTSEARCH_SHARED/tokenizers/llama3" ] || export TTSEARCH_SHARED="$repo/shared"
+# ../shared does not travel to a device machine: stage.sh copies what is needed to .gpu-shared.
+[ -d "$TTSEARCH_SHARED/tokenizers/llama3" ] || export TTSEARCH_SHARED="$repo/.gpu-shared"
 log "building models under $MODELS"
 python3 benchmarks/gpu/build_models.py --out "$MODELS" 2>&1 | tee -a "$OUT/run.log"
 

@@ -8,7 +8,7 @@
 #
 # Then, on the device machine (one `run` per chunk, each carrying one .stage/cNN folder):
 #   bash benchmarks/gpu/run.sh stage      # copies the carried chunk to /tmp/stage
-# and finally, carrying nothing:
+# and finally, carrying only .gpu-shared:
 #   bash benchmarks/gpu/run.sh            # installs, builds the models, tests, benchmarks -> $OUT
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -28,4 +28,9 @@ cd "$repo"
 grep -qxF '/.stage/' .git/info/exclude 2>/dev/null || echo '/.stage/' >> .git/info/exclude
 rm -rf .stage && mkdir -p .stage
 for p in "$cache"/part.*; do n="${p##*.}"; mkdir -p ".stage/c$n"; cp "$p" ".stage/c$n/"; done
-echo "staged: $(ls -d .stage/c* | tr '\n' ' ')"
+# ../shared does not travel to the device machine: copy what the tests and the benchmark
+# read (tokenizers, MATH-500) into .gpu-shared/ (git-ignored; ~17 MB), carried by the last call.
+grep -qxF '/.gpu-shared/' .git/info/exclude 2>/dev/null || echo '/.gpu-shared/' >> .git/info/exclude
+rm -rf .gpu-shared && mkdir -p .gpu-shared/data
+cp -r "$shared/tokenizers" .gpu-shared/ && cp "$shared/data/math500.jsonl" .gpu-shared/data/
+echo "staged: $(ls -d .stage/c* | tr '\n' ' ') and .gpu-shared"
