@@ -220,8 +220,8 @@ async def test_first_returns_only_the_newer_scores(name: str, verifiers):
     for first in (1, 4, len(steps) - 1):
         newer = await verifier.score(question, steps, first=first)
         assert newer.scores == pytest.approx(full.scores[first:], abs=1e-5)
-        if verifier.mode == "generative":
-            assert newer.prompt_tokens < full.prompt_tokens  # one request per new step only
+        if verifier.mode == "generative":  # at most one request per new step (the memo may
+            assert newer.requests <= len(steps) - first  # hold them all: earlier tests scored these)
     assert await verifier.score(question, steps, first=len(steps)) == StepScores((), 0)
     with pytest.raises(ValueError, match="first"):
         await verifier.score(question, steps, first=len(steps) + 1)
