@@ -249,7 +249,7 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
     """The policy and verifier: in-process vLLM engines, or connections to vLLM servers
     (`--policy-url` / `--prm-url`). Whatever started is closed if anything fails."""
     from ttsearch.engine import prm_formats
-    from ttsearch.engine.startup import start_together
+    from ttsearch.engine.startup import open_backends
     from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
     system_prompt = (
@@ -259,55 +259,34 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
         args.prm_format
     ]
     common = dict(dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, seed=args.seed)
-    connected: list = []  # type: ignore[type-arg]
-    try:
-        policy = verifier = None
-        if args.policy_url:
-            policy = await _connect_policy(args, system_prompt)
-            connected.append(policy)
-        if with_verifier and args.prm_url:
-            verifier = await _connect_verifier(args, fmt)
-            connected.append(verifier)
-        factories = []
-        if policy is None:
-            from ttsearch.engine.vllm_policy import VLLMPolicy
+    from ttsearch.engine.vllm_policy import VLLMPolicy
+    from ttsearch.engine.vllm_verifier import VLLMVerifier
 
-            factories.append(
-                partial(
-                    VLLMPolicy.from_pretrained,
-                    args.policy,
-                    tokenizer=args.tokenizer,
-                    kv_cache_memory_bytes=args.policy_kv_cache,
-                    gpu_memory_utilization=args.policy_memory_fraction,
-                    system_prompt=system_prompt,
-                    date_string=args.date_string,
-                    **common,
-                )
-            )
-        if with_verifier and verifier is None:
-            from ttsearch.engine.vllm_verifier import VLLMVerifier
-
-            factories.append(
-                partial(
-                    VLLMVerifier.from_pretrained,
-                    args.prm,
-                    format=fmt,
-                    mode=args.prm_mode,
-                    kv_cache_memory_bytes=args.prm_kv_cache,
-                    gpu_memory_utilization=args.prm_memory_fraction,
-                    **common,
-                )
-            )
-        started = iter(await start_together(*factories)) if factories else iter(())
-        if policy is None:
-            policy = next(started)
-        if with_verifier and verifier is None:
-            verifier = next(started)
-        return policy, verifier
-    except BaseException:
-        for backend in connected:
-            await backend.close()
-        raise
+    return await open_backends(
+        connect_policy=partial(_connect_policy, args, system_prompt) if args.policy_url else None,
+        start_policy=partial(
+            VLLMPolicy.from_pretrained,
+            args.policy,
+            tokenizer=args.tokenizer,
+            kv_cache_memory_bytes=args.policy_kv_cache,
+            gpu_memory_utilization=args.policy_memory_fraction,
+            system_prompt=system_prompt,
+            date_string=args.date_string,
+            **common,
+        ),
+        connect_verifier=partial(_connect_verifier, args, fmt) if with_verifier and args.prm_url else None,
+        start_verifier=partial(
+            VLLMVerifier.from_pretrained,
+            args.prm,
+            format=fmt,
+            mode=args.prm_mode,
+            kv_cache_memory_bytes=args.prm_kv_cache,
+            gpu_memory_utilization=args.prm_memory_fraction,
+            **common,
+        )
+        if with_verifier
+        else None,
+    )
 
 
 def _http_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]

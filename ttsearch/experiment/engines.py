@@ -81,73 +81,58 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
     """The policy and (if any run needs it) the verifier: in-process vLLM engines started
     side by side, or connections to vLLM servers (`url`). Whatever started is closed if
     anything fails."""
-    from ttsearch.engine.http import HttpOptions
-    from ttsearch.engine.startup import start_together
+    from ttsearch.engine.startup import open_backends
+    from ttsearch.engine.vllm_policy import VLLMPolicy
+    from ttsearch.engine.vllm_verifier import VLLMVerifier
 
     recipe = prepared.recipe
     system_prompt = recipe.sampling.system_prompt
     if system_prompt is None:
         system_prompt = LLAMA3_MATH_SYSTEM_PROMPT
     chat_format = "tokenizer" if recipe.policy.chat_format == "tokenizer" else None
-    needs_prm = prepared.prm_format is not None
-    http = HttpOptions(timeout=recipe.execution.request_timeout)
-    connected: list[Any] = []
-    try:
-        policy: Any = None
-        verifier: Any = None
-        if recipe.policy.url:
-            from ttsearch.engine.openai_policy import OpenAIPolicy
+    prm = recipe.prm if prepared.prm_format is not None else None
+    timeout = recipe.execution.request_timeout
 
-            policy = await OpenAIPolicy.connect(
-                list(recipe.policy.url), model=prepared.policy_model, tokenizer=recipe.policy.tokenizer,
-                system_prompt=system_prompt, chat_format=chat_format, date_string=recipe.policy.date_string,
-                options=http,
-            )
-            connected.append(policy)
-        if needs_prm and recipe.prm is not None and recipe.prm.url:
-            from ttsearch.engine.openai_verifier import OpenAIVerifier
+    async def connect_policy() -> Any:  # the HTTP client (httpx) is imported only for servers
+        from ttsearch.engine.http import HttpOptions
+        from ttsearch.engine.openai_policy import OpenAIPolicy
 
-            verifier = await OpenAIVerifier.connect(
-                list(recipe.prm.url), format=prepared.prm_format, mode=recipe.prm.mode,  # type: ignore[arg-type]
-                model=prepared.prm_model, tokenizer=recipe.prm.tokenizer, options=http,
-            )
-            connected.append(verifier)
-        factories = []
-        if policy is None:
-            from ttsearch.engine.vllm_policy import VLLMPolicy
+        return await OpenAIPolicy.connect(
+            list(recipe.policy.url), model=prepared.policy_model, tokenizer=recipe.policy.tokenizer,
+            system_prompt=system_prompt, chat_format=chat_format, date_string=recipe.policy.date_string,
+            options=HttpOptions(timeout=timeout),
+        )
 
-            factories.append(
-                partial(
-                    VLLMPolicy.from_pretrained,
-                    prepared.policy_model,
-                    tokenizer=recipe.policy.tokenizer,
-                    system_prompt=system_prompt,
-                    chat_format=chat_format,
-                    date_string=recipe.policy.date_string,
-                    **_engine_settings(recipe.policy),
-                )
-            )
-        if needs_prm and verifier is None:
-            from ttsearch.engine.vllm_verifier import VLLMVerifier
+    async def connect_verifier() -> Any:
+        from ttsearch.engine.http import HttpOptions
+        from ttsearch.engine.openai_verifier import OpenAIVerifier
 
-            assert recipe.prm is not None
-            factories.append(
-                partial(
-                    VLLMVerifier.from_pretrained,
-                    prepared.prm_model,
-                    format=prepared.prm_format,
-                    mode=recipe.prm.mode,
-                    tokenizer=recipe.prm.tokenizer,
-                    **_engine_settings(recipe.prm),
-                )
-            )
-        started = iter(await start_together(*factories)) if factories else iter(())
-        if policy is None:
-            policy = next(started)
-        if needs_prm and verifier is None:
-            verifier = next(started)
-        return policy, verifier
-    except BaseException:
-        for backend in connected:
-            await backend.close()
-        raise
+        assert prm is not None
+        return await OpenAIVerifier.connect(
+            list(prm.url), format=prepared.prm_format, mode=prm.mode,  # type: ignore[arg-type]
+            model=prepared.prm_model, tokenizer=prm.tokenizer, options=HttpOptions(timeout=timeout),
+        )
+
+    return await open_backends(  # type: ignore[no-any-return]
+        connect_policy=connect_policy if recipe.policy.url else None,
+        start_policy=partial(
+            VLLMPolicy.from_pretrained,
+            prepared.policy_model,
+            tokenizer=recipe.policy.tokenizer,
+            system_prompt=system_prompt,
+            chat_format=chat_format,
+            date_string=recipe.policy.date_string,
+            **_engine_settings(recipe.policy),
+        ),
+        connect_verifier=connect_verifier if prm is not None and prm.url else None,
+        start_verifier=partial(
+            VLLMVerifier.from_pretrained,
+            prepared.prm_model,
+            format=prepared.prm_format,
+            mode=prm.mode,
+            tokenizer=prm.tokenizer,
+            **_engine_settings(prm),
+        )
+        if prm is not None
+        else None,
+    )
