@@ -102,8 +102,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     engines = (policy.engine, prm_engine_verifier.engine)
     try:
-        for method in args.methods:
-            for n in args.ns:
+        # Every method at the smallest N first: a run cut short by a time limit still has
+        # all three methods (the JSON is rewritten after every row).
+        for n in args.ns:
+            for method in args.methods:
                 strategy = _strategies(method, n, args.width, args.temperature, args.reduction)
                 row: dict[str, Any] = {"method": method, "n": n}
                 for way in args.order:
@@ -177,17 +179,27 @@ async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, An
         engine["engine_options"] = {"block_size": args.block_size}
     import torch
 
-    if torch.cuda.is_available():  # fractions of GPU memory
+    if torch.cuda.is_available():  # fractions of GPU memory; exact KV sizes when given
         memory = [dict(gpu_memory_utilization=args.policy_memory), dict(gpu_memory_utilization=args.prm_memory)]
+        if args.gpu_kv_gib:
+            # Exact sizes make the two engines' KV caches independent of their start order
+            # (vLLM sizes a fraction by profiling free memory, which the other engine moves).
+            for m, gib in zip(memory, args.gpu_kv_gib):
+                m["kv_cache_memory_bytes"] = int(gib * (1 << 30))
+            settings.update(policy_kv_gib=args.gpu_kv_gib[0], prm_kv_gib=args.gpu_kv_gib[1])
     else:  # on CPU exact KV-cache sizes (a fraction would be of host RAM)
         memory = [dict(kv_cache_memory_bytes=args.policy_kv_mib << 20), dict(kv_cache_memory_bytes=args.prm_kv_mib << 20)]
+    prm_engine = dict(engine)
+    if args.prm_dummy_weights:  # vLLM draws random weights: same cost, nothing to load
+        prm_engine["engine_options"] = {**prm_engine.get("engine_options", {}), "load_format": "dummy"}
+        settings["prm_weights"] = "dummy (vLLM load_format)"
     policy, verifier = await start_together(
         partial(
             VLLMPolicy.from_pretrained, models / "policy", max_num_seqs=args.max_num_seqs, **memory[0], **engine,
         ),
         partial(
             VLLMVerifier.from_pretrained, models / "prm", format=RLHFLOW, max_num_seqs=args.max_num_seqs,
-            **memory[1], **engine,
+            **memory[1], **prm_engine,
         ),
     )
     problems = load_math500(args.dataset, limit=args.problems)
@@ -244,6 +256,11 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=None)
     parser.add_argument("--policy-memory", type=float, default=0.3)
     parser.add_argument("--prm-memory", type=float, default=0.55)
+    parser.add_argument("--gpu-kv-gib", type=float, nargs=2, default=None, metavar=("POLICY", "PRM"),
+                        help="GPU: exact KV-cache sizes (GiB) for the two engines, besides the memory fractions")
+    parser.add_argument("--prm-dummy-weights", action="store_true",
+                        help="start the PRM with vLLM's load_format='dummy' (random weights; build_models.py "
+                             "--prm-weights dummy writes only its config)")
     parser.add_argument("--block-size", type=int, default=None)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (faster start, slower run)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "throughput.json")

@@ -10,7 +10,8 @@
   scores are noise, its cost is an 8B PRM's.
 
 Both get the real Llama 3 tokenizer (shared/tokenizers/llama3), saved in bf16. Built on
-the GPU when there is one (the 8B in ~1 min, mostly writing 16 GB).
+the GPU when there is one (the 8B in ~1 min, mostly writing 16 GB; `--prm-weights dummy`
+writes only its config, for an engine that draws random weights itself).
 
     python benchmarks/gpu/build_models.py --out /tmp/models [--small]   # --small: CPU-sized smoke test
 """
@@ -39,7 +40,7 @@ SHAPES = {
 
 
 def build(out: Path, shape: dict, tokenizer_dir: Path, *, policy: bool, p_step: float, p_eos: float,
-          temperature: float, seed: int = 0) -> Path:
+          temperature: float, seed: int = 0, weights: bool = True) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -54,6 +55,11 @@ def build(out: Path, shape: dict, tokenizer_dir: Path, *, policy: bool, p_step: 
     vocab = len(tokenizer)
     config = LlamaConfig(vocab_size=vocab, rope_theta=500000.0, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=eos_ids, max_position_embeddings=8192, tie_word_embeddings=False, **shape)
+    if not weights:  # config + tokenizer only: vLLM fills the weights (load_format="dummy")
+        config.save_pretrained(str(out))
+        tokenizer.eos_token = EOS_TEXT
+        tokenizer.save_pretrained(str(out))
+        return out
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(seed)
     with torch.device(device):
@@ -86,6 +92,9 @@ def main() -> None:
     parser.add_argument("--p-step", type=float, default=1 / 60)
     parser.add_argument("--p-eos", type=float, default=1 / 600)
     parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--prm-weights", choices=["random", "dummy"], default="random",
+                        help="dummy: write the PRM's config and tokenizer only, for an engine started with "
+                             "load_format='dummy' (vLLM draws the weights: no 16 GB to write and read)")
     args = parser.parse_args()
     for role, shape in (("policy", "llama-3.2-1b"), ("prm", "llama-3.1-8b")):
         started = time.perf_counter()
@@ -95,7 +104,8 @@ def main() -> None:
             continue
         shutil.rmtree(dest, ignore_errors=True)
         build(dest, SHAPES["small" if args.small else shape], args.tokenizer, policy=role == "policy",
-              p_step=args.p_step, p_eos=args.p_eos, temperature=args.temperature)
+              p_step=args.p_step, p_eos=args.p_eos, temperature=args.temperature,
+              weights=role == "policy" or args.prm_weights == "random")
         print(f"{role}: {'small' if args.small else shape} at {dest} in {time.perf_counter() - started:.0f} s", flush=True)
 
 

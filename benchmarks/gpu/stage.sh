@@ -8,22 +8,23 @@
 #
 # Then, on the device machine (one `run` per chunk, each carrying one .stage/cNN folder):
 #   bash benchmarks/gpu/run.sh stage      # copies the carried chunk to /tmp/stage
-# and finally, carrying only .gpu-shared:
-#   bash benchmarks/gpu/run.sh            # installs, builds the models, tests, benchmarks -> $OUT
+# and finally, carrying the last chunk and .gpu-shared:
+#   bash benchmarks/gpu/run.sh            # installs, builds the models, benchmarks, tests -> $OUT
+# A call's tree (tracked files ~9 MB + what it carries) is capped at 64 MiB: chunks of
+# 57.5 MB leave room for the repo, and the last, small chunk travels with .gpu-shared.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 shared="${TTSEARCH_SHARED:-$repo/../shared}"
 cache="${VLLM_STAGE_CACHE:-/tmp/vllm-gpu-wheels}"
-mkdir -p "$cache/w"
+rm -rf "$cache/w" && mkdir -p "$cache/w"
 plat=()
 for p in manylinux_2_39 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 \
          manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1; do plat+=(--platform "${p}_x86_64"); done
 common=(-q --only-binary=:all: --python-version 3.12 --implementation cp "${plat[@]}" --platform any -d "$cache/w")
 python3 -m pip download --no-deps "${common[@]}" -r "$shared/device/vllm-gpu-pins.txt"
-# ttsearch's needs with their dependencies, leaving out torch and what the pins hold.
-python3 -m pip download "${common[@]}" -r "$repo/benchmarks/gpu/extra-pins.txt"
-rm -f "$cache"/w/torch-*.whl "$cache"/w/nvidia_*.whl "$cache"/w/triton-*.whl
-(cd "$cache" && tar cf all.tar w && rm -f part.* && split -b "${VLLM_STAGE_CHUNK:-40m}" -d all.tar part.)
+# ttsearch's needs that the device image lacks (extra-pins.txt says why --no-deps).
+python3 -m pip download --no-deps "${common[@]}" -r "$repo/benchmarks/gpu/extra-pins.txt"
+(cd "$cache" && tar cf all.tar w && rm -f part.* && split -b "${VLLM_STAGE_CHUNK:-57500000}" -d all.tar part.)
 cd "$repo"
 grep -qxF '/.stage/' .git/info/exclude 2>/dev/null || echo '/.stage/' >> .git/info/exclude
 rm -rf .stage && mkdir -p .stage

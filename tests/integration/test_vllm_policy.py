@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from tests.integration.engine_state import unfinished_requests
 from ttsearch.engine.backend import Policy, PromptTooLongError, Sample, SampleRequest
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -175,9 +176,9 @@ async def test_cancellation_aborts_and_leaves_the_engine_usable(vllm_policy, pro
     with pytest.raises(asyncio.CancelledError):
         await task
     deadline = time.monotonic() + 10
-    while vllm_policy.engine.get_num_unfinished_requests() and time.monotonic() < deadline:
+    while unfinished_requests(vllm_policy.engine) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert vllm_policy.engine.get_num_unfinished_requests() == 0
+    assert unfinished_requests(vllm_policy.engine) == 0
     samples = await vllm_policy.sample(request(prompt, n=2, seed=10))
     assert len(samples) == 2
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.integration.engine_state import unfinished_requests
 from ttsearch.engine.backend import BackendError, PromptTooLongError, StepScores, Verifier
 from ttsearch.engine.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFormat, format_text
 
@@ -296,16 +297,16 @@ async def test_cancellation_aborts_the_requests(name: str, verifiers):
     question, steps = EXAMPLES[2]
     tasks = [asyncio.create_task(verifier.score(question + f" (variant {i})", steps)) for i in range(16)]
     deadline = time.monotonic() + 10
-    while not engine.get_num_unfinished_requests() and time.monotonic() < deadline:
+    while not unfinished_requests(engine) and time.monotonic() < deadline:
         await asyncio.sleep(0)  # until the first requests reach the engine
     for t in tasks:
         t.cancel()
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert any(isinstance(o, asyncio.CancelledError) for o in outcomes)
     deadline = time.monotonic() + 10
-    while engine.get_num_unfinished_requests() and time.monotonic() < deadline:
+    while unfinished_requests(engine) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert engine.get_num_unfinished_requests() == 0
+    assert unfinished_requests(engine) == 0
     assert len((await verifier.score(question, steps)).scores) == len(steps)  # still serving
 
 
