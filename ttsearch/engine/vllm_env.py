@@ -46,6 +46,11 @@ def configure_vllm_env(cache_dir: str | os.PathLike[str] | None = None) -> dict[
         # No network on CI / dev machines, and nothing to report.
         "VLLM_NO_USAGE_STATS": "1",
         "VLLM_DO_NOT_TRACK": "1",
+        # vLLM forks its engine processes unless it sees CUDA initialised in this process;
+        # engines started side by side (threads) or after any CUDA call (a reference model,
+        # a device query) then die with "Cannot re-initialize CUDA in forked subprocess"
+        # (seen on an H200, vLLM 0.26). The CPU platform forces spawn already.
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
     }
     changed: dict[str, str] = {}
     for key, value in wanted.items():
