@@ -108,43 +108,128 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for method in args.methods:
                 strategy = _strategies(method, n, args.width, args.temperature, args.reduction)
                 row: dict[str, Any] = {"method": method, "n": n}
+                results_by_way: dict[str, list[Any]] = {}
                 for way in args.order:
                     await _reset_caches(*engines)
                     started = time.perf_counter()
-                    if way == "ttsearch":
-                        searcher = Searcher(
-                            policy, verifier(True), limits=limits, seed=args.seed, keep_trees=False,
-                            close_backends=False, max_concurrent_problems=args.max_concurrent,
-                        )
-                        results = [r async for r in searcher.solve_all(problems, strategy)]
-                    else:
-                        results = await run_lockstep(problems, strategy, policy, verifier(False), limits=limits, seed=args.seed)
+                    counted_policy, counted_prm = _Counted(policy), _Counted(verifier(way == "ttsearch"))
+                    async with _Heartbeat(
+                        f"{method} N={n} {way}", len(problems), args.heartbeat, counted_policy, counted_prm
+                    ) as progress:
+                        if way == "ttsearch":
+                            searcher = Searcher(
+                                counted_policy, counted_prm, limits=limits, seed=args.seed, keep_trees=False,
+                                close_backends=False, max_concurrent_problems=args.max_concurrent,
+                            )
+                            results = []
+                            async for r in searcher.solve_all(problems, strategy):
+                                results.append(r)
+                                progress.done = len(results)
+                        else:
+                            deadline = started + args.lockstep_time_limit if args.lockstep_time_limit else None
+                            results = await run_lockstep(
+                                problems, strategy, counted_policy, counted_prm, limits=limits, seed=args.seed,
+                                deadline=deadline, on_batch=progress.set,
+                            )
+                    results_by_way[way] = results
                     row[way] = _summary(results, time.perf_counter() - started)
                     s = row[way]
+                    partial = f" (time limit: {s['problems']} of {len(problems)} problems)" if s["problems"] < len(problems) else ""
                     print(
                         f"  {method:5s} N={n:<4d} {way:9s} {s['seconds']:7.1f} s  {s['problems_per_s']:6.2f} problems/s  "
                         f"{s['generated_tok_per_s']:7.0f} gen tok/s  per problem: {s['generated_per_problem']:7.0f} generated, "
                         f"PRM {s['prm_computed_per_problem']:7.0f} computed + {s['prm_cached_per_problem']:6.0f} cached "
                         f"({s['prm_computed_over_generated']:.2f}x generated), {s['prm_requests_per_problem']:5.1f} requests; "
-                        f"{s['candidates']} candidates",
+                        f"{s['candidates']} candidates{partial}",
                         flush=True,
                     )
                 rows.append(row)
                 _write(args.out, {"settings": settings, "machine": _machine(), "rows": rows})  # so far
                 if len(args.order) < 2:
                     continue
-                row["speedup"] = row["lockstep"]["seconds"] / row["ttsearch"]["seconds"]
-                row["same_candidate_count"] = row["lockstep"]["candidates"] == row["ttsearch"]["candidates"]
+                # Per-problem rates, so a lockstep run cut by --lockstep-time-limit (the first k
+                # problems) still compares; candidates are compared on those k problems.
+                row["speedup"] = row["ttsearch"]["problems_per_s"] / row["lockstep"]["problems_per_s"]
+                covered = {r.index for r in results_by_way["lockstep"]}
+                ours = sum(len(r.candidates) for r in results_by_way["ttsearch"] if r.index in covered)
+                theirs = row["lockstep"]["candidates"]
+                row["same_candidate_count"] = ours == theirs
+                row["compared_problems"] = len(covered)
                 print(
-                    f"  {method:5s} N={n:<4d} speed-up {row['speedup']:.2f}x; candidates "
-                    f"{'equal' if row['same_candidate_count'] else 'DIFFER'} "
-                    f"({row['ttsearch']['candidates']} vs {row['lockstep']['candidates']})",
+                    f"  {method:5s} N={n:<4d} speed-up {row['speedup']:.2f}x (problems/s); candidates "
+                    f"{'equal' if ours == theirs else 'DIFFER'} ({ours} vs {theirs} on {len(covered)} problems)",
                     flush=True,
                 )
+                _write(args.out, {"settings": settings, "machine": _machine(), "rows": rows})
     finally:
         await prm_engine_verifier.close()
         await policy.close()
     return {"settings": settings, "machine": _machine(), "rows": rows}
+
+
+class _Counted:
+    """A policy or verifier that counts what passes through it (for the heartbeat); every
+    other attribute is the wrapped backend's."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.requests = self.open = self.tokens = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def sample(self, request: Any) -> Any:
+        self.requests += 1
+        self.open += 1
+        try:
+            samples = await self._backend.sample(request)
+        finally:
+            self.open -= 1
+        self.tokens += sum(len(s.token_ids) for s in samples)
+        return samples
+
+    async def score(self, question: str, steps: Any, *, first: int = 0) -> Any:
+        self.requests += 1
+        self.open += 1
+        try:
+            result = await self._backend.score(question, steps, first=first)
+        finally:
+            self.open -= 1
+        self.tokens += result.prompt_tokens
+        return result
+
+
+class _Heartbeat:
+    """Prints "label: k/n problems, policy and PRM calls and tokens so far, after t s" every
+    `every` seconds while a run goes on, so a long or stuck run shows where it is (a run
+    cut by a time limit prints no result row)."""
+
+    def __init__(self, label: str, total: int, every: float, policy: _Counted, prm: _Counted) -> None:
+        self.label, self.total, self.every, self.done = label, total, every, 0
+        self.policy, self.prm = policy, prm
+        self._task: asyncio.Task[None] | None = None
+        self._started = time.perf_counter()
+
+    def set(self, done: int) -> None:
+        self.done = done
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            t = time.perf_counter() - self._started
+            print(f"    ... {self.label}: {self.done}/{self.total} problems after {t:.0f} s; policy "
+                  f"{self.policy.requests} calls ({self.policy.open} open), {self.policy.tokens} tokens "
+                  f"({self.policy.tokens / t:.0f}/s); PRM {self.prm.requests} calls ({self.prm.open} open), "
+                  f"{self.prm.tokens} tokens sent", flush=True)
+
+    async def __aenter__(self) -> _Heartbeat:
+        if self.every > 0:
+            self._task = asyncio.create_task(self._beat())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, Any, dict[str, Any]]:
@@ -261,6 +346,11 @@ def main() -> None:
     parser.add_argument("--prm-dummy-weights", action="store_true",
                         help="start the PRM with vLLM's load_format='dummy' (random weights; build_models.py "
                              "--prm-weights dummy writes only its config)")
+    parser.add_argument("--lockstep-time-limit", type=float, default=None, metavar="S",
+                        help="no lockstep batch starts after S seconds (beam search runs one problem per "
+                             "batch): the row then compares per-problem rates over the problems run")
+    parser.add_argument("--heartbeat", type=float, default=30.0, metavar="S",
+                        help="print progress every S seconds during a run (0: never)")
     parser.add_argument("--block-size", type=int, default=None)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (faster start, slower run)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "throughput.json")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ttsearch.engine.backend import Policy, PromptTooLongError, Verifier
 from ttsearch.engine.results import Candidate, SearchResult, pick_answer
@@ -138,13 +138,20 @@ async def _run_batch(
 async def run_lockstep(
     problems: Sequence[Problem], strategy: Strategy, policy: Policy, verifier: Verifier | None,
     *, limits: SearchLimits, seed: int = 0, batch_size: int | None = None,
+    deadline: float | None = None, on_batch: Callable[[int], None] | None = None,
 ) -> list[SearchResult]:
     """Search `problems` batch after batch in lockstep; results in input order.
-    `usage.seconds` is the batch's wall time shared evenly by its problems."""
+    `usage.seconds` is the batch's wall time shared evenly by its problems.
+
+    `deadline` (a `time.perf_counter()` value): no batch starts after it, so the results
+    may cover only the first batches (at least one); `on_batch(done)` is called after each
+    batch with the number of problems done so far."""
     size = batch_size or lockstep_batch_size(strategy)
     gate = RequestGate(1 << 20, 1 << 20)  # unbounded: a generate call sends everything at once
     results: list[SearchResult] = []
     for start in range(0, len(problems), size):
+        if results and deadline is not None and time.perf_counter() >= deadline:
+            break
         batch = problems[start : start + size]
         for index, (search, seconds) in enumerate(
             await _run_batch(batch, strategy, policy, verifier, limits=limits, seed=seed, gate=gate), start
@@ -164,5 +171,7 @@ async def run_lockstep(
                     index=index,
                 )
             )
+        if on_batch is not None:
+            on_batch(len(results))
     return results
 

@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# The GPU check of issue 8, as one command on a fresh GPU machine (torch only, no network):
+# The GPU check of issue 8, as prepared commands on a fresh GPU machine (torch only, no network):
 #
-#   bash benchmarks/gpu/run.sh stage   # once per staged chunk (see stage.sh): copy it to /tmp/stage
-#   bash benchmarks/gpu/run.sh         # everything below, ~8-9 minutes on an H200
-#                                      # (carrying the last chunk and .gpu-shared: tokenizers, MATH-500)
+#   bash benchmarks/gpu/run.sh stage          # once per staged chunk (see stage.sh): copy it to /tmp/stage
+#   SKIP_TESTS=1 bash benchmarks/gpu/run.sh   # install, models, benchmark (~6 min; carry the last
+#                                             # chunk and .gpu-shared: tokenizers, MATH-500)
+#   SKIP_BENCH=1 bash benchmarks/gpu/run.sh   # on the same warm machine: the integration tests (~4 min)
 #
+# (one call without SKIP_* does both, but runs past the device tool's 10 minutes a call).
 # 1. installs vLLM 0.26 and ttsearch's needs from /tmp/stage into /tmp/site (skipped when
 #    `import vllm` already works, or /tmp/site holds them);
 # 2. builds a Llama-3.2-1B-shaped calibrated policy with the real Llama 3 tokenizer
 #    (benchmarks/gpu/build_models.py) and a Llama-3.1-8B-shaped PRM whose random weights
 #    vLLM draws itself (load_format "dummy": the cost of an 8B PRM, no 16 GB to write);
+#    both are kept in $MODELS for the next call;
 # 3. runs benchmarks/throughput.py on MATH-500 prompts (beam search, DVTS, best-of-N at N
-#    in $NS, ttsearch vs the lockstep baseline) -> $OUT/throughput.json, throughput.log;
+#    in $NS, ttsearch vs the lockstep baseline; a lockstep run starts no new batch after
+#    $LOCKSTEP_LIMIT s and is compared per problem) -> $OUT/throughput.json, throughput.log
+#    (a progress line every 15 s: problems done, policy / PRM calls and tokens);
 # 4. runs the integration tests (real vLLM engines on tiny models) -> $OUT/tests.log.
 #
 # Every phase has its own time limit and runs in its own process group, killed whole when
 # it ends, so a phase cut short leaves no engine holding GPU memory for the next.
 # throughput.json is rewritten after every method x N, so a cut-short run keeps what it
-# measured. Knobs: NS ("16 64"), PROBLEMS (20), MAX_TOKENS (1024), BENCH_TIMEOUT (270 s),
-# TEST_TIMEOUT (150 s), SKIP_TESTS=1, SKIP_BENCH=1, MODELS (/tmp/models). Engines start
-# with enforce_eager (--eager): CUDA graphs would take minutes of the ten.
+# measured. Knobs: NS ("16 64"), PROBLEMS (20), MAX_TOKENS (1024), LOCKSTEP_LIMIT (60 s),
+# BENCH_TIMEOUT (330 s), TEST_TIMEOUT (240 s), SKIP_TESTS=1, SKIP_BENCH=1, MODELS
+# (/tmp/models). Engines start with enforce_eager (--eager): CUDA graphs would take minutes.
+#
+# Seen on an H200 (2026-12-04, vLLM 0.26.0, torch 2.11.0+cu130): staging 7 chunks ~25 s
+# after a ~40 s start; install 23 s; models 23 s; both engines up ~25 s after the
+# benchmark starts.
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
@@ -81,22 +90,22 @@ tail -2 "$OUT/models.log" | tee -a "$OUT/run.log"
 
 # -- 3. the benchmark ------------------------------------------------------------------
 if [ "${SKIP_BENCH:-0}" != "1" ]; then
-  phase throughput "${BENCH_TIMEOUT:-270}" python3 benchmarks/throughput.py --models "$MODELS" \
+  phase throughput "${BENCH_TIMEOUT:-330}" python3 benchmarks/throughput.py --models "$MODELS" \
     --dataset "$TTSEARCH_SHARED/data/math500.jsonl" --problems "${PROBLEMS:-20}" --ns ${NS:-16 64} \
     --max-tokens "${MAX_TOKENS:-1024}" --max-model-len 4096 --policy-memory 0.3 --prm-memory 0.5 \
     --gpu-kv-gib 24 40 --prm-dummy-weights --max-concurrent 64 --prm-in-flight 1024 --eager \
-    --out "$OUT/throughput.json"
-  grep -E "engines started|N=|speed-up|Error|error" "$OUT/throughput.log" | grep -v WARNING | tail -20
+    --lockstep-time-limit "${LOCKSTEP_LIMIT:-60}" --heartbeat 15 --out "$OUT/throughput.json"
+  grep -E "engines started|N=|speed-up|Error|error" "$OUT/throughput.log" | grep -v WARNING | tail -30
 fi
 
 # -- 4. integration tests --------------------------------------------------------------
 if [ "${SKIP_TESTS:-0}" != "1" ]; then
   # Warnings are errors in the CPU suite (pyproject); here a new vLLM/torch's warnings would
   # hide the behaviour under test, so they are only reported.
-  phase tests "${TEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider -o "filterwarnings=ignore::Warning" \
+  phase tests "${TEST_TIMEOUT:-240}" python3 -m pytest -v --tb=short -p no:cacheprovider -o "filterwarnings=ignore::Warning" \
     -rfE --timeout 120 tests/integration/test_prm_single_pass.py tests/integration/test_vllm_prm.py \
     tests/integration/test_vllm_policy.py tests/integration/test_search_vllm.py
-  tail -15 "$OUT/tests.log"
+  grep -E "PASSED|FAILED|ERROR|passed|failed" "$OUT/tests.log" | tail -60
 fi
 nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$OUT/run.log" 2>&1 || true
 log "done"

@@ -87,3 +87,24 @@ async def test_lockstep_baseline_finds_what_the_engine_finds(strategy) -> None:
 def test_lockstep_batches_like_search_and_learn() -> None:
     assert lockstep_batch_size(BeamSearch(n=4, width=2)) == 1
     assert lockstep_batch_size(DVTS(n=4, width=2)) == lockstep_batch_size(BestOfN(n=4)) == 25
+
+
+async def test_lockstep_deadline_stops_before_the_next_batch_and_reports_progress() -> None:
+    import time
+
+    problems = _problems(3)
+    limits = SearchLimits(max_solution_tokens=10_000)
+    done: list[int] = []
+    results = await run_lockstep(
+        problems, BeamSearch(n=4, width=2), ScriptedPolicy(SCRIPT, max_model_len=100_000), ScriptedVerifier(),
+        limits=limits, deadline=time.perf_counter(), on_batch=done.append,
+    )
+    # Beam search runs one problem per batch: the deadline has passed, yet one batch always runs.
+    assert [r.index for r in results] == [0]
+    assert done == [1]
+    everything = await run_lockstep(
+        problems, BeamSearch(n=4, width=2), ScriptedPolicy(SCRIPT, max_model_len=100_000), ScriptedVerifier(),
+        limits=limits, on_batch=done.append,
+    )
+    assert [r.index for r in everything] == [0, 1, 2]
+    assert done == [1, 1, 2, 3]

@@ -280,10 +280,15 @@ async def test_max_in_flight_bounds_open_requests(verifiers):
     counting = _CountingEngine(base.engine)
     verifier = VLLMVerifier(counting, base.tokenizer, format=RLHFLOW, max_in_flight=3)
     question, steps = EXAMPLES[1]
-    results = await asyncio.gather(*(verifier.score(question, steps) for _ in range(8)))
+    # Questions that differ in their first tokens: the prefix gate runs the requests of one
+    # input one after another when they share full KV blocks (always so with the GPU's
+    # 16-token blocks), so only distinct inputs can fill the limit.
+    questions = [f"Variant {i}. {question}" for i in range(8)]
+    results = await asyncio.gather(*(verifier.score(q, steps) for q in questions))
     assert counting.peak == 3  # 8 calls x 4 steps = 32 requests, never more than 3 open
+    for q, r in zip(questions, results):
+        assert r.scores == pytest.approx((await base.score(q, steps)).scores, abs=1e-5)
     expected = await base.score(question, steps)
-    assert all(r.scores == pytest.approx(expected.scores, abs=1e-5) for r in results)
     await verifier.close()  # does not own the engine
     with pytest.raises(BackendError, match="closed"):
         await verifier.score(question, steps)
