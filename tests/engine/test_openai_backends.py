@@ -310,6 +310,21 @@ async def test_a_slow_server_times_out_with_a_clear_error():
         server.close()
 
 
+async def test_a_request_that_times_out_moves_to_the_other_replica():
+    slow, fast = await _slow_server(5.0), await _slow_server(0.0)
+    urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in (slow, fast)]
+    pool = ReplicaPool("policy", urls, HttpOptions(timeout=0.3, retries=3, backoff=0.01))
+    try:
+        assert await pool.post("problem", "/v1/completions", {}) == {}  # answered by the fast one
+        first, second = pool.replicas
+        assert first.down is not None and "no answer within 0.3 s" in first.down and second.down is None
+        assert pool.replica_of("problem") is second and (first.problems, second.problems) == (0, 1)
+    finally:
+        await pool.close()
+        slow.close()
+        fast.close()
+
+
 async def test_a_refused_connection_is_retried_then_the_replica_is_down():
     url = f"http://127.0.0.1:{_closed_port()}"
     pool = ReplicaPool("policy", [url], HttpOptions(connect_timeout=1, retries=1, backoff=0.01))
@@ -425,6 +440,40 @@ def test_the_http_backends_import_without_vllm_or_torch():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_client_path_works_where_vllm_and_torch_are_not_installed():
+    """`pip install ttsearch[client]`: vllm and torch cannot be imported at all (as if not
+    installed), yet the backends connect to a server, sample and score (fake transport)."""
+    code = """
+import asyncio, sys
+sys.modules.update({"vllm": None, "torch": None})  # import fails; find_spec says: not installed
+from pathlib import Path
+from tests.engine.fake_vllm import FakeCluster, FakeServer, choice
+from ttsearch.engine.http import HttpOptions
+from ttsearch.engine.openai_policy import OpenAIPolicy
+from ttsearch.engine.openai_verifier import OpenAIVerifier
+from ttsearch.engine.backend import SampleRequest
+from ttsearch.engine.served_model import load_tokenizer
+from ttsearch.toy.engines import TOY_PRM_FORMAT
+URL, FAST = "http://p0:8000", HttpOptions(timeout=5, connect_timeout=1, retries=0)
+async def main():
+    tok = load_tokenizer(Path("ttsearch/assets/toy/policy"))
+    server = FakeServer(URL, tok, complete=lambda p: [choice(i, tok, "1 + 1 = 2\\n\\n") for i in range(p["n"])])
+    cluster = FakeCluster([server])
+    policy = await OpenAIPolicy.connect(URL, tokenizer=tok, chat_format="tokenizer", transport=cluster.transport, options=FAST)
+    prompt = tuple(policy.encode_problem("q"))
+    req = SampleRequest(prompt_token_ids=prompt, n=2, temperature=1.0, top_p=1.0, max_tokens=8, stop=("\\n\\n",), seed=1)
+    samples = await policy.sample(req)
+    verifier = await OpenAIVerifier.connect(URL, format=TOY_PRM_FORMAT, tokenizer=tok, transport=cluster.transport, options=FAST)
+    scores = await verifier.score("q", ["1 + 1 = 2"])
+    await policy.close(); await verifier.close()
+    print(len(samples), len(scores.scores))
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "2 1"
+
+
 # -- command line ----------------------------------------------------------------------
 
 
@@ -450,3 +499,29 @@ def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir
     err = capsys.readouterr().err
     assert "no policy server answers" in err and url in err
     assert not out.exists()
+
+
+# -- in-process data parallelism (recipe -> AsyncEngineArgs) ---------------------------
+
+
+def test_recipe_data_parallel_size_reaches_the_engine_args():
+    import dataclasses
+
+    from ttsearch.experiment.engines import _engine_settings
+    from ttsearch.experiment.recipe import RecipeError, parse_recipe
+
+    def recipe(policy):
+        return parse_recipe({"policy": policy, "dataset": {"source": "toy", "end": 2}, "strategies": [{"strategy": "majority", "n": [1]}]})
+
+    plain = recipe({"model": "x/y"})
+    dp = recipe({"model": "x/y", "data_parallel_size": 2})
+    assert plain.policy.data_parallel_size == 1 and "data_parallel_size" not in plain.to_dict()["policy"]
+    assert _engine_settings(plain.policy)["engine_options"] is None
+    assert _engine_settings(dp.policy)["engine_options"] == {"data_parallel_size": 2}
+    assert dp.hash != plain.hash and parse_recipe(dp.to_dict()).hash == dp.hash
+    with pytest.raises(RecipeError, match="data_parallel_size must be >= 1, and only for an in-process"):
+        recipe({"url": [P0], "data_parallel_size": 2})
+    with pytest.raises(RecipeError, match="data_parallel_size must be >= 1"):
+        recipe({"model": "x/y", "data_parallel_size": 0})
+    arg_utils = pytest.importorskip("vllm.engine.arg_utils")
+    assert "data_parallel_size" in {f.name for f in dataclasses.fields(arg_utils.AsyncEngineArgs)}

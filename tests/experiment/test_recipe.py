@@ -95,6 +95,8 @@ BAD = [
     ({"strategies": []}, r"strategies is empty"),
     ({"seeds": [0, 0]}, r"seeds must be distinct non-negative ints"),
     ({"policy": {"model": "/nonexistent/model"}}, r"policy.model: no such model directory: /nonexistent/model"),
+    ({"prm": {"model": "/nonexistent/prm"}}, r"prm.model: no such model directory: /nonexistent/prm"),
+    ({"policy": {"model": "x/y", "tokenizer": "./no-tokenizer"}}, r"policy.tokenizer: no such tokenizer directory: .*no-tokenizer"),
     ({"prm": {"model": "x/y", "format": "shepherd"}}, r"prm.format 'shepherd' is not a preset; choose from"),
     ({"policy": {"kv_cache": "lots", "model": "x/y"}}, r"policy.kv_cache: not a size: 'lots'"),
     ({"prm": None}, r"'best_of_n' \(best_of_n\) needs a PRM: add a prm: section"),
@@ -129,6 +131,29 @@ def test_unreadable_dataset_names_file_line_and_field(tmp_path: Path, llama3_tok
     path = write_recipe(tmp_path / "r.yaml", recipe_data(dataset, llama3_tokenizer_dir))
     with pytest.raises(RecipeError, match=r"problems.jsonl, line 2: missing required field 'answer'"):
         prepare(load_recipe(path))
+
+
+def test_malformed_dataset_line_names_file_and_line(tmp_path: Path, llama3_tokenizer_dir: Path) -> None:
+    dataset = tmp_path / "problems.jsonl"
+    dataset.write_text('{"problem": "1+1?", "answer": "2", "unique_id": "a"}\n{"problem": "2+2?", "answer": \n')
+    path = write_recipe(tmp_path / "r.yaml", recipe_data(dataset, llama3_tokenizer_dir))
+    with pytest.raises(RecipeError, match=r"problems.jsonl, line 2: malformed JSON"):
+        prepare(load_recipe(path))
+
+
+def test_relative_tokenizer_paths_are_relative_to_the_recipe(tmp_path: Path, llama3_tokenizer_dir: Path) -> None:
+    import os
+
+    recipe_dir = tmp_path / "recipes"
+    recipe_dir.mkdir()
+    relative = os.path.relpath(llama3_tokenizer_dir, recipe_dir)
+    data = recipe_data(write_dataset(tmp_path / "p.jsonl"), llama3_tokenizer_dir)
+    data["policy"]["tokenizer"] = relative
+    data["prm"]["tokenizer"] = relative
+    prepared = prepare(load_recipe(write_recipe(recipe_dir / "r.yaml", data)))
+    # what the engines are given (experiment.engines), wherever the command runs from
+    assert Path(prepared.policy_tokenizer).resolve() == llama3_tokenizer_dir.resolve()
+    assert Path(prepared.prm_tokenizer).resolve() == llama3_tokenizer_dir.resolve()
 
 
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:

@@ -117,3 +117,26 @@ async def test_results_without_a_manifest_are_not_overwritten(tmp_path: Path, re
     (out / "runs" / "x.jsonl").write_text('{"unique_id": "a"}\n')
     with pytest.raises(RecipeError, match="has results under runs/ but no manifest.json"):
         await run_experiment(load_recipe(recipe_file), out, progress=False, backends=scripted_backends())
+
+
+def test_engine_output_goes_to_the_log_and_our_own_prints_to_the_terminal(tmp_path: Path) -> None:
+    """What hides vLLM's lines unless --verbose: engine processes inherit fds 1 and 2 (the
+    log), while this process's prints and progress display still reach the terminal."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "logs" / "engines.log"
+    code = f"""
+import subprocess, sys
+from pathlib import Path
+from ttsearch.experiment.engines import engine_output_to
+with engine_output_to(Path({str(log)!r})):
+    subprocess.run([sys.executable, "-c", "import sys; print('ENGINE OUT'); print('ENGINE ERR', file=sys.stderr)"])
+    print("OUR LINE")
+    print("OUR WARNING", file=sys.stderr)
+print("AFTER")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["OUR", "LINE", "AFTER"] and done.stderr.strip() == "OUR WARNING"
+    assert log.read_text().split("\n")[:2] == ["ENGINE OUT", "ENGINE ERR"]

@@ -43,3 +43,17 @@ def test_unusable_runs_are_refused(tmp_path):
               problems={"a": SURE[:2]})
     with pytest.raises(ValueError, match="exceeds the 2 samples"):
         simulate_adaptive(load_runs([tmp_path / "b"]), [4])
+
+
+def test_the_analysis_and_its_text_compare_adaptive_with_uniform_at_equal_samples(tmp_path):
+    from ttsearch.optimal.analysis import analyse_experiment, format_analysis
+
+    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, budgets=[1, 2, 4],
+              problems={"a": SURE, "b": SLOW})
+    analysis = analyse_experiment([tmp_path])
+    # Every budget N >= 2 the predictor's samples cover, replayed as simulate_adaptive does.
+    assert analysis.adaptive == simulate_adaptive(load_runs([tmp_path]), [2, 4])
+    text = format_analysis(analysis)
+    assert "adaptive budget across the batch vs uniform best-of-N (best_of_n, weighted), equal total samples" in text
+    row = next(line for line in text.splitlines() if line.split()[:1] == ["2"] and "+25.0" in line)
+    assert row.split()[1:4] == ["75.0", "100.0", "+25.0"]

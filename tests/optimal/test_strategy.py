@@ -94,6 +94,15 @@ async def test_a_stepwise_option_too_wide_for_the_budget_left_is_skipped() -> No
     # Beam search sees the tree without the probe: it returns its own 6 finished beams.
     assert len(result.candidates) == 6
     assert all(c.node_id not in {n.id for n in plan.probe_nodes} for c in result.candidates)
+    # The probe is paid for although its solutions are not among the candidates: every
+    # generated token of the tree (probe included) and the probe's PRM calls are in Usage.
+    generated = [node for node in result.tree.nodes() if not node.is_root]  # the root holds the prompt
+    probe_tokens = sum(len(node.segment_token_ids) for node in plan.probe_nodes)
+    beam_tokens = sum(len(node.segment_token_ids) for node in plan.view.nodes() if not node.is_root)
+    assert probe_tokens > 0 and result.usage.generated_tokens == beam_tokens + probe_tokens
+    assert result.usage.generated_tokens == sum(len(node.segment_token_ids) for node in generated)
+    assert result.usage.policy_samples == len(generated) == len(plan.probe_nodes) + 12  # 6 beams x 2 steps
+    assert result.usage.verifier_calls == len(generated)  # the probe's 2 solutions were scored too
 
 
 async def test_the_table_is_read_at_the_largest_budget_not_above_n() -> None:

@@ -153,6 +153,25 @@ def test_export_deduplicates_and_filters_correct(tmp_path: Path) -> None:
     assert (summary.written, summary.duplicates, summary.incorrect) == (2, 1, 2)
 
 
+def test_export_system_turn_is_the_prompt_the_policy_was_given(tmp_path: Path) -> None:
+    from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
+
+    root = _tiny(tmp_path / "exp", [_c("x: 4", "4", True)], [_c("x: 4", "4", True)])
+    manifest = root / "manifest.json"
+
+    def first_messages(recipe: object) -> list[dict]:  # type: ignore[type-arg]
+        manifest.write_text(json.dumps({"recipe_hash": "x", "recipe": recipe}))
+        export_traces(load_experiment(root), tmp_path / "t.jsonl", grader=exact)
+        return json.loads((tmp_path / "t.jsonl").read_text().splitlines()[0])["messages"]
+
+    # A recipe's null system prompt is Meta's Llama 3 math prompt (the blog recipes' setting).
+    assert first_messages({"sampling": {"system_prompt": None}})[0] == {
+        "role": "system", "content": LLAMA3_MATH_SYSTEM_PROMPT,
+    }
+    assert first_messages({"sampling": {"system_prompt": "Solve step by step."}})[0]["content"] == "Solve step by step."
+    assert [m["role"] for m in first_messages(None)] == ["user", "assistant"]  # no recipe: unknown
+
+
 # ---------------------------------------------------------------- CLI
 
 

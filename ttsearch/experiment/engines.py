@@ -67,6 +67,8 @@ def _engine_settings(spec: ModelSpec) -> dict[str, Any]:
     options = dict(spec.engine_options)
     if spec.tensor_parallel_size != 1:
         options.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
+    if spec.data_parallel_size != 1:
+        options.setdefault("data_parallel_size", spec.data_parallel_size)
     return dict(
         dtype=spec.dtype,
         max_model_len=spec.max_model_len,
@@ -98,7 +100,7 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
         from ttsearch.engine.openai_policy import OpenAIPolicy
 
         return await OpenAIPolicy.connect(
-            list(recipe.policy.url), model=prepared.policy_model, tokenizer=recipe.policy.tokenizer,
+            list(recipe.policy.url), model=prepared.policy_model, tokenizer=prepared.policy_tokenizer,
             system_prompt=system_prompt, chat_format=chat_format, date_string=recipe.policy.date_string,
             options=HttpOptions(timeout=timeout),
         )
@@ -110,7 +112,7 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
         assert prm is not None
         return await OpenAIVerifier.connect(
             list(prm.url), format=prepared.prm_format, mode=prm.mode,  # type: ignore[arg-type]
-            model=prepared.prm_model, tokenizer=prm.tokenizer, options=HttpOptions(timeout=timeout),
+            model=prepared.prm_model, tokenizer=prepared.prm_tokenizer, options=HttpOptions(timeout=timeout),
         )
 
     return await open_backends(  # type: ignore[no-any-return]
@@ -118,7 +120,7 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
         start_policy=partial(
             VLLMPolicy.from_pretrained,
             prepared.policy_model,
-            tokenizer=recipe.policy.tokenizer,
+            tokenizer=prepared.policy_tokenizer,
             system_prompt=system_prompt,
             chat_format=chat_format,
             date_string=recipe.policy.date_string,
@@ -130,7 +132,7 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
             prepared.prm_model,
             format=prepared.prm_format,
             mode=prm.mode,
-            tokenizer=prm.tokenizer,
+            tokenizer=prepared.prm_tokenizer,
             **_engine_settings(prm),
         )
         if prm is not None

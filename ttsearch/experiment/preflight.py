@@ -15,7 +15,8 @@ from ttsearch.evaluation.datasets import DatasetError, Problem, load_math500
 from ttsearch.experiment.plan import PlannedRun, plan_runs
 from ttsearch.experiment.recipe import ModelSpec, Recipe, RecipeError
 
-__all__ = ["Prepared", "check_model_path", "model_location", "parse_shard", "prepare", "prm_format", "select_problems"]
+__all__ = ["Prepared", "check_model_path", "model_location", "parse_shard", "prepare", "prm_format", "select_problems",
+           "tokenizer_location"]
 
 # Fields of a PrmFormat a recipe may set on top of a preset (`prm.format: {base: ...}`).
 _FORMAT_FIELDS = (
@@ -34,6 +35,8 @@ class Prepared:
     policy_model: str | None  # resolved local path or hub id (None: servers)
     prm_model: str | None
     prm_format: PrmFormat | None
+    policy_tokenizer: str | None = None  # resolved `policy.tokenizer` (None: the model's own)
+    prm_tokenizer: str | None = None
 
 
 def prepare(recipe: Recipe, *, shard: tuple[int, int] | None = None) -> Prepared:
@@ -44,13 +47,15 @@ def prepare(recipe: Recipe, *, shard: tuple[int, int] | None = None) -> Prepared
     runs = plan_runs(recipe)
     needs_prm = any(r.strategy.needs_verifier for r in runs)
     policy_model = model_location(recipe, recipe.policy, "policy")
-    prm_model = fmt = None
+    policy_tokenizer = tokenizer_location(recipe, recipe.policy, "policy")
+    prm_model = prm_tokenizer = fmt = None
     if recipe.prm is not None and needs_prm:
         prm_model = model_location(recipe, recipe.prm, "prm")
+        prm_tokenizer = tokenizer_location(recipe, recipe.prm, "prm")
         fmt = prm_format(recipe.prm.format)
-        _check_format_tokens(recipe, fmt, prm_model)
+        _check_format_tokens(recipe, fmt, prm_tokenizer or prm_model)
     problems = select_problems(recipe, shard=shard)
-    return Prepared(recipe, runs, problems, policy_model, prm_model, fmt)
+    return Prepared(recipe, runs, problems, policy_model, prm_model, fmt, policy_tokenizer, prm_tokenizer)
 
 
 def model_location(recipe: Recipe, spec: ModelSpec, role: str) -> str | None:
@@ -82,6 +87,20 @@ def check_model_path(value: str, what: str, base_dir: Path = Path(".")) -> str:
             raise RecipeError(f"{what}: {path} is not a model directory (it has no config.json)")
         return str(path)
     return value  # a Hugging Face id: downloaded (or read from the hub cache) by vLLM
+
+
+def tokenizer_location(recipe: Recipe, spec: ModelSpec, role: str) -> str | None:
+    """`tokenizer` as the engine will load it: None (the model's own), a local directory
+    (relative to the recipe file; checked to exist), or a Hugging Face id."""
+    if spec.tokenizer is None:
+        return None
+    value = spec.tokenizer
+    path = recipe.resolve_path(value)
+    if value.startswith(("/", ".", "~")) or path.exists():
+        if not path.is_dir():
+            raise RecipeError(f"{role}.tokenizer: no such tokenizer directory: {path}")
+        return str(path)
+    return value
 
 
 def prm_format(value: str | dict[str, Any]) -> PrmFormat:
@@ -117,11 +136,11 @@ def prm_format(value: str | dict[str, Any]) -> PrmFormat:
         raise RecipeError(f"prm.format: {error}") from None
 
 
-def _check_format_tokens(recipe: Recipe, fmt: PrmFormat, prm_model: str | None) -> None:
-    """The step tag and the label tokens must each be one token of the PRM's tokenizer:
-    a score is read at one position, as P(good) vs P(bad) of one token each."""
+def _check_format_tokens(recipe: Recipe, fmt: PrmFormat, source: str | None) -> None:
+    """The step tag and the label tokens must each be one token of the PRM's tokenizer
+    (`source`: its resolved tokenizer or model): a score is read at one position, as
+    P(good) vs P(bad) of one token each."""
     assert recipe.prm is not None
-    source = recipe.prm.tokenizer or prm_model
     if source is None:  # servers without a named model: their tokenizer is checked on connect
         return
     local = recipe.resolve_path(source)

@@ -65,6 +65,9 @@ class ModelSpec:
     kv_cache: int | None = None  # KV-cache bytes (YAML: 8GiB, 96MiB, or an int)
     memory_fraction: float | None = None  # gpu_memory_utilization
     tensor_parallel_size: int = 1
+    # vLLM data-parallel ranks of the in-process engine (AsyncEngineArgs.data_parallel_size;
+    # one model copy per rank, vLLM balances requests over them). Servers: vllm serve -dp.
+    data_parallel_size: int = 1
     enforce_eager: bool = False
     engine_options: dict[str, Any] = field(default_factory=dict)  # AsyncEngineArgs, as they are
 
@@ -171,6 +174,8 @@ class Recipe:
 def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
     data = asdict(spec)
     data["url"] = list(spec.url)
+    if spec.data_parallel_size == 1:
+        del data["data_parallel_size"]  # added later: the default leaves older recipes' hashes as they were
     return data
 
 
@@ -451,6 +456,9 @@ def _check_values(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}: {name}.kv_cache must be positive")
         if spec.tensor_parallel_size < 1:
             raise RecipeError(f"{where}: {name}.tensor_parallel_size must be >= 1")
+        if spec.data_parallel_size < 1 or (spec.url and spec.data_parallel_size != 1):
+            raise RecipeError(f"{where}: {name}.data_parallel_size must be >= 1, and only for an in-process "
+                              "model (servers take vllm serve --data-parallel-size)")
         for url in spec.url:
             if not re.match(r"^https?://", url):
                 raise RecipeError(f"{where}: {name}.url {url!r} is not an http(s) URL")

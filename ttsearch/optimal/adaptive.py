@@ -16,8 +16,9 @@ Offline only: a problem's k-th sample is its k-th recorded sample (sample order)
 adaptive and the uniform runs see the same samples and differ only in how many each
 problem draws. Each comparison is averaged over the n // N rotations of the sample order
 (the uniform side is then exactly the disjoint-group average of RECORDS.md) and over seeds.
-An engine-level version (reallocating across `solve_all`'s problems while they run) is
-not built yet.
+The engine-level version, reallocating across `solve_all`'s problems while they run, is
+`ttsearch.optimal.budget_pool.AdaptiveBestOfN`. `ttsearch report` and `ttsearch fit-policy`
+show this replay next to the compute-optimal curves (`analysis.adaptive`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 `analyse_experiment(dirs)` loads the records, builds the per-problem outcomes, bins the
 problems by both heuristics and cross-validates the per-bin choice against the best
-single option, and measures the budget best-of-N needs to match the compute-optimal
-accuracy. `format_analysis` renders it as text; `ttsearch.optimal.plot` draws it.
+single option, measures the budget best-of-N needs to match the compute-optimal
+accuracy, and (beyond the paper) replays the adaptive budget reallocation across the batch
+against uniform best-of-N at equal total samples (`ttsearch.optimal.adaptive`). `format_analysis` renders it as text; `ttsearch.optimal.plot` draws it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ttsearch.optimal.adaptive import AdaptivePoint, simulate_adaptive
 from ttsearch.optimal.bins import Heuristic, fit_bins
 from ttsearch.optimal.crossval import CrossValidation, CurvePoint, cross_validate, fixed_curve
 from ttsearch.optimal.outcomes import Outcomes, build_outcomes
 from ttsearch.optimal.probe import replay_online
-from ttsearch.optimal.records import load_runs
+from ttsearch.optimal.records import ExperimentError, RunRecords, load_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +54,29 @@ class ComputeOptimalAnalysis:
     reference: str | None  # the option matched against (best-of-N weighted, when recorded)
     matches: dict[str, tuple[Match, ...]]  # by heuristic
     predictor: str | None  # the run whose PRM scores predicted difficulty
+    # Adaptive reallocation vs uniform best-of-N on the predictor's samples, equal total
+    # samples per batch (empty without the runs, or without a scored sampling entry).
+    adaptive: tuple[AdaptivePoint, ...] = ()
 
 
 def analyse_experiment(
     dirs: Sequence[str | Path], *, folds: int = 5, seed: int = 0, probe: int = 2
 ) -> ComputeOptimalAnalysis:
     """Load experiment directories (shards merge) and analyse them."""
-    return analyse(build_outcomes(load_runs(dirs)), folds=folds, seed=seed, probe=probe)
+    runs = load_runs(dirs)
+    return analyse(build_outcomes(runs), folds=folds, seed=seed, probe=probe, runs=runs)
 
 
-def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0, probe: int = 2) -> ComputeOptimalAnalysis:
+def analyse(
+    outcomes: Outcomes,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    probe: int = 2,
+    runs: Sequence[RunRecords] | None = None,
+) -> ComputeOptimalAnalysis:
+    """The analysis of `outcomes` (`build_outcomes(runs)`); with `runs`, also the adaptive
+    reallocation replayed on the predictor entry's recorded samples."""
     folds = min(folds, len(outcomes.problems))
     fixed = tuple(
         FixedCurve(o.name, o.selection == o.config.get("selection", o.selection), fixed_curve(outcomes, o.name))
@@ -100,7 +115,26 @@ def analyse(outcomes: Outcomes, *, folds: int = 5, seed: int = 0, probe: int = 2
         reference=reference,
         matches=matches,
         predictor=None if outcomes.predictor is None else outcomes.predictor.label,
+        adaptive=_adaptive(outcomes, runs or ()),
     )
+
+
+def _adaptive(outcomes: Outcomes, runs: Sequence[RunRecords]) -> tuple[AdaptivePoint, ...]:
+    """`simulate_adaptive` on the predictor entry's runs, at every budget N >= 2 its
+    samples cover (at N = 1 there is nothing to move)."""
+    if outcomes.predictor is None:
+        return ()
+    source = [r for r in runs if r.label == outcomes.predictor.label]
+    recorded = [
+        len(p.candidates) for r in source for p in r.problems.values() if p.error is None and p.candidates
+    ]
+    if not source or not recorded:
+        return ()
+    budgets = [n for n in outcomes.budgets if 2 <= n <= min(recorded)]
+    try:
+        return simulate_adaptive(source, budgets) if budgets else ()
+    except (ValueError, ExperimentError):  # e.g. a run of the entry without PRM scores
+        return ()
 
 
 def _labels_and_budgets(cells: dict[tuple[str, int], object]) -> dict[str, list[int]]:
@@ -183,6 +217,20 @@ def format_analysis(analysis: ComputeOptimalAnalysis) -> str:
                 ratio = f", {m.compute_ratio:.2f}x the tokens" if m.compute_ratio is not None else ""
                 times = m.reference_n / m.n
                 lines.append(f"  N={m.n}: {100 * m.target:.1f}% reached at N={m.reference_n} ({times:.2g}x{ratio})")
+    if analysis.adaptive:
+        lines += [
+            "",
+            f"adaptive budget across the batch vs uniform best-of-N ({analysis.predictor}, weighted), "
+            "equal total samples (beyond the paper; replayed on the recorded samples)",
+            f"{'N':>4s} {'uniform':>8s} {'adaptive':>9s} {'gain':>6s}  {'tokens uniform':>14s} "
+            f"{'adaptive':>9s}  most samples on one problem",
+        ]
+        for a in analysis.adaptive:
+            lines.append(
+                f"{a.n:4d} {100 * a.uniform_accuracy:8.1f} {100 * a.adaptive_accuracy:9.1f} "
+                f"{100 * (a.adaptive_accuracy - a.uniform_accuracy):+6.1f}  {_tokens(a.uniform_tokens):>14s} "
+                f"{_tokens(a.adaptive_tokens):>9s}  {a.max_samples}"
+            )
     return "\n".join(lines)
 
 

@@ -28,8 +28,9 @@ def run_fit_policy(args: argparse.Namespace) -> None:
     from ttsearch.optimal.policy_table import fit_policy, save_policy
     from ttsearch.optimal.records import load_runs
 
-    outcomes = build_outcomes(load_runs(args.dirs))
-    analysis = analyse(outcomes, folds=args.folds, seed=args.seed, probe=args.probe)
+    runs = load_runs(args.dirs)
+    outcomes = build_outcomes(runs)
+    analysis = analyse(outcomes, folds=args.folds, seed=args.seed, probe=args.probe, runs=runs)
     print(format_analysis(analysis))
     table = fit_policy(outcomes, source={"dirs": [str(d) for d in args.dirs]})
     print(f"\npolicy table: {save_policy(table, args.out)}")

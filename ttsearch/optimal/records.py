@@ -98,7 +98,7 @@ def runs_from_experiment(experiment: Experiment, *, cache: GradeCache | None = N
                 run_id=spec.run_id,
                 label=spec.label,
                 strategy=spec.strategy,
-                config=dict(spec.config),
+                config=_config(spec.config, run.records),
                 kind=spec.kind,
                 n=spec.n,
                 seed=spec.seed,
@@ -107,6 +107,15 @@ def runs_from_experiment(experiment: Experiment, *, cache: GradeCache | None = N
             )
         )
     return sorted(runs, key=lambda r: (r.label, r.n, r.seed))
+
+
+def _config(declared: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The strategy's fields as run: a manifest declares the recipe entry's options (with
+    its "strategy" name, and without the fields left at their defaults); each record has
+    every dataclass field as run, which wins. Keys that are no field of the strategy
+    ("strategy", "label") are left out, so a policy table can rebuild the strategy."""
+    recorded = next((r["config"] for r in records if isinstance(r.get("config"), dict)), {})
+    return {k: v for k, v in {**declared, **recorded}.items() if k not in ("strategy", "label")}
 
 
 def _problem(run_id: str, number: int, record: dict[str, Any], cache: GradeCache) -> ProblemRecord:

@@ -23,7 +23,8 @@ def write_compute_optimal(experiment: Experiment, out_dir: str | Path) -> tuple[
     out.mkdir(parents=True, exist_ok=True)
     text_path = out / "compute_optimal.txt"
     try:
-        analysis = analyse(build_outcomes(runs_from_experiment(experiment)))
+        runs = runs_from_experiment(experiment)
+        analysis = analyse(build_outcomes(runs), runs=runs)
     except ValueError as error:  # e.g. fewer than 2 problems in common, nothing to cross-validate
         text_path.write_text(f"compute-optimal analysis not possible: {error}\n", encoding="utf-8")
         return text_path, None

@@ -51,7 +51,8 @@ class ProblemPlan:
 class ComputeOptimal(Strategy):
     """Predict the difficulty bin from a PRM-scored probe, then run the table's choice.
 
-    `policy` is a `PolicyTable` or the path of a policy.json (`ttsearch fit-policy`).
+    `policy` is a `PolicyTable` or the path of a policy.json (`ttsearch fit-policy`),
+    loaded once, when the strategy is made (`table`).
     `n` is the total budget (probe included); the table is read at its largest N <= n.
     `selection` only names the method of a problem that failed before the choice.
     """
@@ -62,10 +63,14 @@ class ComputeOptimal(Strategy):
     selection: Selection = "weighted"
 
     def __post_init__(self) -> None:
-        if isinstance(self.policy, (str, Path)):
-            object.__setattr__(self, "policy", load_policy(self.policy))
-        if not isinstance(self.policy, PolicyTable):
+        # A path stays the `policy` field (what results record as the config: the path, not
+        # a copy of the whole table in every record); the table it names is `table`.
+        table = load_policy(self.policy) if isinstance(self.policy, (str, Path)) else self.policy
+        if not isinstance(table, PolicyTable):
             raise TypeError(f"policy must be a PolicyTable or a path, got {type(self.policy).__name__}")
+        object.__setattr__(self, "_table", table)
+        if isinstance(self.policy, Path):
+            object.__setattr__(self, "policy", str(self.policy))
         if self.probe < 1:
             raise ValueError(f"probe must be >= 1 sample, got {self.probe}")
         if self.n <= self.probe:
@@ -75,8 +80,7 @@ class ComputeOptimal(Strategy):
 
     @property
     def table(self) -> PolicyTable:
-        assert isinstance(self.policy, PolicyTable)
-        return self.policy
+        return self._table  # type: ignore[attr-defined, no-any-return]
 
     @property
     def reduction(self) -> str:  # type: ignore[override]
@@ -122,9 +126,12 @@ class ComputeOptimal(Strategy):
         raise ValueError(f"no option of the policy table fits a budget of {left} after the probe (level {level})")
 
     def _build(self, choice: PolicyChoice, left: int) -> tuple[Strategy, bool] | None:
-        from ttsearch.strategies.registry import make_strategy  # the registry imports this module
+        from ttsearch.strategies.registry import STRATEGIES, make_strategy  # the registry imports this module
 
-        config: dict[str, Any] = dict(choice.config)
+        # Only the strategy's own fields: a table fitted from an experiment's manifest may
+        # also carry its entry's "strategy" name (or other bookkeeping keys).
+        fields = getattr(STRATEGIES.get(choice.strategy), "__dataclass_fields__", None)
+        config: dict[str, Any] = {k: v for k, v in choice.config.items() if fields is None or k in fields}
         config["selection"] = choice.selection
         if choice.kind == "stepwise":
             width = int(config.get("width", 1))

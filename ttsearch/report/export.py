@@ -2,9 +2,10 @@
 
 One line per distinct (problem, solution text): {"messages": [system?, user, assistant],
 "unique_id", "run_id", "answer", "correct", "score"}. The user turn is the problem, the
-assistant turn the candidate's solution as generated; the system turn is the recipe's
-system prompt when the manifest records one (`recipe.system_prompt` or
-`recipe.sampling.system_prompt`). Duplicates (the same solution text for the same problem,
+assistant turn the candidate's solution as generated; the system turn is the system
+prompt the policy was given: the recipe's `sampling.system_prompt`, or Meta's Llama 3 math
+prompt where the recipe leaves it null (what the runner then uses); none when the manifest
+records no recipe. Duplicates (the same solution text for the same problem,
 from any run or seed, compared after stripping surrounding whitespace) are written once,
 first occurrence wins. Failed problems and empty solutions are skipped.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from ttsearch.evaluation.aggregation import candidate_keys
 from ttsearch.evaluation.grading import is_equivalent
 from ttsearch.evaluation.metrics import GradeCache, Grader
+from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 from ttsearch.report.load import Experiment
 
 
@@ -33,11 +35,18 @@ class ExportSummary:
 
 
 def system_prompt(manifest: dict[str, Any]) -> str | None:
+    """The system prompt the experiment's policy was given (None: unknown or empty)."""
     recipe = manifest.get("recipe") or {}
-    for holder in (recipe, recipe.get("sampling") or {}):
+    if not isinstance(recipe, dict):
+        return None
+    sampling = recipe.get("sampling")
+    for holder in (recipe, sampling or {}):
         prompt = holder.get("system_prompt") if isinstance(holder, dict) else None
         if isinstance(prompt, str) and prompt:
             return prompt
+    if isinstance(sampling, dict) and "system_prompt" in sampling and sampling["system_prompt"] is None:
+        # A recipe's null system prompt means Meta's Llama 3 math prompt (experiment.engines).
+        return LLAMA3_MATH_SYSTEM_PROMPT
     return None
 
 
