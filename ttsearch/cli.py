@@ -52,6 +52,16 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
 def _seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(x) for x in text.split(","))
@@ -132,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prm-kv-cache", type=parse_size, help="PRM KV cache size, e.g. 4GiB")
     run.add_argument("--policy-memory-fraction", type=float, help="policy gpu_memory_utilization")
     run.add_argument("--prm-memory-fraction", type=float, help="PRM gpu_memory_utilization")
+    run.add_argument(
+        "--policy-data-parallel-size", type=_positive, default=1, metavar="K",
+        help="vLLM data-parallel ranks of the in-process policy engine (one model copy each, e.g. one per GPU; "
+        "a problem's requests stay on one rank). Default 1",
+    )
+    run.add_argument(
+        "--prm-data-parallel-size", type=_positive, default=1, metavar="K",
+        help="vLLM data-parallel ranks of the in-process PRM engine. Default 1",
+    )
     run.add_argument("--system-prompt-file", type=Path, help="system prompt (default: Meta's Llama 3 math prompt)")
     run.add_argument(
         "--date-string",
@@ -270,6 +289,7 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
             tokenizer=args.tokenizer,
             kv_cache_memory_bytes=args.policy_kv_cache,
             gpu_memory_utilization=args.policy_memory_fraction,
+            data_parallel_size=args.policy_data_parallel_size,
             system_prompt=system_prompt,
             date_string=args.date_string,
             **common,
@@ -282,6 +302,7 @@ async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # t
             mode=args.prm_mode,
             kv_cache_memory_bytes=args.prm_kv_cache,
             gpu_memory_utilization=args.prm_memory_fraction,
+            data_parallel_size=args.prm_data_parallel_size,
             **common,
         )
         if with_verifier

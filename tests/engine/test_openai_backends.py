@@ -517,7 +517,8 @@ def test_recipe_data_parallel_size_reaches_the_engine_args():
     dp = recipe({"model": "x/y", "data_parallel_size": 2})
     assert plain.policy.data_parallel_size == 1 and "data_parallel_size" not in plain.to_dict()["policy"]
     assert _engine_settings(plain.policy)["engine_options"] is None
-    assert _engine_settings(dp.policy)["engine_options"] == {"data_parallel_size": 2}
+    assert _engine_settings(plain.policy)["data_parallel_size"] == 1
+    assert _engine_settings(dp.policy)["data_parallel_size"] == 2 and _engine_settings(dp.policy)["engine_options"] is None
     assert dp.hash != plain.hash and parse_recipe(dp.to_dict()).hash == dp.hash
     with pytest.raises(RecipeError, match="data_parallel_size must be >= 1, and only for an in-process"):
         recipe({"url": [P0], "data_parallel_size": 2})

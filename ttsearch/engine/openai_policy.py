@@ -22,11 +22,12 @@ prefills in chunks; see `VLLMPolicy`).
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, Self
 
 import httpx
 
+from ttsearch.engine.affinity import ProblemPrefixes
 from ttsearch.engine.backend import BackendError, PromptTooLongError, Sample, SampleRequest
 from ttsearch.engine.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
 from ttsearch.engine.completions import align_ids_with_text, engine_seed, eos_token_ids, finish_reason, validate_request
@@ -61,8 +62,8 @@ class OpenAIPolicy:
         self._chat_format = chat_format
         self.date_string = date_string  # recorded in results, as VLLMPolicy's
         self._eos_token_ids = eos_token_ids(getattr(tokenizer, "eos_token_id", None), list(extra_eos_token_ids))
-        # Problem prompts by length: a prompt's problem is the registered prompt it starts with.
-        self._problems: dict[int, set[tuple[int, ...]]] = {}
+        # A prompt's problem (its server) is the registered problem prompt it starts with.
+        self._problems = ProblemPrefixes()
         self._closed = False
 
     @classmethod
@@ -127,7 +128,7 @@ class OpenAIPolicy:
             self._tokenizer, problem, system_prompt=self._system_prompt, chat_format=self._chat_format,
             date_string=self.date_string,
         )
-        self._problems.setdefault(len(ids), set()).add(tuple(ids))
+        self._problems.add(ids)
         return ids
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
@@ -171,7 +172,7 @@ class OpenAIPolicy:
             "skip_special_tokens": True,
             "stream": False,
         }
-        answer = await self._pool.post(self._problem_key(request.prompt_token_ids), "/v1/completions", payload)
+        answer = await self._pool.post(self._problems.key_of(request.prompt_token_ids), "/v1/completions", payload)
         samples = self._to_samples(answer, n)
         return samples * request.n if greedy else samples
 
@@ -188,14 +189,6 @@ class OpenAIPolicy:
         await self.close()
 
     # -- helpers ---------------------------------------------------------------------
-
-    def _problem_key(self, prompt: Sequence[int]) -> Hashable | None:
-        for length in sorted(self._problems, reverse=True):
-            if length <= len(prompt):
-                head = tuple(prompt[:length])
-                if head in self._problems[length]:
-                    return head
-        return None  # not a prompt of a problem encoded here: no affinity
 
     def _to_samples(self, answer: dict[str, Any], n: int) -> list[Sample]:
         choices = answer.get("choices")

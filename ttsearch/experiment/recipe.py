@@ -66,7 +66,7 @@ class ModelSpec:
     memory_fraction: float | None = None  # gpu_memory_utilization
     tensor_parallel_size: int = 1
     # vLLM data-parallel ranks of the in-process engine (AsyncEngineArgs.data_parallel_size;
-    # one model copy per rank, vLLM balances requests over them). Servers: vllm serve -dp.
+    # one model copy per rank, a problem's requests kept on one rank). Servers: vllm serve -dp.
     data_parallel_size: int = 1
     enforce_eager: bool = False
     engine_options: dict[str, Any] = field(default_factory=dict)  # AsyncEngineArgs, as they are
