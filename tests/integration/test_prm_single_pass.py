@@ -139,7 +139,10 @@ async def test_scores_inside_a_cache_hit_come_from_the_memo(prm, reference):
     assert result.requests == 1 and result.cached_tokens > 0
     assert result.scores == pytest.approx(reference(other), abs=1e-4)
     again = await verifier.score(QUESTION, other)  # the same input: nothing sent
-    assert again.requests == 0 and again.prompt_tokens == 0 and again.scores == result.scores
+    # Nothing computed, but the input counts (as cached), so a run's PRM tokens do not
+    # depend on what other runs through the same verifier scored before it.
+    assert again.requests == 0 and again.scores == result.scores
+    assert again.prompt_tokens == result.prompt_tokens and again.cached_tokens == again.prompt_tokens
 
 
 async def test_without_prefix_reuse_every_request_recomputes_its_input(prm, reference):

@@ -131,6 +131,14 @@ class _Cost:
         )
 
 
+def _memo_hit(tokens: int) -> _Cost:
+    """An input whose scores all came from the memo: no request, and its tokens count as
+    sent and read from a cache. An experiment runs many searches through one verifier, and
+    searches with the same seeds share their first samples: counting a memo hit as free
+    would make a run's PRM tokens depend on which runs went before it."""
+    return _Cost(tokens, tokens, 0)
+
+
 class VLLMVerifier(VLLMBackend):
     """The `Verifier` protocol on a vLLM `AsyncLLM`.
 
@@ -382,7 +390,7 @@ class VLLMVerifier(VLLMBackend):
             if self._memo is not None:
                 (known,) = self._memo.lookup(ids, [position])
                 if known is not None:
-                    return known, _Cost()
+                    return known, _memo_hit(len(prompt_ids))
             request_id = self._next_request_id()
             prompt = _tokens_prompt(prompt_ids)
             final = await self._run(
@@ -422,7 +430,7 @@ class VLLMVerifier(VLLMBackend):
         async with self._held(ids):
             known = self._memo.lookup(ids, positions)
             if all(k is not None for k in known):
-                return [float(k) for k in known], _Cost()  # type: ignore[arg-type]
+                return [float(k) for k in known], _memo_hit(len(ids))  # type: ignore[arg-type]
             rows, request_id, cached = await self._encode(question, ids, read_cache=True)
         cost = _Cost(len(ids), cached, 1)
         offset = len(ids) - len(rows)  # rows cover the computed positions offset..len-1
