@@ -26,13 +26,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TTSEARCH_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(REPO))  # the development tools (tools/) build the tiny models
 
 
 async def bench(args: argparse.Namespace) -> None:
     from ttsearch import RLHFLOW, BeamSearch, SearchLimits, Searcher, VLLMPolicy, VLLMVerifier, load_math500
-    from ttsearch.engine.startup import start_together
-    from ttsearch.testing.tiny_models import build_tiny_llama
-    from ttsearch.testing.tiny_prms import build_tiny_llama_prm
+    from ttsearch.backends.startup import start_together
+    from tools.tiny_models import build_tiny_llama
+    from tools.tiny_prms import build_tiny_llama_prm
 
     tokenizer = SHARED / "tokenizers" / "llama3"
     problems = load_math500(SHARED / "data" / "math500.jsonl", limit=args.problems)

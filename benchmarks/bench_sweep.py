@@ -24,13 +24,13 @@ from pathlib import Path
 
 import yaml
 
-from ttsearch.experiment import load_recipe, plan_runs
-from ttsearch.experiment.command import TOY_RECIPE
+from ttsearch.study import load_recipe, plan_runs
+from ttsearch.cli.experiment import TOY_RECIPE
 
 
 def _experiment(recipe: Path, out: Path) -> float:
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "ttsearch.cli", "experiment", str(recipe), "--out", str(out), "--quiet", "--no-report"]
+    cmd = [sys.executable, "-m", "ttsearch.cli.app", "experiment", str(recipe), "--out", str(out), "--quiet", "--no-report"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

@@ -61,7 +61,7 @@ async def _reset_caches(*engines: Any) -> None:
 
 
 def _summary(results: list[Any], seconds: float) -> dict[str, Any]:
-    from ttsearch.engine.scheduler import Usage
+    from ttsearch.core.scheduler import Usage
 
     total = Usage()
     for r in results:
@@ -87,8 +87,8 @@ def _summary(results: list[Any], seconds: float) -> dict[str, Any]:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.baselines.lockstep import run_lockstep
-    from ttsearch.engine.searcher import Searcher
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.core.searcher import Searcher
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     policy, prm_engine_verifier, problems, limits, fmt, settings = await _start(args)
     print(f"engines started; {len(problems)} problems; {settings}", flush=True)
@@ -233,17 +233,17 @@ class _Heartbeat:
 
 
 async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, Any, dict[str, Any]]:
-    from ttsearch.engine.search import SearchLimits
-    from ttsearch.engine.startup import start_together
-    from ttsearch.engine.vllm_policy import VLLMPolicy
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.core.search import SearchLimits
+    from ttsearch.backends.startup import start_together
+    from ttsearch.backends.vllm.policy import VLLMPolicy
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     settings = {
         "models": str(args.models), "n": args.ns, "width": args.width, "temperature": args.temperature,
         "reduction": args.reduction, "problems": args.problems, "seed": args.seed,
     }
     if str(args.models) == "toy":
-        from ttsearch.toy.engines import TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
+        from ttsearch.toy.backends import TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
         from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 
         policy, verifier = await start_toy_engines(

@@ -2,28 +2,20 @@
 
     from ttsearch import Searcher, VLLMPolicy, VLLMVerifier, RLHFLOW, BeamSearch
 
-The engine (`ttsearch.engine`) runs search strategies (`ttsearch.strategies`) on vLLM;
+The search core (`ttsearch.core`) runs search strategies (`ttsearch.strategies`) on
+backends (`ttsearch.backends`: vLLM in-process or vLLM servers);
 `ttsearch.evaluation` grades answers and computes accuracy@k. vLLM itself is imported
 only when an engine is started.
 """
 
-from ttsearch.engine import (
-    MATH_SHEPHERD,
-    QWEN_PRM,
-    RLHFLOW,
-    BackendError,
-    Candidate,
-    PrmFormat,
-    ProblemError,
-    SearchError,
-    SearchLimits,
-    SearchResult,
-    Searcher,
-    SearchJob,
-    Usage,
-    VLLMPolicy,
-    VLLMVerifier,
-)
+from ttsearch.backends.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFormat
+from ttsearch.backends.vllm.policy import VLLMPolicy
+from ttsearch.backends.vllm.verifier import VLLMVerifier
+from ttsearch.core.backend import BackendError
+from ttsearch.core.results import Candidate, SearchResult
+from ttsearch.core.scheduler import Usage
+from ttsearch.core.search import ProblemError, SearchLimits
+from ttsearch.core.searcher import SearchError, Searcher, SearchJob
 from ttsearch.evaluation import Problem, extract_answer, is_equivalent, load_math500
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, Expand, LookaheadSearch, MajorityVoting, Strategy
 

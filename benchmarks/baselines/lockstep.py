@@ -28,11 +28,11 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from ttsearch.engine.backend import Policy, PromptTooLongError, Verifier
-from ttsearch.engine.results import Candidate, SearchResult, pick_answer
-from ttsearch.engine.scheduler import RequestGate
-from ttsearch.engine.search import ProblemSearch, SearchLimits, _ScoredChild, split_steps
-from ttsearch.engine.tree import Node, SearchTree
+from ttsearch.core.backend import Policy, PromptTooLongError, Verifier
+from ttsearch.core.results import Candidate, SearchResult, pick_answer
+from ttsearch.core.scheduler import RequestGate
+from ttsearch.core.search import ProblemSearch, SearchLimits, _ScoredChild, split_steps
+from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.strategies.base import Expand, Strategy
 from ttsearch.strategies.beam import BeamSearch

@@ -44,7 +44,7 @@ def build(out: Path, shape: dict, tokenizer_dir: Path, *, policy: bool, p_step: 
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ttsearch.testing.tiny_models import (
+    from tools.tiny_models import (
         EOS_TEXT, EXTRA_EOS_TEXTS, RESIDUAL_CONSTANT, STEP_TEXT, _other_step_tokens, logit_bias_weight,
     )
 

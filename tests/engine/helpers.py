@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ttsearch.engine.search import SearchLimits
-from ttsearch.engine.searcher import Searcher
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
 from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
 
 

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from ttsearch.engine.scheduler import RequestGate
-from ttsearch.engine.search import SearchLimits
-from ttsearch.engine.searcher import Searcher
+from ttsearch.core.scheduler import RequestGate
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
 from ttsearch.strategies import BeamSearch, BestOfN
 from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier, decode
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ttsearch.engine.chat import (
+from ttsearch.backends.chat import (
     LLAMA3_CHAT_FORMAT,
     ChatFormat,
     encode_chat_prompt,
@@ -112,7 +112,7 @@ def llama32(llama3):
 
 
 def test_the_template_date_is_pinned_not_today(llama32):
-    from ttsearch.engine.chat import DEFAULT_DATE_STRING
+    from ttsearch.backends.chat import DEFAULT_DATE_STRING
 
     assert DEFAULT_DATE_STRING == "26 Jul 2024"  # the Llama 3 template's own fallback
     text = llama32.decode(encode_chat_prompt(llama32, PROBLEM))

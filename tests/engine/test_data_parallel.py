@@ -2,7 +2,7 @@
 one vLLM data-parallel rank (`data_parallel_rank=`), new problems on the least-loaded rank;
 nothing is sent with one rank. On a stand-in for `AsyncLLM` that records what it is given
 (no engine; needs the vllm package for SamplingParams / PoolingParams). Also the problem
-keys and rank choice themselves (`ttsearch.engine.affinity`) and the `ttsearch run` flags."""
+keys and rank choice themselves (`ttsearch.backends.affinity`) and the `ttsearch run` flags."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ttsearch.engine.affinity import ProblemPrefixes, RankAffinity
+from ttsearch.backends.affinity import ProblemPrefixes, RankAffinity
 
 TOY = Path(__file__).resolve().parents[2] / "ttsearch" / "assets" / "toy"
 NO_RANK = object()
@@ -139,20 +139,20 @@ class RecordingEngine:
 @pytest.fixture(scope="module")
 def toy_tokenizer():
     pytest.importorskip("vllm")
-    from ttsearch.engine.served_model import load_tokenizer
+    from ttsearch.backends.http.served_model import load_tokenizer
 
     return load_tokenizer(TOY / "policy")
 
 
 def make_policy(engine):
-    from ttsearch.engine.vllm_policy import VLLMPolicy
+    from ttsearch.backends.vllm.policy import VLLMPolicy
     from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT
 
     return VLLMPolicy(engine, system_prompt=TOY_SYSTEM_PROMPT, chat_format="tokenizer")
 
 
 def request_for(prompt, *steps):
-    from ttsearch.engine.backend import SampleRequest
+    from ttsearch.core.backend import SampleRequest
 
     ids = tuple(prompt) + tuple(t for s in steps for t in s)
     return SampleRequest(prompt_token_ids=ids, n=2, temperature=1.0, top_p=1.0, max_tokens=16, stop=("\n\n",), seed=None)
@@ -212,7 +212,7 @@ async def test_policy_with_one_rank_sends_no_rank(toy_tokenizer, dp):
 
 
 def test_external_load_balancing_leaves_the_rank_to_vllm(toy_tokenizer):
-    from ttsearch.engine.vllm_engine import data_parallel_ranks
+    from ttsearch.backends.vllm.engine import data_parallel_ranks
 
     parallel = SimpleNamespace(data_parallel_size=4, data_parallel_size_local=1, data_parallel_external_lb=True)
     assert data_parallel_ranks(SimpleNamespace(vllm_config=SimpleNamespace(parallel_config=parallel))) == 1
@@ -225,8 +225,8 @@ def test_external_load_balancing_leaves_the_rank_to_vllm(toy_tokenizer):
 
 
 def make_verifier(engine, tokenizer, mode):
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
-    from ttsearch.toy.engines import TOY_PRM_FORMAT
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
+    from ttsearch.toy.backends import TOY_PRM_FORMAT
 
     verifier = VLLMVerifier(engine, tokenizer, format=TOY_PRM_FORMAT, mode=mode)
     engine.label_ids = verifier.encoder.label_ids if verifier.mode == "generative" else None
@@ -256,7 +256,7 @@ async def test_generative_verifier_keeps_each_question_on_one_rank(toy_tokenizer
 
 async def test_pooling_verifier_routes_only_where_encode_takes_a_rank(toy_tokenizer, caplog):
     engine = RecordingEngine(toy_tokenizer, dp=2, runner="pooling")
-    with caplog.at_level(logging.WARNING, logger="ttsearch.engine.vllm_verifier"):
+    with caplog.at_level(logging.WARNING, logger="ttsearch.backends.vllm.verifier"):
         verifier = make_verifier(engine, toy_tokenizer, "pooling")
     assert verifier.data_parallel_ranks == 2 and not verifier.routes("encode")
     assert "takes no data_parallel_rank" in caplog.text
@@ -286,8 +286,8 @@ async def test_verifier_with_one_rank_sends_no_rank(toy_tokenizer):
 
 def test_data_parallel_size_reaches_the_engine_args_only_above_one(monkeypatch):
     pytest.importorskip("vllm")
-    from ttsearch.engine import vllm_engine, vllm_policy, vllm_verifier
-    from ttsearch.toy.engines import TOY_PRM_FORMAT
+    from ttsearch.backends.vllm import engine as vllm_engine, policy as vllm_policy, verifier as vllm_verifier
+    from ttsearch.toy.backends import TOY_PRM_FORMAT
 
     seen = []
 
@@ -311,9 +311,9 @@ def test_data_parallel_size_reaches_the_engine_args_only_above_one(monkeypatch):
 
 def test_cli_data_parallel_flags_reach_from_pretrained(monkeypatch):
     pytest.importorskip("vllm")
-    from ttsearch import cli
-    from ttsearch.engine.vllm_policy import VLLMPolicy
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.cli import app as cli
+    from ttsearch.backends.vllm.policy import VLLMPolicy
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     calls = {}
 

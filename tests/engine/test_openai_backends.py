@@ -13,14 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ttsearch.engine.backend import BackendError, PromptTooLongError, SampleRequest
-from ttsearch.engine.completions import engine_seed
-from ttsearch.engine.http import HttpOptions, MalformedResponseError, ReplicaUnavailable, ServerRequestError
-from ttsearch.engine.openai_policy import OpenAIPolicy
-from ttsearch.engine.openai_verifier import OpenAIVerifier, pooling_server_args
-from ttsearch.engine.replicas import AllReplicasDownError, ReplicaPool
-from ttsearch.engine.search import SearchLimits
-from ttsearch.engine.searcher import Searcher
+from ttsearch.core.backend import BackendError, PromptTooLongError, SampleRequest
+from ttsearch.backends.completions import engine_seed
+from ttsearch.backends.http.client import HttpOptions, MalformedResponseError, ReplicaUnavailable, ServerRequestError
+from ttsearch.backends.http.policy import OpenAIPolicy
+from ttsearch.backends.http.verifier import OpenAIVerifier, pooling_server_args
+from ttsearch.backends.http.replicas import AllReplicasDownError, ReplicaPool
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
 from ttsearch.strategies.sampling import MajorityVoting
 from tests.engine.fake_vllm import FakeCluster, FakeServer, choice
 
@@ -34,7 +34,7 @@ STEP = "7 + 5 = 12\n\n"
 
 @pytest.fixture(scope="module")
 def toy_tokenizer():
-    from ttsearch.engine.served_model import load_tokenizer
+    from ttsearch.backends.http.served_model import load_tokenizer
 
     return load_tokenizer(TOY / "policy")
 
@@ -349,7 +349,7 @@ def test_http_options_validate():
 
 @pytest.fixture(scope="module")
 def toy_prm_format():
-    from ttsearch.toy.engines import TOY_PRM_FORMAT
+    from ttsearch.toy.backends import TOY_PRM_FORMAT
 
     return TOY_PRM_FORMAT
 
@@ -433,7 +433,7 @@ async def test_verifier_keeps_a_question_on_one_replica(toy_tokenizer, toy_prm_f
 
 def test_the_http_backends_import_without_vllm_or_torch():
     code = (
-        "import sys, ttsearch.engine.openai_policy, ttsearch.engine.openai_verifier, ttsearch.engine.replicas;"
+        "import sys, ttsearch.backends.http.policy, ttsearch.backends.http.verifier, ttsearch.backends.http.replicas;"
         "print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
@@ -448,12 +448,12 @@ import asyncio, sys
 sys.modules.update({"vllm": None, "torch": None})  # import fails; find_spec says: not installed
 from pathlib import Path
 from tests.engine.fake_vllm import FakeCluster, FakeServer, choice
-from ttsearch.engine.http import HttpOptions
-from ttsearch.engine.openai_policy import OpenAIPolicy
-from ttsearch.engine.openai_verifier import OpenAIVerifier
-from ttsearch.engine.backend import SampleRequest
-from ttsearch.engine.served_model import load_tokenizer
-from ttsearch.toy.engines import TOY_PRM_FORMAT
+from ttsearch.backends.http.client import HttpOptions
+from ttsearch.backends.http.policy import OpenAIPolicy
+from ttsearch.backends.http.verifier import OpenAIVerifier
+from ttsearch.core.backend import SampleRequest
+from ttsearch.backends.http.served_model import load_tokenizer
+from ttsearch.toy.backends import TOY_PRM_FORMAT
 URL, FAST = "http://p0:8000", HttpOptions(timeout=5, connect_timeout=1, retries=0)
 async def main():
     tok = load_tokenizer(Path("ttsearch/assets/toy/policy"))
@@ -478,7 +478,7 @@ asyncio.run(main())
 
 
 def test_cli_run_needs_a_policy_or_servers(tmp_path, capsys):
-    from ttsearch.cli import build_parser, main
+    from ttsearch.cli.app import build_parser, main
 
     args = build_parser().parse_args(
         ["run", "--policy-url", P0, P1, "--prm-url", P0, "--strategy", "beam", "--n", "4", "--out", "o.jsonl"]
@@ -489,7 +489,7 @@ def test_cli_run_needs_a_policy_or_servers(tmp_path, capsys):
 
 
 def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir):
-    from ttsearch.cli import main
+    from ttsearch.cli.app import main
 
     url = f"http://127.0.0.1:{_closed_port()}"
     out = tmp_path / "o.jsonl"
@@ -507,8 +507,8 @@ def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir
 def test_recipe_data_parallel_size_reaches_the_engine_args():
     import dataclasses
 
-    from ttsearch.experiment.engines import _engine_settings
-    from ttsearch.experiment.recipe import RecipeError, parse_recipe
+    from ttsearch.study.engines import _engine_settings
+    from ttsearch.study.recipe import RecipeError, parse_recipe
 
     def recipe(policy):
         return parse_recipe({"policy": policy, "dataset": {"source": "toy", "end": 2}, "strategies": [{"strategy": "majority", "n": [1]}]})

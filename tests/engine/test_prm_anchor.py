@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
+from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.toy.tokenizer import STEP_TAG, build_tokenizer
 
 

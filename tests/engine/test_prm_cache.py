@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ttsearch.engine.prm_cache import PrefixGate, ScoreMemo, prefix_digests
+from ttsearch.backends.prm_cache import PrefixGate, ScoreMemo, prefix_digests
 
 
 

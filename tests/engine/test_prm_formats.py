@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from ttsearch.engine.prm_formats import (
+from ttsearch.backends.prm_formats import (
     CHATML_CHAT_FORMAT,
     MATH_SHEPHERD,
     QWEN_PRM,

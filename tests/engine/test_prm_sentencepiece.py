@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.test_prm_formats import QUESTION, STEPS, TRICKY_STEPS
-from ttsearch.engine.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmEncoder, format_text
+from ttsearch.backends.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmEncoder, format_text
 
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.engine.helpers import make_searcher
-from ttsearch.cli import build_parser, main, parse_size
+from ttsearch.cli.app import build_parser, main, parse_size
 from ttsearch.evaluation.datasets import Problem
-from ttsearch.runner import ResultsFileError, evaluate_results, read_records, run_benchmark
+from ttsearch.errors import RecordsError as ResultsFileError
+from ttsearch.records import read_records
+from ttsearch.study.benchmark import evaluate_results, run_benchmark
 from ttsearch.strategies import BestOfN
 from ttsearch.strategies.registry import make_strategy
 from ttsearch.testing.scripted import EOS

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ttsearch.engine.backend import StepScores
-from ttsearch.engine.search import SearchLimits
-from ttsearch.engine.searcher import Searcher
+from ttsearch.core.backend import StepScores
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN
 from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from tests.engine.helpers import make_searcher, stepwise_script
-from ttsearch.engine.backend import SampleRequest
+from ttsearch.core.backend import SampleRequest
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, LookaheadSearch
 from ttsearch.testing.scripted import EOS
 

@@ -9,10 +9,10 @@ from typing import Sequence
 import pytest
 
 from tests.engine.helpers import make_searcher, stepwise_script
-from ttsearch.engine.backend import BackendError, SampleRequest
-from ttsearch.engine.search import ProblemError, SearchLimits
-from ttsearch.engine.searcher import Searcher, SearchError
-from ttsearch.engine.tree import Node, SearchTree
+from ttsearch.core.backend import BackendError, SampleRequest
+from ttsearch.core.search import ProblemError, SearchLimits
+from ttsearch.core.searcher import Searcher, SearchError
+from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, Expand, MajorityVoting, Strategy
 from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier, decode

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.engine.helpers import make_searcher, stepwise_script
-from ttsearch.engine.search import SearchLimits
+from ttsearch.core.search import SearchLimits
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, LookaheadSearch, MajorityVoting
 from ttsearch.testing.scripted import EOS, ScriptCall
 

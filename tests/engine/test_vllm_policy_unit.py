@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from ttsearch.engine import vllm_policy as vp  # noqa: E402
-from ttsearch.engine.backend import BackendError, PromptTooLongError, SampleRequest  # noqa: E402
-from ttsearch.engine.vllm_policy import VLLMPolicy, engine_seed  # noqa: E402
+from ttsearch.backends.vllm import policy as vp  # noqa: E402
+from ttsearch.core.backend import BackendError, PromptTooLongError, SampleRequest  # noqa: E402
+from ttsearch.backends.vllm.policy import VLLMPolicy, engine_seed  # noqa: E402
 
 EOT = 128009
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from ttsearch.evaluation.metrics import AccuracyReport, AccuracyTable, MethodCurve
-from ttsearch.evaluation.report import (
+from ttsearch.evaluation.tables import (
     format_table,
     plot_accuracy,
     report_from_dict,

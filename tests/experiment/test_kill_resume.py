@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ttsearch.experiment.command import TOY_RECIPE
-from ttsearch.runner import read_records
+from ttsearch.cli.experiment import TOY_RECIPE
+from ttsearch.records import read_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -39,7 +39,7 @@ def _lines(out: Path) -> dict[str, list[str]]:
 
 
 def _command(recipe: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "ttsearch.cli", "experiment", str(recipe), "--out", str(out), "--quiet", "--no-report"]
+    return [sys.executable, "-m", "ttsearch.cli.app", "experiment", str(recipe), "--out", str(out), "--quiet", "--no-report"]
 
 
 def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:

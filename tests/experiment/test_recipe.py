@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.experiment.helpers import recipe_data, write_dataset, write_recipe
-from ttsearch.cli import main
-from ttsearch.experiment import RecipeError, load_recipe, parse_recipe, plan_runs, prepare
-from ttsearch.experiment.command import TOY_RECIPE
-from ttsearch.experiment.recipe import changed_fields
+from ttsearch.cli.app import main
+from ttsearch.study import RecipeError, load_recipe, parse_recipe, plan_runs, prepare
+from ttsearch.cli.experiment import TOY_RECIPE
+from ttsearch.study.recipe import changed_fields
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.experiment.helpers import recipe_data, scripted_backends, write_dataset, write_recipe
-from ttsearch.experiment import RecipeError, load_recipe, run_experiment
-from ttsearch.report import build_report, load_experiment
-from ttsearch.runner import read_records
+from ttsearch.study import RecipeError, load_recipe, run_experiment
+from ttsearch.study.report import build_report, load_experiment
+from ttsearch.records import read_records
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_engine_output_goes_to_the_log_and_our_own_prints_to_the_terminal(tmp_pa
     code = f"""
 import subprocess, sys
 from pathlib import Path
-from ttsearch.experiment.engines import engine_output_to
+from ttsearch.study.engines import engine_output_to
 with engine_output_to(Path({str(log)!r})):
     subprocess.run([sys.executable, "-c", "import sys; print('ENGINE OUT'); print('ENGINE ERR', file=sys.stderr)"])
     print("OUR LINE")

@@ -70,7 +70,7 @@ def no_leftover_processes() -> Callable[[float], contextlib.AbstractAsyncContext
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer_dir: Path) -> Path:
-    from ttsearch.testing.tiny_models import build_tiny_llama
+    from tools.tiny_models import build_tiny_llama
 
     return build_tiny_llama(
         tmp_path_factory.mktemp("tiny-llama"),
@@ -84,7 +84,7 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer_di
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def vllm_policy(tiny_llama_dir: Path, no_leftover_processes) -> AsyncIterator[object]:
     pytest.importorskip("vllm")
-    from ttsearch.engine.vllm_policy import VLLMPolicy
+    from ttsearch.backends.vllm.policy import VLLMPolicy
 
     async with no_leftover_processes(10):
         policy = await asyncio.to_thread(

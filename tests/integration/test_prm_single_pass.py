@@ -34,9 +34,9 @@ CHILDREN = ["## Step 6: 8 - 4 = 4", "## Step 6: 8 - 4 = 3", "## Step 6: 8 - 4 = 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def prm(no_leftover_processes) -> AsyncIterator[Any]:
     pytest.importorskip("vllm.v1.engine.async_llm")
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
     from ttsearch.toy import TOY_ASSETS_DIR
-    from ttsearch.toy.engines import TOY_PRM_FORMAT
+    from ttsearch.toy.backends import TOY_PRM_FORMAT
 
     key = "VLLM_ENABLE_V1_MULTIPROCESSING"
     saved = os.environ.get(key)
@@ -87,7 +87,7 @@ async def _reset(prm: Any) -> None:
 
 def _fresh(prm: Any, **kwargs: Any) -> Any:
     """A new wrapper on the module's engine: an empty memo and gate."""
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     return VLLMVerifier(prm.engine, prm.tokenizer, format=prm.format, **kwargs)
 

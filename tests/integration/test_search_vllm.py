@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ttsearch import DVTS, RLHFLOW, BeamSearch, BestOfN, MajorityVoting, SearchLimits, Searcher, load_math500
-from ttsearch.engine.vllm_verifier import VLLMVerifier
+from ttsearch.backends.vllm.verifier import VLLMVerifier
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 

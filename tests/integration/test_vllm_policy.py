@@ -24,7 +24,7 @@ import time
 import pytest
 
 from tests.integration.engine_state import unfinished_requests
-from ttsearch.engine.backend import Policy, PromptTooLongError, Sample, SampleRequest
+from ttsearch.core.backend import Policy, PromptTooLongError, Sample, SampleRequest
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 

@@ -24,8 +24,8 @@ import pytest
 import pytest_asyncio
 
 from tests.integration.engine_state import unfinished_requests
-from ttsearch.engine.backend import BackendError, PromptTooLongError, StepScores, Verifier
-from ttsearch.engine.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFormat, format_text
+from ttsearch.core.backend import BackendError, PromptTooLongError, StepScores, Verifier
+from ttsearch.backends.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFormat, format_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -79,14 +79,14 @@ def _worker_in_engine_process() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def llama_prm_dir(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer_dir: Path) -> Path:
-    from ttsearch.testing.tiny_prms import build_tiny_llama_prm
+    from tools.tiny_prms import build_tiny_llama_prm
 
     return build_tiny_llama_prm(tmp_path_factory.mktemp("tiny-llama-prm"), tokenizer_dir=llama3_tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
 def qwen_prm_dir(tmp_path_factory: pytest.TempPathFactory, qwen2_tokenizer_dir: Path) -> Path:
-    from ttsearch.testing.tiny_prms import build_tiny_qwen2_prm
+    from tools.tiny_prms import build_tiny_qwen2_prm
 
     return build_tiny_qwen2_prm(tmp_path_factory.mktemp("tiny-qwen-prm"), tokenizer_dir=qwen2_tokenizer_dir)
 
@@ -100,7 +100,7 @@ async def verifiers(
     # frames and their locals (an engine) for the life of the process.
     pytest.importorskip("vllm.engine.arg_utils")
     pytest.importorskip("vllm.v1.engine.async_llm")
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     async with no_leftover_processes(15):
         started = time.monotonic()
@@ -147,7 +147,7 @@ def hf_reference(llama_prm_dir: Path, qwen_prm_dir: Path, verifiers: dict[str, A
     import torch
     from transformers import LlamaForCausalLM
 
-    from ttsearch.testing.tiny_prms import load_tiny_qwen2_prm_reference
+    from tools.tiny_prms import load_tiny_qwen2_prm_reference
 
     llama = LlamaForCausalLM.from_pretrained(str(llama_prm_dir), dtype=torch.float32).eval()
     qwen = load_tiny_qwen2_prm_reference(qwen_prm_dir)
@@ -274,7 +274,7 @@ class _CountingEngine:
 
 
 async def test_max_in_flight_bounds_open_requests(verifiers):
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     base = verifiers["rlhflow-generative"]
     counting = _CountingEngine(base.engine)
@@ -333,7 +333,7 @@ class _FailingEngine(_CountingEngine):
 
 
 async def test_engine_failures_become_backend_errors(verifiers):
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     base = verifiers["rlhflow-generative"]
     verifier = VLLMVerifier(_FailingEngine(base.engine), base.tokenizer, format=RLHFLOW)
@@ -343,7 +343,7 @@ async def test_engine_failures_become_backend_errors(verifiers):
 
 
 async def test_wrong_engine_for_the_mode_is_rejected(verifiers):
-    from ttsearch.engine.vllm_verifier import VLLMVerifier
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     generative = verifiers["rlhflow-generative"]
     with pytest.raises(ValueError, match="pooling"):

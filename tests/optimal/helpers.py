@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ttsearch.optimal.outcomes import Cell, Option, Outcomes, Predictor
+from ttsearch.study.optimal.outcomes import Cell, Option, Outcomes, Predictor
 
 # A candidate: (answer, score, correct, num_tokens)
 Cand = tuple[str | None, float, bool, int]

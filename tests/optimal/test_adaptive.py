@@ -1,7 +1,7 @@
 import pytest
 
-from ttsearch.optimal.adaptive import simulate_adaptive
-from ttsearch.optimal.records import load_runs
+from ttsearch.study.optimal.adaptive import simulate_adaptive
+from ttsearch.study.optimal.records import load_runs
 
 from tests.optimal.helpers import write_run
 
@@ -46,7 +46,7 @@ def test_unusable_runs_are_refused(tmp_path):
 
 
 def test_the_analysis_and_its_text_compare_adaptive_with_uniform_at_equal_samples(tmp_path):
-    from ttsearch.optimal.analysis import analyse_experiment, format_analysis
+    from ttsearch.study.optimal.analysis import analyse_experiment, format_analysis
 
     write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, budgets=[1, 2, 4],
               problems={"a": SURE, "b": SLOW})

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from ttsearch.optimal.bins import fit_bins, level_of, level_thresholds
+from ttsearch.study.optimal.bins import fit_bins, level_of, level_thresholds
 
 
 def test_ten_problems_two_per_level_and_thresholds_reproduce_them():

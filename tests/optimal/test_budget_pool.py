@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ttsearch.engine.search import SearchLimits
-from ttsearch.engine.searcher import Searcher
-from ttsearch.optimal.budget_pool import AdaptiveBestOfN, BudgetPool
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
+from ttsearch.strategies.adaptive import AdaptiveBestOfN, BudgetPool
 from ttsearch.strategies.registry import budget_kind, make_strategy
 from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
 

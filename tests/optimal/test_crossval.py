@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ttsearch.optimal.bins import DifficultyBins
-from ttsearch.optimal.crossval import assign_folds, cross_validate, fixed_curve, rank_options
+from ttsearch.study.optimal.bins import DifficultyBins
+from ttsearch.study.optimal.crossval import assign_folds, cross_validate, fixed_curve, rank_options
 
 from tests.optimal.helpers import outcomes_from_table
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from ttsearch.optimal.outcomes import build_outcomes
-from ttsearch.optimal.records import ExperimentError, load_runs
+from ttsearch.study.optimal.outcomes import build_outcomes
+from ttsearch.study.optimal.records import ExperimentError, load_runs
 
 from tests.optimal.helpers import write_run
 

@@ -6,12 +6,14 @@ import json
 
 import pytest
 
-from ttsearch.cli import main
-from ttsearch.optimal.analysis import analyse, analyse_experiment, format_analysis
-from ttsearch.optimal.outcomes import build_outcomes
-from ttsearch.optimal.policy_table import PolicyFileError, fit_policy, load_policy, policy_from_dict, policy_to_dict
-from ttsearch.optimal.records import load_runs
-from ttsearch.optimal.strategy import ComputeOptimal
+from ttsearch.cli.app import main
+from ttsearch.study.optimal.analysis import analyse, analyse_experiment, format_analysis
+from ttsearch.study.optimal.outcomes import build_outcomes
+from ttsearch.errors import PolicyFileError
+from ttsearch.strategies.policy_table import policy_from_dict, policy_to_dict
+from ttsearch.study.optimal.policy_table import fit_policy, load_policy
+from ttsearch.study.optimal.records import load_runs
+from ttsearch.strategies.compute_optimal import ComputeOptimal
 
 from tests.optimal.helpers import write_run
 
@@ -71,7 +73,7 @@ def test_fit_policy_command_writes_a_table_the_strategy_loads(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "per-bin choice, oracle difficulty" in printed and "policy table:" in printed
     assert (tmp_path / "p.png").stat().st_size > 1000
-    strategy = ComputeOptimal(n=4, policy=str(out), probe=1)
+    strategy = ComputeOptimal(n=4, policy=load_policy(out), probe=1)
     assert strategy.table == load_policy(out)
 
 
@@ -85,7 +87,7 @@ def test_fit_policy_command_names_bad_input(tmp_path, capsys):
 
 
 def test_online_replay_bins_by_the_probe_and_pays_for_it(tmp_path):
-    from ttsearch.optimal.probe import replay_online
+    from ttsearch.study.optimal.probe import replay_online
 
     outcomes = build_outcomes(load_runs([_experiment(tmp_path)]))
     # Beam was recorded only at N=4, which no longer fits after a probe: hard problems fall

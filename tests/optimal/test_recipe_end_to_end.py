@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 from tests.experiment.helpers import recipe_data, scripted_backends, write_dataset, write_recipe
-from ttsearch.cli import main
-from ttsearch.experiment import load_recipe, run_experiment
-from ttsearch.optimal.analysis import analyse_experiment, format_analysis
-from ttsearch.optimal.policy_table import load_policy
-from ttsearch.runner import read_records
+from ttsearch.cli.app import main
+from ttsearch.study import load_recipe, run_experiment
+from ttsearch.study.optimal.analysis import analyse_experiment, format_analysis
+from ttsearch.study.optimal.policy_table import load_policy
+from ttsearch.records import read_records
 
 
 async def test_a_recipe_runs_compute_optimal_with_a_fitted_policy(tmp_path: Path, llama3_tokenizer_dir: Path) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.helpers import make_searcher
-from ttsearch.engine.search import SearchLimits
-from ttsearch.engine.searcher import Searcher
-from ttsearch.optimal.policy_table import PolicyChoice, PolicyTable, save_policy
-from ttsearch.optimal.strategy import ComputeOptimal
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
+from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
+from ttsearch.study.optimal.policy_table import load_policy, save_policy
+from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.strategies.registry import make_strategy
 from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
 
@@ -123,10 +124,13 @@ async def test_every_problem_gets_its_own_plan_when_solved_together() -> None:
     assert chosen == {"easy": BEST_OF_N, "hard": BEAM, "medium": MAJORITY}
 
 
-def test_loads_from_a_policy_file_through_the_registry(tmp_path) -> None:
+def test_a_policy_file_is_read_by_the_caller_and_recorded_by_name(tmp_path) -> None:
     path = save_policy(_table(), tmp_path / "policy.json")
-    strategy = make_strategy("compute_optimal", n=8, policy=str(path), probe=3)
+    strategy = make_strategy("compute_optimal", n=8, policy=load_policy(path), policy_file=str(path), probe=3)
     assert isinstance(strategy, ComputeOptimal) and strategy.table == _table() and strategy.reduction == "last"
+    assert strategy.options()["policy"] == str(path)  # results record the file, not the table
+    with pytest.raises(TypeError, match="must be a PolicyTable"):
+        ComputeOptimal(n=8, policy=str(path))  # type: ignore[arg-type]  # strategies do no I/O
 
 
 def test_bad_configurations_are_named(tmp_path) -> None:
@@ -135,7 +139,7 @@ def test_bad_configurations_are_named(tmp_path) -> None:
     with pytest.raises(ValueError, match="below the policy table's smallest"):
         ComputeOptimal(n=3, policy=_table(), probe=1)
     with pytest.raises(ValueError, match="no such policy file"):
-        ComputeOptimal(n=8, policy=str(tmp_path / "missing.json"))
+        load_policy(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="probe must be"):
         ComputeOptimal(n=8, policy=_table(), probe=0)
 

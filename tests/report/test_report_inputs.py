@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.report.test_report_numbers import RUNS, exact, write_experiment
-from ttsearch.cli import main
-from ttsearch.report import ExperimentError, build_report, export_traces, load_experiment
-from ttsearch.report.render import report_to_dict
+from ttsearch.cli.app import main
+from ttsearch.study.report import ExperimentError, build_report, export_traces, load_experiment
+from ttsearch.study.report.render import report_to_dict
 
 ALL = {s["run_id"]: list(problems) for s, problems, _, _ in RUNS}
 

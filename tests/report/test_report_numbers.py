@@ -1,4 +1,4 @@
-"""`ttsearch.report` on a hand-made experiment directory, checked against hand computation.
+"""`ttsearch.study.report` on a hand-made experiment directory, checked against hand computation.
 
 The fixture (written below, RECORDS.md layout) has five problems p1..p5 (gold "1".."5",
 MATH levels 1..5) and three strategy entries:
@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from ttsearch.evaluation.metrics import pass_at_k
-from ttsearch.report import ExperimentError, build_report, format_table, load_experiment, write_report
+from ttsearch.study.report import ExperimentError, build_report, format_table, load_experiment, write_report
 
 GOLD = {f"p{i}": str(i) for i in range(1, 6)}
 BON_S0 = {
@@ -291,7 +291,7 @@ def test_format_table_shows_hand_computed_cells(report) -> None:  # type: ignore
 
 
 def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from ttsearch.report import plots
+    from ttsearch.study.report import plots
 
     figures = []
     real_save = plots._save

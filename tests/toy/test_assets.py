@@ -3,7 +3,7 @@
 They check what the rest of the project relies on: both models load, stop on <|eot_id|>,
 use the toy tokenizer, stay small, the policy is neither useless nor perfect, and the PRM
 tells good sampled steps from bad ones and picks right solutions among one problem's samples. A failure here means the assets are missing or
-stale: rebuild them with `python -m ttsearch.toy.train --out ttsearch/assets/toy --seed 0`.
+stale: rebuild them with `python -m tools.toy_train --out ttsearch/assets/toy --seed 0`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import torch
 
-from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
+from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.toy import TOY_ASSETS_DIR, TOY_POLICY_DIR, TOY_PRM_DIR
 from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 from ttsearch.toy.tokenizer import EOS, build_tokenizer
-from ttsearch.toy.train import greedy_accuracy, label_solutions, prm_scores, roc_auc, sample_solutions
+from tools.toy_train import greedy_accuracy, label_solutions, prm_scores, roc_auc, sample_solutions
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ttsearch.engine.chat import encode_chat_prompt
-from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
+from ttsearch.backends.chat import encode_chat_prompt
+from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.toy.task import gold_steps, make_problems
 from ttsearch.toy.tokenizer import (
     BOS,

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from ttsearch.experiment import load_recipe, run_experiment
-from ttsearch.experiment.command import TOY_RECIPE
-from ttsearch.report import build_report, load_experiment
+from ttsearch.study import load_recipe, run_experiment
+from ttsearch.cli.experiment import TOY_RECIPE
+from ttsearch.study.report import build_report, load_experiment
 
 # The module's fixture searches 100 problems with three strategies (~3-6 min on 2 busy
 # cores): above the suite's default 300 s per-test timeout.

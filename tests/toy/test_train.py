@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from ttsearch.engine.prm_formats import MATH_SHEPHERD, PrmEncoder
+from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.toy.task import final_step, make_problems
 from ttsearch.toy.tokenizer import STEP_TAG, build_tokenizer
-from ttsearch.toy.train import label_solutions, roc_auc
+from tools.toy_train import label_solutions, roc_auc
 
 
 def _pairwise_auc(scores: list[float], labels: list[bool]) -> float:
@@ -64,7 +64,7 @@ def test_label_solutions_gives_local_step_labels_at_the_tags() -> None:
 
 
 def test_synthetic_pairs_are_a_gold_solution_and_a_one_slip_copy() -> None:
-    from ttsearch.toy.train import synthetic_pairs
+    from tools.toy_train import synthetic_pairs
 
     encoder = PrmEncoder(MATH_SHEPHERD, build_tokenizer())
     problems = make_problems(10, seed=4)

@@ -29,7 +29,7 @@ from ttsearch.evaluation.metrics import (
     pass_at_k,
     score_runs,
 )
-from ttsearch.evaluation.report import format_table, plot_accuracy, report_to_dict, save_report_json
+from ttsearch.evaluation.tables import format_table, plot_accuracy, report_to_dict, save_report_json
 
 __all__ = [
     # extraction, canonical keys, grading

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from ttsearch.errors import DatasetError
 
 MATH500_HF_ID = "HuggingFaceH4/MATH-500"
 
@@ -21,9 +22,6 @@ MATH500_HF_ID = "HuggingFaceH4/MATH-500"
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _LEVEL_TEXT = re.compile(r"^\s*(?:level\s*)?(\d+)\s*$", re.IGNORECASE)
 
-
-class DatasetError(ValueError):
-    """A dataset source is missing, unreadable or holds an invalid record."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,27 @@
-"""Search strategies: frontier-selection policies over the shared engine loop."""
+"""Search strategies: frontier-selection policies over the core's one search loop.
 
-from ttsearch.strategies.base import Expand, Strategy
+The interface (`Strategy`, `Expand`) is `ttsearch.core.strategy`; `registry` names every
+built-in strategy for recipes and the CLI.
+"""
+
+from ttsearch.core.strategy import Expand, Strategy
+from ttsearch.strategies.adaptive import AdaptiveBestOfN
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
+from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.strategies.dvts import DVTS
+from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
-__all__ = ["DVTS", "BeamSearch", "BestOfN", "Expand", "LookaheadSearch", "MajorityVoting", "Strategy"]
+__all__ = [
+    "DVTS",
+    "AdaptiveBestOfN",
+    "BeamSearch",
+    "BestOfN",
+    "ComputeOptimal",
+    "Expand",
+    "LookaheadSearch",
+    "MajorityVoting",
+    "PolicyChoice",
+    "PolicyTable",
+    "Strategy",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ttsearch.engine.tree import Node, SearchTree
+from ttsearch.core.tree import Node, SearchTree
 from ttsearch.strategies.base import Expand, StepwiseStrategy
 
 

@@ -1,24 +1,17 @@
-"""Built-in strategies by name, for the CLI and configuration files."""
+"""Every built-in strategy by name, for recipes and the CLI."""
 
 from __future__ import annotations
 
-from dataclasses import MISSING
 from typing import Any, Literal
 
-from ttsearch.strategies.base import SampledStrategy, StepwiseStrategy, Strategy
-from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
-from ttsearch.strategies.dvts import DVTS
-from ttsearch.strategies.sampling import BestOfN, MajorityVoting
-from ttsearch.optimal.budget_pool import AdaptiveBestOfN
-from ttsearch.optimal.strategy import ComputeOptimal
+from ttsearch.core.strategy import Strategy
+from ttsearch.strategies.adaptive import AdaptiveBestOfN
+from ttsearch.strategies.catalog import SEARCH_STRATEGIES, build_strategy
+from ttsearch.strategies.compute_optimal import ComputeOptimal
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    "majority": MajorityVoting,
-    "best_of_n": BestOfN,
-    "beam": BeamSearch,
-    "dvts": DVTS,
-    "lookahead": LookaheadSearch,
-    "compute_optimal": ComputeOptimal,  # needs policy=<policy.json from `ttsearch fit-policy`>
+    **SEARCH_STRATEGIES,
+    "compute_optimal": ComputeOptimal,  # needs policy=<a PolicyTable: `ttsearch fit-policy`, then load_policy>
     "adaptive_best_of_n": AdaptiveBestOfN,  # one object = one batch sharing a budget pool
 }
 
@@ -28,23 +21,7 @@ def make_strategy(name: str, **options: Any) -> Strategy:
 
     :raises ValueError: unknown name, an option the strategy does not have, or a bad value.
     """
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}") from None
-    fields = getattr(cls, "__dataclass_fields__", {})
-    given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - set(fields))
-    if unknown:
-        raise ValueError(f"strategy {name!r} has no option(s) {unknown}; it takes {sorted(fields)}")
-    required = sorted(
-        name
-        for name, f in fields.items()
-        if f.init and f.default is MISSING and f.default_factory is MISSING and name not in given
-    )
-    if required:
-        raise ValueError(f"strategy {name!r} needs option(s) {required}")
-    return cls(**given)
+    return build_strategy(STRATEGIES, name, **options)
 
 
 def budget_kind(strategy: str | type[Strategy] | Strategy) -> Literal["sampling", "stepwise"]:
@@ -62,5 +39,4 @@ def budget_kind(strategy: str | type[Strategy] | Strategy) -> Literal["sampling"
             return "stepwise"
     else:
         cls = strategy if isinstance(strategy, type) else type(strategy)
-    sampling = issubclass(cls, SampledStrategy) and not issubclass(cls, StepwiseStrategy)
-    return "sampling" if sampling else "stepwise"
+    return cls.budget_kind

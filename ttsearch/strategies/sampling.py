@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-from ttsearch.engine.tree import SearchTree
+from ttsearch.core.tree import SearchTree
 from ttsearch.strategies.base import Expand, SampledStrategy, Selection
 
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
-from ttsearch.engine.backend import FinishReason, PromptTooLongError, Sample, SampleRequest, StepScores
+from ttsearch.core.backend import FinishReason, PromptTooLongError, Sample, SampleRequest, StepScores
 
 EOS = "<eos>"  # end the scripted continuation with this to finish the solution
 BOS_ID = 1  # token id 0 is unused; characters are ord(c) + 2

@@ -2,7 +2,7 @@
 
 A synthetic multi-step arithmetic task (`task`), a ~120-token tokenizer with the Llama 3
 chat conventions (`tokenizer`), and a small trained policy and process reward model
-shipped under `ttsearch/assets/toy/` (built by `python -m ttsearch.toy.train`). The models
+shipped under `ttsearch/assets/toy/` (built by `python -m tools.toy_train`). The models
 load in transformers and in vLLM like any Llama checkpoint, so the whole search stack
 runs end to end on a CPU, without downloads, on a task where accuracy is checkable.
 """

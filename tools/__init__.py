@@ -1,0 +1,1 @@
+"""Development tools: toy-world training and tiny random-weight models for tests and benchmarks."""

@@ -1,0 +1,171 @@
+"""JSON over HTTP to one vLLM OpenAI-compatible server, with timeouts and retries.
+
+`post_json` / `get_json` send one request on a pooled `httpx.AsyncClient` and return the
+decoded JSON object. Transient failures (connection errors, HTTP 5xx) are retried on the
+same server with exponential backoff; when the retries run out, or the server takes
+longer than the timeout, `ReplicaUnavailable` is raised, so the caller (`ReplicaPool`)
+can mark that server down and send the request elsewhere. A 4xx answer is the request's
+fault, not the server's: it raises `ServerRequestError` with the server's message (never
+retried). A body that is not a JSON object raises `MalformedResponseError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ttsearch.core.backend import BackendError
+
+__all__ = [
+    "HttpOptions",
+    "MalformedResponseError",
+    "ReplicaUnavailable",
+    "ServerRequestError",
+    "get_json",
+    "make_client",
+    "post_json",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    """How the client talks to the servers."""
+
+    timeout: float = 600.0  # seconds one request may take before its server counts as down
+    connect_timeout: float = 10.0  # seconds to open a connection
+    retries: int = 3  # retries on one server (connection errors, 5xx) before it counts as down
+    backoff: float = 0.5  # seconds before the first retry; doubles each retry
+    max_connections: int = 512  # pooled connections per server
+    api_key: str | None = None  # sent as "Authorization: Bearer ..." (vllm serve --api-key)
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError(f"timeouts must be > 0, got {self.timeout}, {self.connect_timeout}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.backoff < 0:
+            raise ValueError(f"backoff must be >= 0, got {self.backoff}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
+
+
+class ReplicaUnavailable(BackendError):
+    """A server did not answer (connection refused or lost, timeout, 5xx after retries)."""
+
+
+class ServerRequestError(BackendError):
+    """A server rejected a request (HTTP 4xx); the message is the server's."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class MalformedResponseError(BackendError):
+    """A server answered with something that is not the expected JSON."""
+
+
+def make_client(base_url: str, options: HttpOptions, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """A pooled client for one server (`transport`: a test double, e.g. `httpx.MockTransport`)."""
+    limits = httpx.Limits(max_connections=options.max_connections, max_keepalive_connections=options.max_connections)
+    timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
+    headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else None
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"), limits=limits, timeout=timeout, headers=headers, transport=transport
+    )
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    path: str,
+    payload: dict[str, Any],
+    options: HttpOptions,
+    *,
+    give_up: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """POST `payload` to `path`; the answer's JSON object. Raises as the module docstring
+    says. `give_up()` is asked before each retry (True: the server is known to be down,
+    fail now)."""
+    return await _request(client, "POST", path, payload, options, give_up)
+
+
+async def get_json(client: httpx.AsyncClient, path: str, options: HttpOptions) -> dict[str, Any]:
+    """GET `path`; the answer's JSON object."""
+    return await _request(client, "GET", path, None, options, lambda: False)
+
+
+async def _request(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    payload: dict[str, Any] | None,
+    options: HttpOptions,
+    give_up: Callable[[], bool],
+) -> dict[str, Any]:
+    where = f"{client.base_url}{path}"
+    for attempt in range(options.retries + 1):
+        last = attempt == options.retries or give_up()
+        try:
+            response = await client.request(method, path, json=payload)
+        except httpx.TimeoutException as e:
+            # A timed-out request may still run on the server; another try there would
+            # queue behind it. Give up on this server at once.
+            raise ReplicaUnavailable(
+                f"{where}: no answer within {_timeout_of(e, options)} s ({type(e).__name__})"
+            ) from e
+        except httpx.TransportError as e:
+            if last:
+                raise ReplicaUnavailable(f"{where}: {type(e).__name__}: {str(e) or 'connection failed'}") from e
+        else:
+            if response.status_code >= 500:
+                if last:
+                    raise ReplicaUnavailable(
+                        f"{where}: HTTP {response.status_code} after {attempt + 1} tries: "
+                        f"{_error_message(response)}"
+                    )
+            elif response.status_code >= 400:
+                raise ServerRequestError(
+                    f"{where} rejected the request (HTTP {response.status_code}): {_error_message(response)}",
+                    status_code=response.status_code,
+                )
+            else:
+                return _json_object(response, where)
+        await asyncio.sleep(options.backoff * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _timeout_of(error: httpx.TimeoutException, options: HttpOptions) -> float:
+    return options.connect_timeout if isinstance(error, httpx.ConnectTimeout) else options.timeout
+
+
+def _json_object(response: httpx.Response, where: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MalformedResponseError(f"{where} answered with invalid JSON: {response.text[:200]!r}") from e
+    if not isinstance(body, dict):
+        raise MalformedResponseError(f"{where} answered with a JSON {type(body).__name__}, expected an object")
+    return body
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's error message: vLLM sends {"error": {"message": ...}} (newer) or
+    {"object": "error", "message": ...} (older)."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+    return str(body)[:300]

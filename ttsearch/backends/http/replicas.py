@@ -1,0 +1,148 @@
+"""Several servers for one role (the policy, or the PRM), with problem affinity.
+
+A problem sticks to one server (its prefix cache lives there): the first request of a
+new key (a problem) goes to the least-loaded server that is up (fewest requests in
+flight, then fewest problems), and later requests of that key follow it. A server that
+does not answer (`ReplicaUnavailable`: connection lost, timeout, 5xx after retries) is
+marked down for the rest of the pool's life; the request that found it down, and every
+other request in flight there, is sent again to another server, and its problems move
+with them (work already finished is never redone: only the failed request is resent).
+When every server is down, `AllReplicasDownError` names each one and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ttsearch.core.backend import BackendError
+from ttsearch.backends.http.client import HttpOptions, ReplicaUnavailable, get_json, make_client, post_json
+
+__all__ = ["AllReplicasDownError", "Replica", "ReplicaPool"]
+
+logger = logging.getLogger(__name__)
+
+
+class AllReplicasDownError(BackendError):
+    """Every server of a role is down."""
+
+
+@dataclass(eq=False)
+class Replica:
+    """One server and what the pool knows about it."""
+
+    url: str
+    client: httpx.AsyncClient = field(repr=False)
+    in_flight: int = 0  # requests sent and not yet answered
+    problems: int = 0  # keys (problems) assigned to it
+    down: str | None = None  # why it was marked down (None: up)
+
+
+class ReplicaPool:
+    """The servers of one role. `role` names them in messages ("policy", "PRM")."""
+
+    def __init__(
+        self,
+        role: str,
+        urls: Sequence[str],
+        options: HttpOptions | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`urls`: each server's base URL (e.g. "http://10.0.0.7:8000"; the "/v1" paths are
+        added). `transport`: a test double for every client (e.g. `httpx.MockTransport`)."""
+        if isinstance(urls, str):
+            urls = [urls]
+        if not urls:
+            raise ValueError(f"no {role} server URLs given")
+        cleaned = [_clean_url(u, role) for u in urls]
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError(f"{role} server URLs repeat: {cleaned}")
+        self.role = role
+        self.options = options or HttpOptions()
+        self._replicas = [Replica(u, make_client(u, self.options, transport)) for u in cleaned]
+        self._affinity: dict[Hashable, Replica] = {}
+
+    @property
+    def replicas(self) -> tuple[Replica, ...]:
+        return tuple(self._replicas)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(r.url for r in self._replicas)
+
+    def replica_of(self, key: Hashable) -> Replica | None:
+        """The server `key`'s requests go to (None: none yet)."""
+        return self._affinity.get(key)
+
+    async def post(self, key: Hashable | None, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST `payload` to `path` on `key`'s server, moving `key` to another server each
+        time its server turns out to be down (None: no affinity, the least-loaded server). Raises `AllReplicasDownError` when none is
+        left, and `post_json`'s other errors as they are."""
+        while True:
+            replica = self._pick(key)
+            replica.in_flight += 1
+            try:
+                return await post_json(
+                    replica.client, path, payload, self.options, give_up=lambda r=replica: r.down is not None
+                )
+            except ReplicaUnavailable as e:
+                self.mark_down(replica, str(e))
+            finally:
+                replica.in_flight -= 1
+
+    def mark_down(self, replica: Replica, reason: str) -> None:
+        if replica.down is None:
+            replica.down = reason
+            up = sum(r.down is None for r in self._replicas)
+            logger.warning(
+                "%s server %s is down (%s); %d of %d left", self.role, replica.url, reason, up, len(self._replicas)
+            )
+
+    def _pick(self, key: Hashable | None) -> Replica:
+        replica = None if key is None else self._affinity.get(key)
+        if replica is not None and replica.down is None:
+            return replica
+        up = [r for r in self._replicas if r.down is None]
+        if not up:
+            reasons = "; ".join(f"{r.url} ({r.down})" for r in self._replicas)
+            raise AllReplicasDownError(f"all {len(self._replicas)} {self.role} servers are down: {reasons}")
+        best = min(up, key=lambda r: (r.in_flight, r.problems))
+        if key is None:
+            return best  # a request of no known problem: no affinity to keep
+        if replica is not None:
+            replica.problems -= 1
+        self._affinity[key] = best
+        best.problems += 1
+        return best
+
+    async def get_each(self, path: str) -> list[dict[str, Any] | BackendError]:
+        """GET `path` from every server that is up, side by side: each answer, or its error
+        (in `replicas` order; a down server's entry is its error)."""
+
+        async def one(replica: Replica) -> dict[str, Any] | BackendError:
+            if replica.down is not None:
+                return ReplicaUnavailable(replica.down)
+            try:
+                return await get_json(replica.client, path, self.options)
+            except BackendError as e:
+                return e
+
+        return list(await asyncio.gather(*(one(r) for r in self._replicas)))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(r.client.aclose() for r in self._replicas))
+
+
+def _clean_url(url: str, role: str) -> str:
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]  # users often copy the OpenAI base URL
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{role} server URL {url!r} must start with http:// or https://")
+    return url

@@ -1,0 +1,1 @@
+"""In-process vLLM engines (`AsyncLLM`): the policy and the PRM."""

@@ -1,0 +1,3 @@
+from ttsearch.cli.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""`ttsearch experiment RECIPE` (and `ttsearch demo`, the toy recipe) on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ttsearch.core.backend import BackendError
+from ttsearch.core.searcher import SearchError
+from ttsearch.study.plan import PlannedRun
+from ttsearch.study.preflight import parse_shard, prepare
+from ttsearch.study.recipe import Recipe, load_recipe
+from ttsearch.study.runner import ExperimentSummary, run_experiment
+from ttsearch.study.store import ExperimentStore
+
+__all__ = ["headline_table", "recipe_from_args", "run_experiment_command", "TOY_RECIPE"]
+
+TOY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy.yaml"
+
+
+def recipe_from_args(path: Path, args: argparse.Namespace, extra: Sequence[str] = ()) -> Recipe:
+    overrides = [*extra, *args.overrides]
+    if getattr(args, "seeds", None):
+        overrides.append(f"seeds=[{', '.join(map(str, args.seeds))}]")
+    return load_recipe(path, overrides)
+
+
+def describe_plan(runs: Sequence[PlannedRun], problems: int) -> str:
+    lines = [f"{len(runs)} runs x {problems} problems:"]
+    for run in runs:
+        budgets = "" if run.budgets == (run.n,) else f" (read at N = {', '.join(map(str, run.budgets))})"
+        lines.append(f"  {run.run_id}: {run.strategy_name} n={run.n} seed={run.seed}{budgets}")
+    return "\n".join(lines)
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args.recipe, args)
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.check:
+        prepared = prepare(recipe, shard=shard)
+        print(f"recipe {args.recipe} is valid (hash {recipe.hash})")
+        print(describe_plan(prepared.runs, len(prepared.problems)))
+        return 0
+    out = args.out
+    if out is None:
+        out = Path("runs") / (recipe.name + (f"-shard{shard[0]}of{shard[1]}" if shard else ""))
+    summary = _run(recipe, out, args, shard=shard)
+    _print_results(summary, out)
+    return 0
+
+
+def _run(recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[int, int] | None) -> ExperimentSummary:
+    from ttsearch.study.engines import engine_output_to
+
+    started = time.perf_counter()
+    prepared = prepare(recipe, shard=shard)  # every input checked before anything is written
+    ExperimentStore(out, recipe, prepared.runs, shard=shard).check(restart=args.restart)
+    # vLLM's engine processes print hundreds of lines on a CPU; unless --verbose they go
+    # to a log file in the experiment directory (named in any error).
+    log = out / "logs" / "engines.log"
+    hide = contextlib.nullcontext() if args.verbose else engine_output_to(log)
+    try:
+        with hide:
+            summary = asyncio.run(
+                run_experiment(
+                    recipe, out, shard=shard, restart=args.restart, progress=not args.quiet, verbose=args.verbose,
+                    report=not args.no_report, prepared=prepared,
+                )
+            )
+    except (BackendError, SearchError) as error:
+        if args.verbose:
+            raise
+        raise type(error)(f"{error} (engine output: {log})") from error
+    print(
+        f"{summary.runs} runs x {summary.problems} problems in {out}: {summary.searched} searched "
+        f"({summary.failed} failed), {summary.resumed} already done; engines started in "
+        f"{summary.engine_seconds:.0f} s, searched in {summary.seconds:.0f} s "
+        f"({summary.usage.generated_tokens} tokens generated, {summary.usage.verifier_tokens} PRM tokens); "
+        f"{time.perf_counter() - started:.0f} s in all"
+    )
+    return summary
+
+
+def _print_results(summary: ExperimentSummary, out: Path) -> None:
+    if summary.report_html is None:
+        print("no finished problems: no report")
+        return
+    from ttsearch.study.report import build_report, load_experiment
+
+    report = build_report(load_experiment(out))
+    print()
+    print(headline_table(report))
+    print(f"\nreport: {summary.report_html} (tables, plots, difficulty bins, compute: `ttsearch report {out}`)")
+
+
+def headline_table(report, *, digits: int = 1) -> str:  # type: ignore[no-untyped-def]
+    """Accuracy (%) of every strategy entry with its own selection, by budget N (mean over
+    seeds; +-std when there are several)."""
+    from ttsearch.evaluation.tables import text_grid
+
+    ks = sorted({k for s in report.strategies for k in s.ks})
+    rows = []
+    for s in report.strategies:
+        table = s.overall
+        curve = table.curve(s.selection)
+        cells = []
+        for k in ks:
+            if k not in table.ks or math.isnan(curve.mean[table.ks.index(k)]):
+                cells.append("-")
+                continue
+            i = table.ks.index(k)
+            cell = f"{100 * curve.mean[i]:.{digits}f}"
+            if table.num_seeds > 1:
+                cell += f"±{100 * curve.std[i]:.{digits}f}"
+            cells.append(cell)
+        rows.append([f"{s.label} ({s.selection})", *cells])
+    seeds = max((len(s.seeds) for s in report.strategies), default=1)
+    title = f"accuracy (%) over {report.problems} problems, {seeds} seed(s), by budget N"
+    note = (
+        "majority / best-of-N at N < their largest N: the mean over disjoint groups of N of the same samples; "
+        "beam / DVTS / lookahead: one search at each N"
+    )
+    return f"{title}\n{text_grid(['strategy (selection)', *(f'N={k}' for k in ks)], rows)}\n{note}"

@@ -1,0 +1,52 @@
+"""The search strategies by name, and building one from options (recipes, the CLI).
+
+These are the strategies that search on their own; `ttsearch.strategies.registry` adds
+those that run others (compute-optimal, adaptive best-of-N), which build theirs from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING
+from typing import Any, Mapping
+
+from ttsearch.core.strategy import Strategy
+from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
+from ttsearch.strategies.dvts import DVTS
+from ttsearch.strategies.sampling import BestOfN, MajorityVoting
+
+SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
+    "majority": MajorityVoting,
+    "best_of_n": BestOfN,
+    "beam": BeamSearch,
+    "dvts": DVTS,
+    "lookahead": LookaheadSearch,
+}
+
+
+def option_names(cls: type[Strategy]) -> set[str]:
+    """The options a strategy class takes (its dataclass fields)."""
+    return set(getattr(cls, "__dataclass_fields__", {}))
+
+
+def build_strategy(catalog: Mapping[str, type[Strategy]], name: str, **options: Any) -> Strategy:
+    """Build the strategy `name` of `catalog`; options left as None take its default.
+
+    :raises ValueError: unknown name, an option the strategy does not have, or a bad value.
+    """
+    try:
+        cls = catalog[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose from {sorted(catalog)}") from None
+    fields = getattr(cls, "__dataclass_fields__", {})
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise ValueError(f"strategy {name!r} has no option(s) {unknown}; it takes {sorted(fields)}")
+    required = sorted(
+        field_name
+        for field_name, f in fields.items()
+        if f.init and f.default is MISSING and f.default_factory is MISSING and field_name not in given
+    )
+    if required:
+        raise ValueError(f"strategy {name!r} needs option(s) {required}")
+    return cls(**given)

