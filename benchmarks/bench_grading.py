@@ -115,7 +115,9 @@ def voting_benchmark(grader: Grader, problems: int, answers_per_problem: int, se
     groups = [group_answers(batch) for batch in batches]
     elapsed = time.perf_counter() - start
     print("== majority-vote canonicalisation ==")
-    print(f"  {problems} problems x {answers_per_problem} answers = {n_answers} answers, {len(distinct)} distinct strings")
+    print(
+        f"  {problems} problems x {answers_per_problem} answers = {n_answers} answers, {len(distinct)} distinct strings"
+    )
     print(f"  group_answers total {elapsed:.3f}s = {n_answers / elapsed:,.0f} answers/s (cold cache)")
     print(f"  groups per problem: mean {sum(map(len, groups)) / problems:.1f}, max {max(map(len, groups))}")
 

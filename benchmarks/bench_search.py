@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))  # the development tools (tools/) build the tiny m
 
 
 async def bench(args: argparse.Namespace) -> None:
-    from ttsearch import RLHFLOW, BeamSearch, SearchLimits, Searcher, VLLMPolicy, VLLMVerifier, load_math500
-    from ttsearch.backends.startup import start_together
     from tools.tiny_models import build_tiny_llama
     from tools.tiny_prms import build_tiny_llama_prm
+    from ttsearch import RLHFLOW, BeamSearch, Searcher, SearchLimits, VLLMPolicy, VLLMVerifier, load_math500
+    from ttsearch.backends.startup import start_together
 
     tokenizer = SHARED / "tokenizers" / "llama3"
     problems = load_math500(SHARED / "data" / "math500.jsonl", limit=args.problems)

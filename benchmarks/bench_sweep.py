@@ -24,13 +24,23 @@ from pathlib import Path
 
 import yaml
 
-from ttsearch.study import load_recipe, plan_runs
 from ttsearch.cli.experiment import TOY_RECIPE
+from ttsearch.study import load_recipe, plan_runs
 
 
 def _experiment(recipe: Path, out: Path) -> float:
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "ttsearch.cli.app", "experiment", str(recipe), "--out", str(out), "--quiet", "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ttsearch.cli.app",
+        "experiment",
+        str(recipe),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -78,8 +88,12 @@ def main() -> None:
             print(f"  {run.run_id}: {seconds:.0f} s", flush=True)
         print(f"separate processes, one per run: {separate:.0f} s ({separate / warm:.2f}x the warm sweep)")
     result = {
-        "recipe": str(args.recipe), "problems": args.problems, "runs": [r.run_id for r in runs],
-        "warm_seconds": round(warm, 1), "separate_seconds": round(separate, 1), "ratio": round(separate / warm, 2),
+        "recipe": str(args.recipe),
+        "problems": args.problems,
+        "runs": [r.run_id for r in runs],
+        "warm_seconds": round(warm, 1),
+        "separate_seconds": round(separate, 1),
+        "ratio": round(separate / warm, 2),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
     }
     if args.json:

@@ -87,8 +87,8 @@ def _summary(results: list[Any], seconds: float) -> dict[str, Any]:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.baselines.lockstep import run_lockstep
-    from ttsearch.core.searcher import Searcher
     from ttsearch.backends.vllm.verifier import VLLMVerifier
+    from ttsearch.core.searcher import Searcher
 
     policy, prm_engine_verifier, problems, limits, fmt, settings = await _start(args)
     print(f"engines started; {len(problems)} problems; {settings}", flush=True)
@@ -96,8 +96,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     def verifier(reuse: bool) -> VLLMVerifier:
         return VLLMVerifier(
-            prm_engine_verifier.engine, prm_engine_verifier.tokenizer, format=fmt,
-            max_in_flight=args.prm_in_flight, reuse_prefix=reuse,
+            prm_engine_verifier.engine,
+            prm_engine_verifier.tokenizer,
+            format=fmt,
+            max_in_flight=args.prm_in_flight,
+            reuse_prefix=reuse,
         )
 
     engines = (policy.engine, prm_engine_verifier.engine)
@@ -118,8 +121,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     ) as progress:
                         if way == "ttsearch":
                             searcher = Searcher(
-                                counted_policy, counted_prm, limits=limits, seed=args.seed, keep_trees=False,
-                                close_backends=False, max_concurrent_problems=args.max_concurrent,
+                                counted_policy,
+                                counted_prm,
+                                limits=limits,
+                                seed=args.seed,
+                                keep_trees=False,
+                                close_backends=False,
+                                max_concurrent_problems=args.max_concurrent,
                             )
                             results = []
                             async for r in searcher.solve_all(problems, strategy):
@@ -128,13 +136,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         else:
                             deadline = started + args.lockstep_time_limit if args.lockstep_time_limit else None
                             results = await run_lockstep(
-                                problems, strategy, counted_policy, counted_prm, limits=limits, seed=args.seed,
-                                deadline=deadline, on_batch=progress.set,
+                                problems,
+                                strategy,
+                                counted_policy,
+                                counted_prm,
+                                limits=limits,
+                                seed=args.seed,
+                                deadline=deadline,
+                                on_batch=progress.set,
                             )
                     results_by_way[way] = results
                     row[way] = _summary(results, time.perf_counter() - started)
                     s = row[way]
-                    partial = f" (time limit: {s['problems']} of {len(problems)} problems)" if s["problems"] < len(problems) else ""
+                    partial = (
+                        f" (time limit: {s['problems']} of {len(problems)} problems)"
+                        if s["problems"] < len(problems)
+                        else ""
+                    )
                     print(
                         f"  {method:5s} N={n:<4d} {way:9s} {s['seconds']:7.1f} s  {s['problems_per_s']:6.2f} problems/s  "
                         f"{s['generated_tok_per_s']:7.0f} gen tok/s  per problem: {s['generated_per_problem']:7.0f} generated, "
@@ -217,10 +235,13 @@ class _Heartbeat:
         while True:
             await asyncio.sleep(self.every)
             t = time.perf_counter() - self._started
-            print(f"    ... {self.label}: {self.done}/{self.total} problems after {t:.0f} s; policy "
-                  f"{self.policy.requests} calls ({self.policy.open} open), {self.policy.tokens} tokens "
-                  f"({self.policy.tokens / t:.0f}/s); PRM {self.prm.requests} calls ({self.prm.open} open), "
-                  f"{self.prm.tokens} tokens sent", flush=True)
+            print(
+                f"    ... {self.label}: {self.done}/{self.total} problems after {t:.0f} s; policy "
+                f"{self.policy.requests} calls ({self.policy.open} open), {self.policy.tokens} tokens "
+                f"({self.policy.tokens / t:.0f}/s); PRM {self.prm.requests} calls ({self.prm.open} open), "
+                f"{self.prm.tokens} tokens sent",
+                flush=True,
+            )
 
     async def __aenter__(self) -> _Heartbeat:
         if self.every > 0:
@@ -233,21 +254,28 @@ class _Heartbeat:
 
 
 async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, Any, dict[str, Any]]:
-    from ttsearch.core.search import SearchLimits
     from ttsearch.backends.startup import start_together
     from ttsearch.backends.vllm.policy import VLLMPolicy
     from ttsearch.backends.vllm.verifier import VLLMVerifier
+    from ttsearch.core.search import SearchLimits
 
     settings = {
-        "models": str(args.models), "n": args.ns, "width": args.width, "temperature": args.temperature,
-        "reduction": args.reduction, "problems": args.problems, "seed": args.seed,
+        "models": str(args.models),
+        "n": args.ns,
+        "width": args.width,
+        "temperature": args.temperature,
+        "reduction": args.reduction,
+        "problems": args.problems,
+        "seed": args.seed,
     }
     if str(args.models) == "toy":
         from ttsearch.toy.backends import TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
         from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 
         policy, verifier = await start_toy_engines(
-            seed=args.seed, policy_kv_bytes=args.policy_kv_mib << 20, prm_kv_bytes=args.prm_kv_mib << 20,
+            seed=args.seed,
+            policy_kv_bytes=args.policy_kv_mib << 20,
+            prm_kv_bytes=args.prm_kv_mib << 20,
             max_num_seqs=args.max_num_seqs,
         )
         settings.update(policy_kv_mib=args.policy_kv_mib, prm_kv_mib=args.prm_kv_mib, max_num_seqs=args.max_num_seqs)
@@ -273,18 +301,29 @@ async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, An
                 m["kv_cache_memory_bytes"] = int(gib * (1 << 30))
             settings.update(policy_kv_gib=args.gpu_kv_gib[0], prm_kv_gib=args.gpu_kv_gib[1])
     else:  # on CPU exact KV-cache sizes (a fraction would be of host RAM)
-        memory = [dict(kv_cache_memory_bytes=args.policy_kv_mib << 20), dict(kv_cache_memory_bytes=args.prm_kv_mib << 20)]
+        memory = [
+            dict(kv_cache_memory_bytes=args.policy_kv_mib << 20),
+            dict(kv_cache_memory_bytes=args.prm_kv_mib << 20),
+        ]
     prm_engine = dict(engine)
     if args.prm_dummy_weights:  # vLLM draws random weights: same cost, nothing to load
         prm_engine["engine_options"] = {**prm_engine.get("engine_options", {}), "load_format": "dummy"}
         settings["prm_weights"] = "dummy (vLLM load_format)"
     policy, verifier = await start_together(
         partial(
-            VLLMPolicy.from_pretrained, models / "policy", max_num_seqs=args.max_num_seqs, **memory[0], **engine,
+            VLLMPolicy.from_pretrained,
+            models / "policy",
+            max_num_seqs=args.max_num_seqs,
+            **memory[0],
+            **engine,
         ),
         partial(
-            VLLMVerifier.from_pretrained, models / "prm", format=RLHFLOW, max_num_seqs=args.max_num_seqs,
-            **memory[1], **prm_engine,
+            VLLMVerifier.from_pretrained,
+            models / "prm",
+            format=RLHFLOW,
+            max_num_seqs=args.max_num_seqs,
+            **memory[1],
+            **prm_engine,
         ),
     )
     problems = load_math500(args.dataset, limit=args.problems)
@@ -300,7 +339,7 @@ def _write(path: Path, report: dict[str, Any]) -> None:
 
 def _machine() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -314,7 +353,7 @@ def _machine() -> dict[str, Any]:
         info["torch"] = torch.__version__
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
-    except Exception as e:  # noqa: BLE001 - informational only
+    except Exception as e:
         info["versions_error"] = repr(e)
     return info
 
@@ -330,9 +369,16 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=None, help="default: 1.0 (toy), 0.8 (others)")
     parser.add_argument("--reduction", default=None, help="default: min (toy), last (others)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--order", nargs="+", default=["ttsearch", "lockstep"], choices=["ttsearch", "lockstep"],
-                        help="which runs first (one of them: that one only)")
-    parser.add_argument("--policy-kv-mib", type=int, default=96, help="CPU: policy KV cache (toy default: start_toy_engines')")
+    parser.add_argument(
+        "--order",
+        nargs="+",
+        default=["ttsearch", "lockstep"],
+        choices=["ttsearch", "lockstep"],
+        help="which runs first (one of them: that one only)",
+    )
+    parser.add_argument(
+        "--policy-kv-mib", type=int, default=96, help="CPU: policy KV cache (toy default: start_toy_engines')"
+    )
     parser.add_argument("--prm-kv-mib", type=int, default=64, help="CPU: PRM KV cache")
     parser.add_argument("--max-concurrent", type=int, default=128, help="ttsearch: problems in flight")
     parser.add_argument("--prm-in-flight", type=int, default=256, help="PRM requests open at once")
@@ -341,16 +387,35 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=None)
     parser.add_argument("--policy-memory", type=float, default=0.3)
     parser.add_argument("--prm-memory", type=float, default=0.55)
-    parser.add_argument("--gpu-kv-gib", type=float, nargs=2, default=None, metavar=("POLICY", "PRM"),
-                        help="GPU: exact KV-cache sizes (GiB) for the two engines, besides the memory fractions")
-    parser.add_argument("--prm-dummy-weights", action="store_true",
-                        help="start the PRM with vLLM's load_format='dummy' (random weights; build_models.py "
-                             "--prm-weights dummy writes only its config)")
-    parser.add_argument("--lockstep-time-limit", type=float, default=None, metavar="S",
-                        help="no lockstep batch starts after S seconds (beam search runs one problem per "
-                             "batch): the row then compares per-problem rates over the problems run")
-    parser.add_argument("--heartbeat", type=float, default=30.0, metavar="S",
-                        help="print progress every S seconds during a run (0: never)")
+    parser.add_argument(
+        "--gpu-kv-gib",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("POLICY", "PRM"),
+        help="GPU: exact KV-cache sizes (GiB) for the two engines, besides the memory fractions",
+    )
+    parser.add_argument(
+        "--prm-dummy-weights",
+        action="store_true",
+        help="start the PRM with vLLM's load_format='dummy' (random weights; build_models.py "
+        "--prm-weights dummy writes only its config)",
+    )
+    parser.add_argument(
+        "--lockstep-time-limit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="no lockstep batch starts after S seconds (beam search runs one problem per "
+        "batch): the row then compares per-problem rates over the problems run",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="print progress every S seconds during a run (0: never)",
+    )
     parser.add_argument("--block-size", type=int, default=None)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (faster start, slower run)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "throughput.json")

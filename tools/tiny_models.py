@@ -49,14 +49,15 @@ def tiny_decoder_shape(
     size = heads x head_dim, MLP width 2 x hidden, LM head not tied to the embeddings.
     `num_kv_heads`: fewer than `num_heads` for grouped-query attention (default: as many)."""
     if hidden_size != num_heads * head_dim:
-        raise ValueError(
-            f"hidden_size ({hidden_size}) must equal num_heads * head_dim "
-            f"({num_heads} * {head_dim})"
-        )
+        raise ValueError(f"hidden_size ({hidden_size}) must equal num_heads * head_dim ({num_heads} * {head_dim})")
     heads = dict(num_attention_heads=num_heads, num_key_value_heads=num_kv_heads or num_heads)
     return dict(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-        head_dim=head_dim, max_position_embeddings=max_position_embeddings, tie_word_embeddings=False,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        head_dim=head_dim,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=False,
         **heads,
     )
 
@@ -91,7 +92,10 @@ def build_tiny_llama(
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     shape = tiny_decoder_shape(
-        hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, head_dim=head_dim,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        head_dim=head_dim,
         max_position_embeddings=max_position_embeddings,
     )
     out = Path(out_dir)

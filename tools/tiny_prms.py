@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -47,7 +48,11 @@ _HIDDEN = 128
 
 def _shape(num_kv_heads: int | None = None) -> dict[str, Any]:
     return tiny_decoder_shape(
-        hidden_size=_HIDDEN, num_layers=2, num_heads=2, head_dim=64, max_position_embeddings=4096,
+        hidden_size=_HIDDEN,
+        num_layers=2,
+        num_heads=2,
+        head_dim=64,
+        max_position_embeddings=4096,
         num_kv_heads=num_kv_heads,
     )
 
@@ -211,9 +216,7 @@ def load_tiny_qwen2_prm_reference(
     tensors = load_file(str(path / "model.safetensors"))
     body = Qwen2Model(config).to(torch.float32).eval()
     body.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    head = torch.nn.Sequential(
-        torch.nn.Linear(_HIDDEN, _HIDDEN), torch.nn.ReLU(), torch.nn.Linear(_HIDDEN, 2)
-    )
+    head = torch.nn.Sequential(torch.nn.Linear(_HIDDEN, _HIDDEN), torch.nn.ReLU(), torch.nn.Linear(_HIDDEN, 2))
     head.load_state_dict({k[len("score.") :]: v for k, v in tensors.items() if k.startswith("score.")})
     head = head.to(torch.float32).eval()
 

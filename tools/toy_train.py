@@ -65,11 +65,11 @@ __all__ = [
     "greedy_accuracy",
     "greedy_correct",
     "label_solutions",
-    "synthetic_pairs",
     "main",
     "prm_scores",
     "roc_auc",
     "sample_solutions",
+    "synthetic_pairs",
     "train",
 ]
 
@@ -224,8 +224,12 @@ def greedy_correct(
 ) -> list[bool]:
     """Per problem: does its greedy solution have the right final answer?"""
     outs = generate(
-        model, tokenizer, _prompt_ids(tokenizer, problems),
-        temperature=None, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        model,
+        tokenizer,
+        _prompt_ids(tokenizer, problems),
+        temperature=None,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
     )
     return [is_correct(p, tokenizer.decode(o)) for p, o in zip(problems, outs)]
 
@@ -259,8 +263,12 @@ def sample_solutions(
     torch.manual_seed(seed)
     prompts = [ids for ids in _prompt_ids(tokenizer, problems) for _ in range(k)]
     outs = generate(
-        model, tokenizer, prompts,
-        temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        model,
+        tokenizer,
+        prompts,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
     )
     texts = [tokenizer.decode(o) for o in outs]
     return [texts[i * k : (i + 1) * k] for i in range(len(problems))]
@@ -353,9 +361,7 @@ def label_solutions(
     return data
 
 
-def _tag_logits(
-    model: Any, batch: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int
-) -> torch.Tensor:
+def _tag_logits(model: Any, batch: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int) -> torch.Tensor:
     """("+", "-") logits at every tag of the batch, in order: shape [n_tags, 2]."""
     hidden = model.model(input_ids=_pad_right([ex.token_ids for ex in batch], pad)).last_hidden_state
     rows = torch.tensor([b for b, ex in enumerate(batch) for _ in ex.tag_positions])
@@ -363,9 +369,7 @@ def _tag_logits(
     return model.lm_head(hidden[rows, cols])[:, list(label_ids)]
 
 
-def synthetic_pairs(
-    encoder: PrmEncoder, problems: Sequence[Problem], rng: random.Random
-) -> list[LabelledSolution]:
+def synthetic_pairs(encoder: PrmEncoder, problems: Sequence[Problem], rng: random.Random) -> list[LabelledSolution]:
     """For each problem, its gold solution and a copy with one slip (`corrupt_steps`)."""
     texts = [[STEP_SEPARATOR.join(gold_steps(p)), STEP_SEPARATOR.join(corrupt_steps(p, rng)[0])] for p in problems]
     return label_solutions(encoder, problems, texts, dedupe=False)
@@ -414,9 +418,7 @@ def train_prm(
 
 
 @torch.no_grad()
-def prm_scores(
-    prm: Any, data: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int
-) -> list[list[float]]:
+def prm_scores(prm: Any, data: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int) -> list[list[float]]:
     """P("+") at every step tag, per solution."""
     prm.eval()
     scores: list[list[float]] = []
@@ -507,8 +509,10 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
         level: float(np.mean([ok for p, ok in zip(test, greedy_flags) if p.level == level]))
         for level in sorted({p.level for p in test if p.level is not None})
     }
-    _log(f"policy: {policy_info['policy_steps']} steps in {t_policy:.0f} s; held-out greedy accuracy "
-         f"{greedy:.3f}; per level {per_level}")
+    _log(
+        f"policy: {policy_info['policy_steps']} steps in {t_policy:.0f} s; held-out greedy accuracy "
+        f"{greedy:.3f}; per level {per_level}"
+    )
 
     encoder = PrmEncoder(MATH_SHEPHERD, tokenizer)
     assert encoder.label_ids is not None
@@ -519,7 +523,8 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     prm_problems = prm_problems[: cfg.prm_problems]
     _log(f"sampling {cfg.prm_samples} solutions for each of {len(prm_problems)} PRM problems")
     prm_data = label_solutions(
-        encoder, prm_problems,
+        encoder,
+        prm_problems,
         sample_solutions(policy, tokenizer, prm_problems, cfg.prm_samples, seed=cfg.seed + 4, **sampling),
         dedupe=True,
     )
@@ -574,8 +579,11 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
         "prm_examples": len(prm_data),
         "prm_steps": n_steps,
         "prm_positive_fraction": n_good / max(1, n_steps),
-        "prm_format": {"preset": "MATH_SHEPHERD", "step_tag": encoder.format.step_tag,
-                       "label_tokens": list(encoder.format.label_tokens)},
+        "prm_format": {
+            "preset": "MATH_SHEPHERD",
+            "step_tag": encoder.format.step_tag,
+            "label_tokens": list(encoder.format.label_tokens),
+        },
         "system_prompt": TOY_SYSTEM_PROMPT,
         "policy_train_seconds": round(t_policy, 1),
         "prm_train_seconds": round(t_prm, 1),

@@ -11,11 +11,11 @@ only when an engine is started.
 from ttsearch.backends.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFormat
 from ttsearch.backends.vllm.policy import VLLMPolicy
 from ttsearch.backends.vllm.verifier import VLLMVerifier
-from ttsearch.core.backend import BackendError
 from ttsearch.core.results import Candidate, SearchResult
 from ttsearch.core.scheduler import Usage
-from ttsearch.core.search import ProblemError, SearchLimits
-from ttsearch.core.searcher import SearchError, Searcher, SearchJob
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher, SearchJob
+from ttsearch.errors import BackendError, ProblemError, SearchError
 from ttsearch.evaluation import Problem, extract_answer, is_equivalent, load_math500
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, Expand, LookaheadSearch, MajorityVoting, Strategy
 
@@ -37,10 +37,10 @@ __all__ = [
     "Problem",
     "ProblemError",
     "SearchError",
+    "SearchJob",
     "SearchLimits",
     "SearchResult",
     "Searcher",
-    "SearchJob",
     "Strategy",
     "Usage",
     "VLLMPolicy",

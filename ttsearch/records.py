@@ -47,7 +47,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def record_kind(record: dict[str, Any]) -> BudgetKind:
-    """"sampling" or "stepwise": the record's "kind", else what its strategy is."""
+    """ "sampling" or "stepwise": the record's "kind", else what its strategy is."""
     kind = record.get("kind")
     if kind is not None:
         if kind not in BUDGET_KINDS:

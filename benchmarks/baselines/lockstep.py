@@ -28,11 +28,12 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from ttsearch.core.backend import Policy, PromptTooLongError, Verifier
+from ttsearch.core.backend import Policy, Verifier
 from ttsearch.core.results import Candidate, SearchResult, pick_answer
 from ttsearch.core.scheduler import RequestGate
 from ttsearch.core.search import ProblemSearch, SearchLimits, _ScoredChild, split_steps
 from ttsearch.core.tree import Node, SearchTree
+from ttsearch.errors import PromptTooLongError
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.strategies.base import Expand, Strategy
 from ttsearch.strategies.beam import BeamSearch
@@ -97,8 +98,14 @@ class _LockstepProblem(ProblemSearch):
 
 
 async def _run_batch(
-    problems: Sequence[Problem], strategy: Strategy, policy: Policy, verifier: Verifier | None,
-    *, limits: SearchLimits, seed: int, gate: RequestGate,
+    problems: Sequence[Problem],
+    strategy: Strategy,
+    policy: Policy,
+    verifier: Verifier | None,
+    *,
+    limits: SearchLimits,
+    seed: int,
+    gate: RequestGate,
 ) -> list[tuple[_LockstepProblem, float]]:
     started = time.perf_counter()
     searches = []
@@ -136,9 +143,16 @@ async def _run_batch(
 
 
 async def run_lockstep(
-    problems: Sequence[Problem], strategy: Strategy, policy: Policy, verifier: Verifier | None,
-    *, limits: SearchLimits, seed: int = 0, batch_size: int | None = None,
-    deadline: float | None = None, on_batch: Callable[[int], None] | None = None,
+    problems: Sequence[Problem],
+    strategy: Strategy,
+    policy: Policy,
+    verifier: Verifier | None,
+    *,
+    limits: SearchLimits,
+    seed: int = 0,
+    batch_size: int | None = None,
+    deadline: float | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[SearchResult]:
     """Search `problems` batch after batch in lockstep; results in input order.
     `usage.seconds` is the batch's wall time shared evenly by its problems.
@@ -174,4 +188,3 @@ async def run_lockstep(
         if on_batch is not None:
             on_batch(len(results))
     return results
-

@@ -30,22 +30,55 @@ sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("TTSEARCH_SHARED", REPO.parent / "shared"))
 
 SHAPES = {
-    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=8192, head_dim=64),
-    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=14336, head_dim=128),
-    "small": dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                  intermediate_size=512, head_dim=64),
+    "llama-3.2-1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        head_dim=64,
+    ),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        head_dim=128,
+    ),
+    "small": dict(
+        hidden_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=512,
+        head_dim=64,
+    ),
 }
 
 
-def build(out: Path, shape: dict, tokenizer_dir: Path, *, policy: bool, p_step: float, p_eos: float,
-          temperature: float, seed: int = 0, weights: bool = True) -> Path:
+def build(
+    out: Path,
+    shape: dict,
+    tokenizer_dir: Path,
+    *,
+    policy: bool,
+    p_step: float,
+    p_eos: float,
+    temperature: float,
+    seed: int = 0,
+    weights: bool = True,
+) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from tools.tiny_models import (
-        EOS_TEXT, EXTRA_EOS_TEXTS, RESIDUAL_CONSTANT, STEP_TEXT, _other_step_tokens, logit_bias_weight,
+        EOS_TEXT,
+        EXTRA_EOS_TEXTS,
+        RESIDUAL_CONSTANT,
+        STEP_TEXT,
+        _other_step_tokens,
+        logit_bias_weight,
     )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -53,8 +86,15 @@ def build(out: Path, shape: dict, tokenizer_dir: Path, *, policy: bool, p_step: 
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TEXT)
     eos_ids = sorted({eos_id, *(tokenizer.convert_tokens_to_ids(t) for t in EXTRA_EOS_TEXTS)} - {None})
     vocab = len(tokenizer)
-    config = LlamaConfig(vocab_size=vocab, rope_theta=500000.0, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=eos_ids, max_position_embeddings=8192, tie_word_embeddings=False, **shape)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        rope_theta=500000.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_ids,
+        max_position_embeddings=8192,
+        tie_word_embeddings=False,
+        **shape,
+    )
     if not weights:  # config + tokenizer only: vLLM fills the weights (load_format="dummy")
         config.save_pretrained(str(out))
         tokenizer.eos_token = EOS_TEXT
@@ -92,9 +132,13 @@ def main() -> None:
     parser.add_argument("--p-step", type=float, default=1 / 60)
     parser.add_argument("--p-eos", type=float, default=1 / 600)
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--prm-weights", choices=["random", "dummy"], default="random",
-                        help="dummy: write the PRM's config and tokenizer only, for an engine started with "
-                             "load_format='dummy' (vLLM draws the weights: no 16 GB to write and read)")
+    parser.add_argument(
+        "--prm-weights",
+        choices=["random", "dummy"],
+        default="random",
+        help="dummy: write the PRM's config and tokenizer only, for an engine started with "
+        "load_format='dummy' (vLLM draws the weights: no 16 GB to write and read)",
+    )
     args = parser.parse_args()
     for role, shape in (("policy", "llama-3.2-1b"), ("prm", "llama-3.1-8b")):
         started = time.perf_counter()
@@ -103,10 +147,19 @@ def main() -> None:
             print(f"{role}: {dest} exists, kept")
             continue
         shutil.rmtree(dest, ignore_errors=True)
-        build(dest, SHAPES["small" if args.small else shape], args.tokenizer, policy=role == "policy",
-              p_step=args.p_step, p_eos=args.p_eos, temperature=args.temperature,
-              weights=role == "policy" or args.prm_weights == "random")
-        print(f"{role}: {'small' if args.small else shape} at {dest} in {time.perf_counter() - started:.0f} s", flush=True)
+        build(
+            dest,
+            SHAPES["small" if args.small else shape],
+            args.tokenizer,
+            policy=role == "policy",
+            p_step=args.p_step,
+            p_eos=args.p_eos,
+            temperature=args.temperature,
+            weights=role == "policy" or args.prm_weights == "random",
+        )
+        print(
+            f"{role}: {'small' if args.small else shape} at {dest} in {time.perf_counter() - started:.0f} s", flush=True
+        )
 
 
 if __name__ == "__main__":

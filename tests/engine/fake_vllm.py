@@ -49,7 +49,9 @@ class FakeServer:
             if self.tokenize_missing:
                 return httpx.Response(404, json={"detail": "Not Found"})
             tokens = self.tokenizer.encode(payload["prompt"], add_special_tokens=payload["add_special_tokens"])
-            return httpx.Response(200, json={"count": len(tokens), "max_model_len": self.max_model_len, "tokens": tokens})
+            return httpx.Response(
+                200, json={"count": len(tokens), "max_model_len": self.max_model_len, "tokens": tokens}
+            )
         if path == "/v1/completions":
             if "logprob_token_ids" in payload:
                 return httpx.Response(200, json=self._label_logprobs(payload))
@@ -59,7 +61,9 @@ class FakeServer:
         if path == "/pooling":
             assert self.pooled_rows is not None, "no pooled rows scripted"
             rows = self.pooled_rows(payload["input"])
-            return httpx.Response(200, json={"model": self.model, "data": [{"index": 0, "object": "pooling", "data": rows}]})
+            return httpx.Response(
+                200, json={"model": self.model, "data": [{"index": 0, "object": "pooling", "data": rows}]}
+            )
         return httpx.Response(404, json={"detail": "Not Found"})
 
     def _label_logprobs(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +75,12 @@ class FakeServer:
             "text": "",
             "finish_reason": "length",
             "stop_reason": None,
-            "logprobs": {"text_offset": [0], "token_logprobs": [math.log(p)], "tokens": [f"token_id:{good}"], "top_logprobs": [top]},
+            "logprobs": {
+                "text_offset": [0],
+                "token_logprobs": [math.log(p)],
+                "tokens": [f"token_id:{good}"],
+                "top_logprobs": [top],
+            },
         }
         return _completion_response(self.model, [choice])
 
@@ -87,7 +96,9 @@ def _completion_response(model: str, choices: list[dict[str, Any]]) -> dict[str,
     }
 
 
-def choice(index: int, tokenizer: Any, text: str, finish: str = "stop", stop_reason: Any = "\n\n", ids: list[int] | None = None) -> dict[str, Any]:
+def choice(
+    index: int, tokenizer: Any, text: str, finish: str = "stop", stop_reason: Any = "\n\n", ids: list[int] | None = None
+) -> dict[str, Any]:
     """A /v1/completions choice as vLLM writes it with return_token_ids."""
     return {
         "index": index,

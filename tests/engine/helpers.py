@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher

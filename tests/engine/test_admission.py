@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from ttsearch.core.scheduler import RequestGate
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
@@ -14,7 +12,6 @@ from ttsearch.strategies import BeamSearch, BestOfN
 from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier, decode
 
 from .helpers import stepwise_script
-
 
 SCRIPT = stepwise_script(lambda d, i, text: 0.5, steps=2)
 
@@ -44,8 +41,11 @@ class SizedPolicy(ScriptedPolicy):
 
 def _searcher(kv_tokens: int | None, *, kv_admission: bool) -> Searcher:
     return Searcher(
-        SizedPolicy(kv_tokens), ScriptedVerifier(), limits=SearchLimits(max_solution_tokens=200),
-        kv_admission=kv_admission, max_concurrent_problems=64,
+        SizedPolicy(kv_tokens),
+        ScriptedVerifier(),
+        limits=SearchLimits(max_solution_tokens=200),
+        kv_admission=kv_admission,
+        max_concurrent_problems=64,
     )
 
 

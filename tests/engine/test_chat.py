@@ -52,9 +52,7 @@ def test_qwen2_uses_its_own_template(qwen2):
     ids = encode_chat_prompt(qwen2, PROBLEM, system_prompt="Be brief.")
     text = qwen2.decode(ids)
     assert text == (
-        "<|im_start|>system\nBe brief.<|im_end|>\n"
-        f"<|im_start|>user\n{PROBLEM}<|im_end|>\n"
-        "<|im_start|>assistant\n"
+        f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{PROBLEM}<|im_end|>\n<|im_start|>assistant\n"
     )
     assert qwen2.bos_token_id not in ids  # Qwen adds no BOS
 
@@ -87,16 +85,16 @@ def test_chat_format_validation_and_rendering():
 LLAMA32_TEMPLATE = (
     "{{- bos_token }}"
     "{%- if not date_string is defined %}"
-    "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d %b %Y\") %}"
-    "{%- else %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}"
+    '{%- if strftime_now is defined %}{%- set date_string = strftime_now("%d %b %Y") %}'
+    '{%- else %}{%- set date_string = "26 Jul 2024" %}{%- endif %}'
     "{%- endif %}"
     "{%- if messages[0]['role'] == 'system' %}"
     "{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}"
-    "{%- else %}{%- set system_message = \"\" %}{%- endif %}"
-    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}"
-    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
-    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}"
-    "{{- system_message }}{{- \"<|eot_id|>\" }}"
+    '{%- else %}{%- set system_message = "" %}{%- endif %}'
+    '{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}'
+    '{{- "Cutting Knowledge Date: December 2023\\n" }}'
+    '{{- "Today Date: " + date_string + "\\n\\n" }}'
+    '{{- system_message }}{{- "<|eot_id|>" }}'
     "{%- for message in messages %}"
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{%- endfor %}"

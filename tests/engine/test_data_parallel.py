@@ -155,7 +155,9 @@ def request_for(prompt, *steps):
     from ttsearch.core.backend import SampleRequest
 
     ids = tuple(prompt) + tuple(t for s in steps for t in s)
-    return SampleRequest(prompt_token_ids=ids, n=2, temperature=1.0, top_p=1.0, max_tokens=16, stop=("\n\n",), seed=None)
+    return SampleRequest(
+        prompt_token_ids=ids, n=2, temperature=1.0, top_p=1.0, max_tokens=16, stop=("\n\n",), seed=None
+    )
 
 
 def ranks_of(engine, prompt):
@@ -173,7 +175,9 @@ async def test_policy_keeps_each_problem_on_one_rank(toy_tokenizer):
     step = toy_tokenizer.encode("1 + 1 = 2\n\n", add_special_tokens=False)
     await asyncio.gather(policy.sample(request_for(p)), policy.sample(request_for(q)))
     for depth in range(1, 4):  # later steps of each problem, interleaved
-        await asyncio.gather(policy.sample(request_for(q, *[step] * depth)), policy.sample(request_for(p, *[step] * depth)))
+        await asyncio.gather(
+            policy.sample(request_for(q, *[step] * depth)), policy.sample(request_for(p, *[step] * depth))
+        )
     assert len(engine.calls) == 8
     (rank_p,), (rank_q,) = ranks_of(engine, p), ranks_of(engine, q)
     assert {rank_p, rank_q} == {0, 1}
@@ -267,8 +271,10 @@ async def test_pooling_verifier_routes_only_where_encode_takes_a_rank(toy_tokeni
     verifier = make_verifier(engine, toy_tokenizer, "pooling")
     assert verifier.routes("encode")
     await asyncio.gather(verifier.score("q one", ["1 + 1 = 2"]), verifier.score("q two", ["1 + 1 = 2"]))
-    await asyncio.gather(verifier.score("q two", ["1 + 1 = 2", "2 + 2 = 4"], first=1),
-                         verifier.score("q one", ["1 + 1 = 2", "2 + 2 = 4"], first=1))
+    await asyncio.gather(
+        verifier.score("q two", ["1 + 1 = 2", "2 + 2 = 4"], first=1),
+        verifier.score("q one", ["1 + 1 = 2", "2 + 2 = 4"], first=1),
+    )
     assert {r for _, _, r in engine.calls} == {0, 1}
     for question in ("q one", "q two"):
         assert question_ranks(engine, verifier, question) == {verifier.rank_affinity.rank_of(question)}
@@ -286,7 +292,9 @@ async def test_verifier_with_one_rank_sends_no_rank(toy_tokenizer):
 
 def test_data_parallel_size_reaches_the_engine_args_only_above_one(monkeypatch):
     pytest.importorskip("vllm")
-    from ttsearch.backends.vllm import engine as vllm_engine, policy as vllm_policy, verifier as vllm_verifier
+    from ttsearch.backends.vllm import engine as vllm_engine
+    from ttsearch.backends.vllm import policy as vllm_policy
+    from ttsearch.backends.vllm import verifier as vllm_verifier
     from ttsearch.toy.backends import TOY_PRM_FORMAT
 
     seen = []
@@ -311,9 +319,9 @@ def test_data_parallel_size_reaches_the_engine_args_only_above_one(monkeypatch):
 
 def test_cli_data_parallel_flags_reach_from_pretrained(monkeypatch):
     pytest.importorskip("vllm")
-    from ttsearch.cli import app as cli
     from ttsearch.backends.vllm.policy import VLLMPolicy
     from ttsearch.backends.vllm.verifier import VLLMVerifier
+    from ttsearch.cli import app as cli
 
     calls = {}
 

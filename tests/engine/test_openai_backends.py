@@ -13,16 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ttsearch.core.backend import BackendError, PromptTooLongError, SampleRequest
+from tests.engine.fake_vllm import FakeCluster, FakeServer, choice
 from ttsearch.backends.completions import engine_seed
 from ttsearch.backends.http.client import HttpOptions, MalformedResponseError, ReplicaUnavailable, ServerRequestError
 from ttsearch.backends.http.policy import OpenAIPolicy
-from ttsearch.backends.http.verifier import OpenAIVerifier, pooling_server_args
 from ttsearch.backends.http.replicas import AllReplicasDownError, ReplicaPool
+from ttsearch.backends.http.verifier import OpenAIVerifier, pooling_server_args
+from ttsearch.core.backend import SampleRequest
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
+from ttsearch.errors import BackendError, PromptTooLongError
 from ttsearch.strategies.sampling import MajorityVoting
-from tests.engine.fake_vllm import FakeCluster, FakeServer, choice
 
 pytest.importorskip("transformers")
 
@@ -49,15 +50,24 @@ def step_server(url: str, tokenizer, **kwargs) -> FakeServer:
 async def connect(cluster: FakeCluster, tokenizer, urls=(P0,), **kwargs) -> OpenAIPolicy:
     kwargs.setdefault("options", FAST)
     return await OpenAIPolicy.connect(
-        list(urls), tokenizer=tokenizer, chat_format="tokenizer", system_prompt="Solve step by step.",
-        transport=cluster.transport, **kwargs,
+        list(urls),
+        tokenizer=tokenizer,
+        chat_format="tokenizer",
+        system_prompt="Solve step by step.",
+        transport=cluster.transport,
+        **kwargs,
     )
 
 
 def request(prompt, *, n=2, seed=3, temperature=1.0, max_tokens=16) -> SampleRequest:
     return SampleRequest(
-        prompt_token_ids=tuple(prompt), n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
-        stop=("\n\n",), seed=seed,
+        prompt_token_ids=tuple(prompt),
+        n=n,
+        temperature=temperature,
+        top_p=1.0,
+        max_tokens=max_tokens,
+        stop=("\n\n",),
+        seed=seed,
     )
 
 
@@ -87,7 +97,14 @@ async def test_policy_finish_reasons_and_greedy(toy_tokenizer):
 
     def complete(payload):
         return [
-            choice(0, toy_tokenizer, "1 + 1 = 2", finish="stop", stop_reason=None, ids=[*toy_tokenizer.encode("1 + 1 = 2", add_special_tokens=False), eos]),
+            choice(
+                0,
+                toy_tokenizer,
+                "1 + 1 = 2",
+                finish="stop",
+                stop_reason=None,
+                ids=[*toy_tokenizer.encode("1 + 1 = 2", add_special_tokens=False), eos],
+            ),
             choice(1, toy_tokenizer, "1 + 1", finish="length", stop_reason=None),
             choice(2, toy_tokenizer, "2", finish="stop", stop_reason=eos),  # a stop token id
             choice(3, toy_tokenizer, "3", finish="length", stop_reason=None, ids=[eos]),  # old vLLM: EOS at the limit
@@ -137,7 +154,12 @@ async def test_policy_checks_requests_before_sending(toy_tokenizer):
         (httpx.Response(200, json={"choices": []}), "answered 0 completions, expected 2"),
         (httpx.Response(200, json={"choices": [{"index": 0, "text": "a"}, {"index": 1, "text": "b"}]}), "no token_ids"),
         (
-            httpx.Response(200, json={"choices": [{"index": i, "text": "a", "token_ids": [1], "finish_reason": "abort"} for i in (0, 1)]}),
+            httpx.Response(
+                200,
+                json={
+                    "choices": [{"index": i, "text": "a", "token_ids": [1], "finish_reason": "abort"} for i in (0, 1)]
+                },
+            ),
             "unexpected reason 'abort'",
         ),
     ],
@@ -229,7 +251,9 @@ async def test_problems_stick_to_a_replica_and_spread_over_replicas(toy_tokenize
         await asyncio.gather(*(policy.sample(request(p)) for p in prompts))
         # later rounds: longer prompts of the same problems
         for _ in range(2):
-            await asyncio.gather(*(policy.sample(request([*p, *toy_tokenizer.encode(STEP, add_special_tokens=False)])) for p in prompts))
+            await asyncio.gather(
+                *(policy.sample(request([*p, *toy_tokenizer.encode(STEP, add_special_tokens=False)])) for p in prompts)
+            )
     served_by = {}
     for url, server in cluster.servers.items():
         for path, payload in server.requests:
@@ -265,9 +289,14 @@ async def test_a_search_finishes_when_a_replica_dies_mid_run(toy_tokenizer):
         calls += 1
         if calls == 6:
             cluster[P1].dead = True  # dies while other requests are in flight
-        return [choice(i, toy_tokenizer, "The answer is $\\boxed{2}$", finish="stop", stop_reason=None) for i in range(payload["n"])]
+        return [
+            choice(i, toy_tokenizer, "The answer is $\\boxed{2}$", finish="stop", stop_reason=None)
+            for i in range(payload["n"])
+        ]
 
-    cluster = FakeCluster([FakeServer(P0, toy_tokenizer, complete=complete), FakeServer(P1, toy_tokenizer, complete=complete)])
+    cluster = FakeCluster(
+        [FakeServer(P0, toy_tokenizer, complete=complete), FakeServer(P1, toy_tokenizer, complete=complete)]
+    )
     policy = await connect(cluster, toy_tokenizer, urls=(P0, P1))
     searcher = Searcher(policy, None, limits=SearchLimits(max_solution_tokens=64), seed=0)
     async with searcher:
@@ -362,7 +391,9 @@ async def test_verifier_generative_scores_from_label_logprobs(toy_tokenizer, toy
     # P(good) grows with the prompt length, so each step gets its own score
     server = prm_server(P0, toy_tokenizer, prm_probability=lambda ids: min(0.9, len(ids) / 100))
     cluster = FakeCluster([server])
-    verifier = await OpenAIVerifier.connect(P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST)
+    verifier = await OpenAIVerifier.connect(
+        P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+    )
     steps = ["7 + 5 = 12", "12 * 2 = 24"]
     result = await verifier.score("What is (7 + 5) * 2?", steps, first=0)
     inputs = verifier.encoder.encode_requests("What is (7 + 5) * 2?", steps)
@@ -382,10 +413,14 @@ async def test_verifier_generative_scores_from_label_logprobs(toy_tokenizer, toy
 async def test_verifier_without_label_logprobs_is_a_clear_error(toy_tokenizer, toy_prm_format):
     server = prm_server(P0, toy_tokenizer)
     server.fail_with = lambda r: (
-        httpx.Response(200, json={"choices": [{"index": 0, "text": "+", "logprobs": None}]}) if r.url.path == "/v1/completions" else None
+        httpx.Response(200, json={"choices": [{"index": 0, "text": "+", "logprobs": None}]})
+        if r.url.path == "/v1/completions"
+        else None
     )
     cluster = FakeCluster([server])
-    async with await OpenAIVerifier.connect(P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST) as verifier:
+    async with await OpenAIVerifier.connect(
+        P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+    ) as verifier:
         with pytest.raises(MalformedResponseError, match="no log probabilities for the label tokens"):
             await verifier.score("q", ["1 + 1 = 2"])
 
@@ -424,7 +459,10 @@ async def test_verifier_keeps_a_question_on_one_replica(toy_tokenizer, toy_prm_f
     for first in range(3):
         await asyncio.gather(*(verifier.score(q, ["1 + 1 = 2"] * 3, first=first) for q in questions))
     await verifier.close()
-    seen = {url: {tuple(p["prompt"][:12]) for path, p in s.requests if path == "/v1/completions"} for url, s in cluster.servers.items()}
+    seen = {
+        url: {tuple(p["prompt"][:12]) for path, p in s.requests if path == "/v1/completions"}
+        for url, s in cluster.servers.items()
+    }
     assert seen[P0] and seen[P1] and not (seen[P0] & seen[P1])
 
 
@@ -436,7 +474,9 @@ def test_the_http_backends_import_without_vllm_or_torch():
         "import sys, ttsearch.backends.http.policy, ttsearch.backends.http.verifier, ttsearch.backends.http.replicas;"
         "print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -494,7 +534,24 @@ def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir
     url = f"http://127.0.0.1:{_closed_port()}"
     out = tmp_path / "o.jsonl"
     dataset = shared_dir / "data" / "math500.jsonl"
-    code = main(["run", "--policy-url", url, "--strategy", "majority", "--n", "2", "--dataset", str(dataset), "--limit", "1", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "run",
+            "--policy-url",
+            url,
+            "--strategy",
+            "majority",
+            "--n",
+            "2",
+            "--dataset",
+            str(dataset),
+            "--limit",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "no policy server answers" in err and url in err
@@ -507,18 +564,27 @@ def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir
 def test_recipe_data_parallel_size_reaches_the_engine_args():
     import dataclasses
 
+    from ttsearch.errors import RecipeError
     from ttsearch.study.engines import _engine_settings
-    from ttsearch.study.recipe import RecipeError, parse_recipe
+    from ttsearch.study.recipe import parse_recipe
 
     def recipe(policy):
-        return parse_recipe({"policy": policy, "dataset": {"source": "toy", "end": 2}, "strategies": [{"strategy": "majority", "n": [1]}]})
+        return parse_recipe(
+            {
+                "policy": policy,
+                "dataset": {"source": "toy", "end": 2},
+                "strategies": [{"strategy": "majority", "n": [1]}],
+            }
+        )
 
     plain = recipe({"model": "x/y"})
     dp = recipe({"model": "x/y", "data_parallel_size": 2})
     assert plain.policy.data_parallel_size == 1 and "data_parallel_size" not in plain.to_dict()["policy"]
     assert _engine_settings(plain.policy)["engine_options"] is None
     assert _engine_settings(plain.policy)["data_parallel_size"] == 1
-    assert _engine_settings(dp.policy)["data_parallel_size"] == 2 and _engine_settings(dp.policy)["engine_options"] is None
+    assert (
+        _engine_settings(dp.policy)["data_parallel_size"] == 2 and _engine_settings(dp.policy)["engine_options"] is None
+    )
     assert dp.hash != plain.hash and parse_recipe(dp.to_dict()).hash == dp.hash
     with pytest.raises(RecipeError, match="data_parallel_size must be >= 1, and only for an in-process"):
         recipe({"url": [P0], "data_parallel_size": 2})

@@ -9,7 +9,6 @@ import pytest
 from ttsearch.backends.prm_cache import PrefixGate, ScoreMemo, prefix_digests
 
 
-
 def test_prefix_digests_depend_on_the_prefix_only():
     a = list(range(40))
     b = a[:20] + [99] * 20

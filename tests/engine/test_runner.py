@@ -9,16 +9,23 @@ import pytest
 
 from tests.engine.helpers import make_searcher
 from ttsearch.cli.app import build_parser, main, parse_size
-from ttsearch.evaluation.datasets import Problem
 from ttsearch.errors import RecordsError as ResultsFileError
+from ttsearch.evaluation.datasets import Problem
 from ttsearch.records import read_records
-from ttsearch.study.benchmark import evaluate_results, run_benchmark
 from ttsearch.strategies import BestOfN
 from ttsearch.strategies.registry import make_strategy
+from ttsearch.study.benchmark import evaluate_results, run_benchmark
 from ttsearch.testing.scripted import EOS
 
 PROBLEMS = [
-    Problem(problem=f"What is {i}+{i}?", answer=str(2 * i), subject="Algebra", level=1 + i % 5, unique_id=f"p{i}", solution=None)
+    Problem(
+        problem=f"What is {i}+{i}?",
+        answer=str(2 * i),
+        subject="Algebra",
+        level=1 + i % 5,
+        unique_id=f"p{i}",
+        solution=None,
+    )
     for i in range(6)
 ]
 
@@ -78,8 +85,14 @@ def test_corrupt_results_file_names_the_line(tmp_path: Path) -> None:
 def test_cli_evaluate_prints_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run.jsonl"
     records = [
-        {"unique_id": f"q{i}", "gold": "4", "subject": None, "level": None, "error": None,
-         "candidates": [{"answer": a, "score": s} for a, s in (("4", 0.9), ("5", 0.1))]}
+        {
+            "unique_id": f"q{i}",
+            "gold": "4",
+            "subject": None,
+            "level": None,
+            "error": None,
+            "candidates": [{"answer": a, "score": s} for a, s in (("4", 0.9), ("5", 0.1))],
+        }
         for i in range(2)
     ]
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -94,9 +107,16 @@ def _write_records(path: Path, strategy: str, n: int, answer_lists: list[list[st
     # Old-style `ttsearch run` records (no "kind"): strategy class name + config, as written
     # by runner.result_record; candidates in stored order with decreasing scores.
     records = [
-        {"unique_id": f"q{i}", "gold": "4", "subject": None, "level": None, "error": None,
-         "strategy": strategy, "config": {"n": n, "width": 2},
-         "candidates": [{"answer": a, "score": 0.9 - 0.1 * j} for j, a in enumerate(answers)]}
+        {
+            "unique_id": f"q{i}",
+            "gold": "4",
+            "subject": None,
+            "level": None,
+            "error": None,
+            "strategy": strategy,
+            "config": {"n": n, "width": 2},
+            "candidates": [{"answer": a, "score": 0.9 - 0.1 * j} for j, a in enumerate(answers)],
+        }
         for i, answers in enumerate(answer_lists)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))

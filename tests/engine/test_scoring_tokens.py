@@ -19,8 +19,7 @@ from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier
 from .helpers import stepwise_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.baselines.lockstep import lockstep_batch_size, run_lockstep  # noqa: E402
-
+from benchmarks.baselines.lockstep import lockstep_batch_size, run_lockstep
 
 SCRIPT = stepwise_script(lambda d, i, text: 0.3 + 0.1 * ((d + i) % 5), steps=3)
 
@@ -71,7 +70,9 @@ async def test_lockstep_baseline_finds_what_the_engine_finds(strategy) -> None:
     engine = Searcher(ScriptedPolicy(SCRIPT, max_model_len=100_000), incremental, limits=limits, seed=0)
     ours = sorted([r async for r in engine.solve_all(problems, strategy)], key=lambda r: r.index)
     verifier = ScriptedVerifier()
-    theirs = await run_lockstep(problems, strategy, ScriptedPolicy(SCRIPT, max_model_len=100_000), verifier, limits=limits)
+    theirs = await run_lockstep(
+        problems, strategy, ScriptedPolicy(SCRIPT, max_model_len=100_000), verifier, limits=limits
+    )
     assert [r.index for r in theirs] == [0, 1, 2]
     for a, b in zip(ours, theirs, strict=True):
         assert [(c.text, c.step_scores) for c in a.candidates] == [(c.text, c.step_scores) for c in b.candidates]
@@ -96,15 +97,24 @@ async def test_lockstep_deadline_stops_before_the_next_batch_and_reports_progres
     limits = SearchLimits(max_solution_tokens=10_000)
     done: list[int] = []
     results = await run_lockstep(
-        problems, BeamSearch(n=4, width=2), ScriptedPolicy(SCRIPT, max_model_len=100_000), ScriptedVerifier(),
-        limits=limits, deadline=time.perf_counter(), on_batch=done.append,
+        problems,
+        BeamSearch(n=4, width=2),
+        ScriptedPolicy(SCRIPT, max_model_len=100_000),
+        ScriptedVerifier(),
+        limits=limits,
+        deadline=time.perf_counter(),
+        on_batch=done.append,
     )
     # Beam search runs one problem per batch: the deadline has passed, yet one batch always runs.
     assert [r.index for r in results] == [0]
     assert done == [1]
     everything = await run_lockstep(
-        problems, BeamSearch(n=4, width=2), ScriptedPolicy(SCRIPT, max_model_len=100_000), ScriptedVerifier(),
-        limits=limits, on_batch=done.append,
+        problems,
+        BeamSearch(n=4, width=2),
+        ScriptedPolicy(SCRIPT, max_model_len=100_000),
+        ScriptedVerifier(),
+        limits=limits,
+        on_batch=done.append,
     )
     assert [r.index for r in everything] == [0, 1, 2]
     assert done == [1, 1, 2, 3]

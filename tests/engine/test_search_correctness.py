@@ -17,9 +17,11 @@ from ttsearch.testing.scripted import EOS
 
 def _tied_script():
     # Every step scores 0.5; the answer names the path, so any tie-break shows in it.
-    return stepwise_script(lambda d, i, text: 0.5, steps=3, answer=lambda text, i: "".join(
-        part.split()[0] for part in text.split("\n\n") if part
-    ) + f"e{i}")
+    return stepwise_script(
+        lambda d, i, text: 0.5,
+        steps=3,
+        answer=lambda text, i: "".join(part.split()[0] for part in text.split("\n\n") if part) + f"e{i}",
+    )
 
 
 def _random_latency(pattern: int):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pytest
 
 from tests.engine.helpers import make_searcher, stepwise_script
-from ttsearch.core.backend import BackendError, SampleRequest
-from ttsearch.core.search import ProblemError, SearchLimits
-from ttsearch.core.searcher import Searcher, SearchError
+from ttsearch.core.backend import SampleRequest
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
 from ttsearch.core.tree import Node, SearchTree
+from ttsearch.errors import BackendError, ProblemError, SearchError
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, Expand, MajorityVoting, Strategy
 from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier, decode

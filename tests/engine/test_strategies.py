@@ -11,7 +11,6 @@ from ttsearch.core.search import SearchLimits
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, LookaheadSearch, MajorityVoting
 from ttsearch.testing.scripted import EOS, ScriptCall
 
-
 # -- parallel sampling ---------------------------------------------------------------------
 
 
@@ -49,8 +48,9 @@ async def test_weighted_best_of_n_sums_rewards_per_canonical_answer() -> None:
 )
 async def test_reductions_apply_to_candidate_scores(reduction: str, expected_scores: list[float]) -> None:
     steps = [[0.9, 0.1, 0.9], [0.8, 0.2, 0.2]]  # step scores per candidate
-    script = lambda call: "".join(f"s [p={p}]\n\n" for p in steps[call.index][:-1]) + (
-        f"\\boxed{{{call.index}}} [p={steps[call.index][-1]}]{EOS}"
+    script = lambda call: (
+        "".join(f"s [p={p}]\n\n" for p in steps[call.index][:-1])
+        + (f"\\boxed{{{call.index}}} [p={steps[call.index][-1]}]{EOS}")
     )
     searcher = make_searcher(script)
     result = await searcher.solve("q", BestOfN(n=2, reduction=reduction, selection="naive"))

@@ -10,9 +10,12 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from ttsearch.backends.vllm import policy as vp  # noqa: E402
-from ttsearch.core.backend import BackendError, PromptTooLongError, SampleRequest  # noqa: E402
-from ttsearch.backends.vllm.policy import VLLMPolicy, engine_seed  # noqa: E402
+import itertools
+
+from ttsearch.backends.vllm import policy as vp
+from ttsearch.backends.vllm.policy import VLLMPolicy, engine_seed
+from ttsearch.core.backend import SampleRequest
+from ttsearch.errors import BackendError, PromptTooLongError
 
 EOT = 128009
 
@@ -36,12 +39,8 @@ class FakeEngine:
     """Answers each request with the scripted completions (or raises / hangs)."""
 
     def __init__(self, tokenizer, *, chunked_prefill=False):
-        self.model_config = SimpleNamespace(
-            max_model_len=64, hf_config=SimpleNamespace(eos_token_id=[128001, EOT])
-        )
-        self.vllm_config = SimpleNamespace(
-            scheduler_config=SimpleNamespace(enable_chunked_prefill=chunked_prefill)
-        )
+        self.model_config = SimpleNamespace(max_model_len=64, hf_config=SimpleNamespace(eos_token_id=[128001, EOT]))
+        self.vllm_config = SimpleNamespace(scheduler_config=SimpleNamespace(enable_chunked_prefill=chunked_prefill))
         self.tokenizer = tokenizer
         self.script: list = []  # completions, or an exception to raise
         self.hang = False
@@ -179,7 +178,7 @@ async def test_seeds_are_scrambled_and_refused_where_they_crash_vllm_cpu(tokeniz
     assert engine.calls[0][1].seed == engine_seed(5)
     # vLLM seeds completion i with seed + i: nearby request seeds must not share streams.
     starts = sorted(engine_seed(s) for s in range(1000))
-    assert min(b - a for a, b in zip(starts, starts[1:])) > 1024
+    assert min(b - a for a, b in itertools.pairwise(starts)) > 1024
 
     monkeypatch.setattr(vp, "_on_cpu", lambda: True)
     crashing = VLLMPolicy(FakeEngine(tokenizer, chunked_prefill=True))

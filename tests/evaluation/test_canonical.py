@@ -14,7 +14,17 @@ from ttsearch.evaluation.canonical import canonical_form, group_answers, normali
 
 # Each row: spellings that must share one key.
 SAME_KEY = [
-    ["\\frac{1}{2}", "\\dfrac{1}{2}", "\\tfrac12", "1/2", "0.5", ".5", "$\\frac{1}{2}$", "\\boxed{\\frac12}", "x = \\frac{1}{2}"],
+    [
+        "\\frac{1}{2}",
+        "\\dfrac{1}{2}",
+        "\\tfrac12",
+        "1/2",
+        "0.5",
+        ".5",
+        "$\\frac{1}{2}$",
+        "\\boxed{\\frac12}",
+        "x = \\frac{1}{2}",
+    ],
     ["1000", "1,000", "1 000", "1000.0", "1{,}000", "\\$1000", "1,\\!000", "\\boxed{1000}", "1000."],
     ["11111111100", "11,\\! 111,\\! 111,\\! 100"],
     ["90", "90^\\circ", "90^{\\circ}", "90°", "90 degrees", "90\\text{ degrees}"],
@@ -104,7 +114,7 @@ def test_group_answers_groups_by_key_and_skips_none() -> None:
     answers = ["\\frac12", None, "0.5", "3", "", "x = 3", "\\dfrac{1}{2}", "4"]
     groups = group_answers(answers)
     assert sorted(groups.values()) == [[0, 2, 6], [3, 5], [7]]
-    assert list(groups)[0] == canonical_form("1/2")  # first-seen order
+    assert next(iter(groups)) == canonical_form("1/2")  # first-seen order
 
 
 def test_group_answers_empty_input() -> None:

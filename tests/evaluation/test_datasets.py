@@ -12,14 +12,9 @@ from typing import Any
 
 import pytest
 
+from ttsearch.errors import DatasetError
 from ttsearch.evaluation import datasets as ds
-from ttsearch.evaluation.datasets import (
-    DatasetError,
-    Problem,
-    load_math500,
-    load_problems_jsonl,
-    parse_level,
-)
+from ttsearch.evaluation.datasets import Problem, load_math500, load_problems_jsonl, parse_level
 
 GOOD = {"problem": "What is $1+1$?", "answer": "2", "subject": "Prealgebra", "level": 1, "unique_id": "t/1"}
 
@@ -73,7 +68,9 @@ def test_custom_keys(tmp_path: Path) -> None:
         load_problems_jsonl(path)
 
 
-@pytest.mark.parametrize(("raw", "level"), [(3, 3), ("Level 4", 4), ("level 2", 2), ("5", 5), (None, None), ("Level ?", None)])
+@pytest.mark.parametrize(
+    ("raw", "level"), [(3, 3), ("Level 4", 4), ("level 2", 2), ("5", 5), (None, None), ("Level ?", None)]
+)
 def test_parse_level_accepts(raw: Any, level: int | None) -> None:
     assert parse_level(raw) == level
 

@@ -117,9 +117,7 @@ PROBLEM_B = ProblemSamples(
     level=3,
 )
 # Solved by everything: all candidates say "4".
-PROBLEM_C = ProblemSamples(
-    gold="4", answers=("4",) * 8, rewards=(0.5,) * 8, unique_id="c", subject="Algebra", level=3
-)
+PROBLEM_C = ProblemSamples(gold="4", answers=("4",) * 8, rewards=(0.5,) * 8, unique_id="c", subject="Algebra", level=3)
 
 A_MAJORITY = (3 / 8, 2 / 4, 1 / 2, 0.0)  # ties go to the earliest group: (5,3) -> 5, (5,3,3,5) -> 5
 A_NAIVE = (3 / 8, 2 / 4, 2 / 2, 1.0)  # k=2: 3(.6) 5(.9) 5(.8) 3; k=4: 5(.9), 5(.8)
@@ -277,7 +275,9 @@ def test_each_distinct_answer_is_graded_once_per_gold(monkeypatch: pytest.Monkey
     monkeypatch.setattr(aggregation, "group_answers", counting_groups)
     a_seed2 = ProblemSamples(gold="5", answers=PROBLEM_A.answers[::-1], rewards=PROBLEM_A.rewards[::-1])
     cache = GradeCache(counting)
-    accuracy_at_k([[PROBLEM_A, PROBLEM_B], [a_seed2, PROBLEM_B]], cache=cache, methods=("pass", "majority", "naive", "weighted"))
+    accuracy_at_k(
+        [[PROBLEM_A, PROBLEM_B], [a_seed2, PROBLEM_B]], cache=cache, methods=("pass", "majority", "naive", "weighted")
+    )
     # Gold "5": answers "5" and "3"; gold "7": answers "1" and "2". Each graded exactly once,
     # across every k, method and seed.
     assert sorted(graded) == [("5", "3"), ("5", "5"), ("7", "1"), ("7", "2")]

@@ -10,7 +10,9 @@ import yaml
 
 from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
 
-PROBLEMS = [{"problem": f"What is {i}+{i}?", "answer": str(2 * i), "level": 1 + i % 5, "unique_id": f"p{i}"} for i in range(6)]
+PROBLEMS = [
+    {"problem": f"What is {i}+{i}?", "answer": str(2 * i), "level": 1 + i % 5, "unique_id": f"p{i}"} for i in range(6)
+]
 
 
 def write_dataset(path: Path, problems: list[dict[str, Any]] = PROBLEMS) -> Path:

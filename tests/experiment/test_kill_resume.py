@@ -39,7 +39,17 @@ def _lines(out: Path) -> dict[str, list[str]]:
 
 
 def _command(recipe: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "ttsearch.cli.app", "experiment", str(recipe), "--out", str(out), "--quiet", "--no-report"]
+    return [
+        sys.executable,
+        "-m",
+        "ttsearch.cli.app",
+        "experiment",
+        str(recipe),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+    ]
 
 
 def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ import pytest
 
 from tests.experiment.helpers import recipe_data, write_dataset, write_recipe
 from ttsearch.cli.app import main
-from ttsearch.study import RecipeError, load_recipe, parse_recipe, plan_runs, prepare
 from ttsearch.cli.experiment import TOY_RECIPE
+from ttsearch.errors import RecipeError
+from ttsearch.study import load_recipe, parse_recipe, plan_runs, prepare
 from ttsearch.study.recipe import changed_fields
 
 
@@ -55,8 +56,16 @@ def test_plan_reads_sampling_runs_at_every_budget_and_runs_stepwise_per_n(recipe
     runs = plan_runs(load_recipe(recipe_file))
     by_id = {r.run_id: r for r in runs}
     assert sorted(by_id) == sorted(
-        ["majority-n4-s0", "majority-n4-s1", "best_of_n-n4-s0", "best_of_n-n4-s1",
-         "beam-n2-s0", "beam-n2-s1", "beam-n4-s0", "beam-n4-s1"]
+        [
+            "majority-n4-s0",
+            "majority-n4-s1",
+            "best_of_n-n4-s0",
+            "best_of_n-n4-s1",
+            "beam-n2-s0",
+            "beam-n2-s1",
+            "beam-n4-s0",
+            "beam-n4-s1",
+        ]
     )
     assert by_id["majority-n4-s0"].budgets == (1, 2, 4) and by_id["majority-n4-s0"].kind == "sampling"
     assert by_id["beam-n2-s1"].budgets == (2,) and by_id["beam-n2-s1"].strategy.width == 2
@@ -88,15 +97,27 @@ BAD = [
     ({"policy": {"model": "x/y", "gpu": 1}}, r"policy: unknown field\(s\) \['gpu'\]; allowed: \['model', 'url'"),
     ({"sampling": {"temperature": "hot"}}, r"sampling.temperature: expected a number, got 'hot'"),
     ({"strategies": [{"strategy": "beem", "n": [4]}]}, r"unknown strategy 'beem'; choose from \['adaptive_best_of_n'"),
-    ({"strategies": [{"strategy": "beam", "n": [6], "width": 4}]}, r"'beam' \(beam\) at n=6: .*width must be >= 1 and divide n"),
-    ({"strategies": [{"strategy": "beam", "n": [4], "widht": 4}]}, r"\(beam\): unknown field\(s\) \['widht'\]; allowed: \['label'"),
+    (
+        {"strategies": [{"strategy": "beam", "n": [6], "width": 4}]},
+        r"'beam' \(beam\) at n=6: .*width must be >= 1 and divide n",
+    ),
+    (
+        {"strategies": [{"strategy": "beam", "n": [4], "widht": 4}]},
+        r"\(beam\): unknown field\(s\) \['widht'\]; allowed: \['label'",
+    ),
     ({"strategies": [{"strategy": "beam", "width": 4}]}, r"\(beam\): missing field 'n'"),
-    ({"strategies": [{"strategy": "beam", "n": [4]}, {"strategy": "beam", "n": [8]}]}, r"labels must be unique; repeated: \['beam'\]"),
+    (
+        {"strategies": [{"strategy": "beam", "n": [4]}, {"strategy": "beam", "n": [8]}]},
+        r"labels must be unique; repeated: \['beam'\]",
+    ),
     ({"strategies": []}, r"strategies is empty"),
     ({"seeds": [0, 0]}, r"seeds must be distinct non-negative ints"),
     ({"policy": {"model": "/nonexistent/model"}}, r"policy.model: no such model directory: /nonexistent/model"),
     ({"prm": {"model": "/nonexistent/prm"}}, r"prm.model: no such model directory: /nonexistent/prm"),
-    ({"policy": {"model": "x/y", "tokenizer": "./no-tokenizer"}}, r"policy.tokenizer: no such tokenizer directory: .*no-tokenizer"),
+    (
+        {"policy": {"model": "x/y", "tokenizer": "./no-tokenizer"}},
+        r"policy.tokenizer: no such tokenizer directory: .*no-tokenizer",
+    ),
     ({"prm": {"model": "x/y", "format": "shepherd"}}, r"prm.format 'shepherd' is not a preset; choose from"),
     ({"policy": {"kv_cache": "lots", "model": "x/y"}}, r"policy.kv_cache: not a size: 'lots'"),
     ({"prm": None}, r"'best_of_n' \(best_of_n\) needs a PRM: add a prm: section"),
@@ -115,7 +136,10 @@ def test_bad_recipe_names_the_problem(tmp_path: Path, llama3_tokenizer_dir: Path
 def test_prm_labels_and_tags_must_be_single_tokens(tmp_path: Path, llama3_tokenizer_dir: Path) -> None:
     dataset = write_dataset(tmp_path / "problems.jsonl")
     for fmt, message in [
-        ({"base": "rlhflow", "label_tokens": ["+", "definitely wrong"]}, r"label token 'definitely wrong' is not a single token"),
+        (
+            {"base": "rlhflow", "label_tokens": ["+", "definitely wrong"]},
+            r"label token 'definitely wrong' is not a single token",
+        ),
         ({"base": "math_shepherd", "step_tag": " <step tag>"}, r"step_tag ' <step tag>' is not a single token"),
         ({"base": "rlhflow", "colour": 1}, r"prm.format: unknown field\(s\) \['colour'\]"),
     ]:
@@ -178,12 +202,29 @@ def test_cli_reports_recipe_errors_without_a_traceback(tmp_path: Path, llama3_to
 def test_cli_check_prints_the_plan(recipe_file: Path, capsys) -> None:
     assert main(["experiment", str(recipe_file), "--check", "--seeds", "0"]) == 0
     out = capsys.readouterr().out
-    assert "is valid" in out and "4 runs x 6 problems" in out and "majority-n4-s0: majority n=4 seed=0 (read at N = 1, 2, 4)" in out
+    assert (
+        "is valid" in out
+        and "4 runs x 6 problems" in out
+        and "majority-n4-s0: majority n=4 seed=0 (read at N = 1, 2, 4)" in out
+    )
 
 
 def test_cli_run_with_a_missing_model_path_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    code = main(["run", "--policy", "/nonexistent", "--strategy", "majority", "--n", "2",
-                 "--dataset", str(write_dataset(tmp_path / "p.jsonl")), "--out", str(tmp_path / "o.jsonl")])
+    code = main(
+        [
+            "run",
+            "--policy",
+            "/nonexistent",
+            "--strategy",
+            "majority",
+            "--n",
+            "2",
+            "--dataset",
+            str(write_dataset(tmp_path / "p.jsonl")),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "no such model directory: /nonexistent" in err and "Traceback" not in err
@@ -196,8 +237,13 @@ def test_recipe_with_server_urls_connects_to_them(tmp_path: Path, llama3_tokeniz
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    data = recipe_data(write_dataset(tmp_path / "p.jsonl"), llama3_tokenizer_dir, policy={"url": url},
-                       strategies=[{"strategy": "majority", "n": [2]}], execution={"request_timeout": 5})
+    data = recipe_data(
+        write_dataset(tmp_path / "p.jsonl"),
+        llama3_tokenizer_dir,
+        policy={"url": url},
+        strategies=[{"strategy": "majority", "n": [2]}],
+        execution={"request_timeout": 5},
+    )
     path = write_recipe(tmp_path / "r.yaml", data)
     assert main(["experiment", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.experiment.helpers import recipe_data, scripted_backends, write_dataset, write_recipe
-from ttsearch.study import RecipeError, load_recipe, run_experiment
-from ttsearch.study.report import build_report, load_experiment
+from ttsearch.errors import RecipeError
 from ttsearch.records import read_records
+from ttsearch.study import load_recipe, run_experiment
+from ttsearch.study.report import build_report, load_experiment
 
 
 @pytest.fixture
@@ -89,10 +90,15 @@ async def test_a_changed_recipe_is_refused_unless_restart(tmp_path: Path, recipe
         await run_experiment(changed, out, progress=False, backends=scripted_backends())
     # an execution setting is not a change of recipe
     await run_experiment(
-        load_recipe(recipe_file, ["execution.max_concurrent_problems=2"]), out, progress=False,
-        backends=scripted_backends(), report=False,
+        load_recipe(recipe_file, ["execution.max_concurrent_problems=2"]),
+        out,
+        progress=False,
+        backends=scripted_backends(),
+        report=False,
     )
-    summary = await run_experiment(changed, out, restart=True, progress=False, backends=scripted_backends(), report=False)
+    summary = await run_experiment(
+        changed, out, restart=True, progress=False, backends=scripted_backends(), report=False
+    )
     assert summary.searched == 48
     aside = [p for p in out.iterdir() if p.name.startswith("previous-")]
     assert len(aside) == 1 and len(list((aside[0] / "runs").glob("*.jsonl"))) == 8  # moved, not deleted
@@ -102,8 +108,9 @@ async def test_a_changed_recipe_is_refused_unless_restart(tmp_path: Path, recipe
 async def test_shards_split_the_problems_and_merge_in_the_report(tmp_path: Path, recipe_file: Path) -> None:
     recipe = load_recipe(recipe_file, ["seeds=[0]"])
     for i in range(2):
-        s = await run_experiment(recipe, tmp_path / f"s{i}", shard=(i, 2), progress=False,
-                                 backends=scripted_backends(), report=False)
+        s = await run_experiment(
+            recipe, tmp_path / f"s{i}", shard=(i, 2), progress=False, backends=scripted_backends(), report=False
+        )
         assert s.problems == 3
     merged = load_experiment([tmp_path / "s0", tmp_path / "s1"])
     assert all(len(run.records) == 6 for run in merged.runs)

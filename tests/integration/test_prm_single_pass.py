@@ -44,8 +44,13 @@ async def prm(no_leftover_processes) -> AsyncIterator[Any]:
     try:
         async with no_leftover_processes(15):
             verifier = await asyncio.to_thread(
-                VLLMVerifier.from_pretrained, TOY_ASSETS_DIR / "prm", format=TOY_PRM_FORMAT, dtype="float32",
-                max_model_len=512, enforce_eager=True, kv_cache_memory_bytes=32 << 20,
+                VLLMVerifier.from_pretrained,
+                TOY_ASSETS_DIR / "prm",
+                format=TOY_PRM_FORMAT,
+                dtype="float32",
+                max_model_len=512,
+                enforce_eager=True,
+                kv_cache_memory_bytes=32 << 20,
                 engine_options={"block_size": BLOCK},
             )
             yield verifier

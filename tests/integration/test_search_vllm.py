@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ttsearch import DVTS, RLHFLOW, BeamSearch, BestOfN, MajorityVoting, SearchLimits, Searcher, load_math500
+from ttsearch import DVTS, RLHFLOW, BeamSearch, BestOfN, MajorityVoting, Searcher, SearchLimits, load_math500
 from ttsearch.backends.vllm.verifier import VLLMVerifier
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -28,9 +28,7 @@ def problems(shared_dir: Path) -> list[Any]:
 def searcher(vllm_policy: Any) -> Searcher:
     prm = VLLMVerifier(vllm_policy.engine, vllm_policy.tokenizer, format=RLHFLOW)  # does not own the engine
     # close_backends=False: the session's engine outlives this searcher
-    return Searcher(
-        vllm_policy, prm, limits=SearchLimits(max_solution_tokens=96), seed=0, close_backends=False
-    )
+    return Searcher(vllm_policy, prm, limits=SearchLimits(max_solution_tokens=96), seed=0, close_backends=False)
 
 
 def _check_tree(result: Any, bos_id: int = BOS) -> None:
@@ -71,4 +69,3 @@ async def test_dvts_best_of_n_and_majority_on_vllm(searcher: Searcher, problems:
     assert all(len(c.step_scores) >= 1 for c in best.candidates if c.text.strip())
     votes = await searcher.solve(problems[2], MajorityVoting(n=4))
     assert votes.usage.verifier_calls == 0 and len(votes.candidates) == 4
-

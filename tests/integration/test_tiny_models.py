@@ -39,9 +39,7 @@ def test_rates_match_the_calibration(tiny_llama_dir: Path):
 def test_build_is_deterministic(tiny_llama_dir: Path, tmp_path: Path, llama3_tokenizer_dir: Path):
     from tools.tiny_models import build_tiny_llama
 
-    again = build_tiny_llama(
-        tmp_path, tokenizer_dir=llama3_tokenizer_dir, p_step=TEST_P_STEP, p_eos=TEST_P_EOS, seed=0
-    )
+    again = build_tiny_llama(tmp_path, tokenizer_dir=llama3_tokenizer_dir, p_step=TEST_P_STEP, p_eos=TEST_P_EOS, seed=0)
 
     def digest(path: Path) -> str:
         return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()

@@ -24,7 +24,8 @@ import time
 import pytest
 
 from tests.integration.engine_state import unfinished_requests
-from ttsearch.core.backend import Policy, PromptTooLongError, Sample, SampleRequest
+from ttsearch.core.backend import Policy, Sample, SampleRequest
+from ttsearch.errors import PromptTooLongError
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 

@@ -24,15 +24,14 @@ import pytest
 import pytest_asyncio
 
 from tests.integration.engine_state import unfinished_requests
-from ttsearch.core.backend import BackendError, PromptTooLongError, StepScores, Verifier
 from ttsearch.backends.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmFormat, format_text
+from ttsearch.core.backend import StepScores, Verifier
+from ttsearch.errors import BackendError, PromptTooLongError
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
 MAX_MODEL_LEN = 1024
-ENGINE = dict(
-    dtype="float32", max_model_len=MAX_MODEL_LEN, enforce_eager=True, kv_cache_memory_bytes=32 << 20
-)
+ENGINE = dict(dtype="float32", max_model_len=MAX_MODEL_LEN, enforce_eager=True, kv_cache_memory_bytes=32 << 20)
 TOLERANCE = 1e-4
 
 # Llama 3 ids
@@ -92,9 +91,7 @@ def qwen_prm_dir(tmp_path_factory: pytest.TempPathFactory, qwen2_tokenizer_dir: 
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def verifiers(
-    llama_prm_dir: Path, qwen_prm_dir: Path, no_leftover_processes
-) -> AsyncIterator[dict[str, Any]]:
+async def verifiers(llama_prm_dir: Path, qwen_prm_dir: Path, no_leftover_processes) -> AsyncIterator[dict[str, Any]]:
     # Import vLLM's engine modules here, not first inside from_pretrained: on CPU installs
     # (no torchcodec) vLLM keeps the ImportError's traceback, and with it the importing
     # frames and their locals (an engine) for the life of the process.
@@ -127,9 +124,7 @@ async def verifiers(
             "shepherd-generative": VLLMVerifier(generative.engine, generative.tokenizer, format=MATH_SHEPHERD),
             "shepherd-pooling": shepherd_pooling,
             "qwen-pooling": qwen,
-            "rlhflow-orm": VLLMVerifier(
-                generative.engine, generative.tokenizer, format=RLHFLOW.as_outcome_model()
-            ),
+            "rlhflow-orm": VLLMVerifier(generative.engine, generative.tokenizer, format=RLHFLOW.as_outcome_model()),
         }
         yield by_name
         # close() shuts each owned engine down on this loop and terminates vLLM's ZMQ context
@@ -207,8 +202,7 @@ async def test_scores_match_hf_reference(name: str, verifiers, hf_reference):
         assert result.prompt_tokens > 0
         scores += result.scores
     print(
-        f"\n{name}: max |vLLM - HF| = {worst:.2e} over {len(scores)} scores, "
-        f"range {min(scores):.3f}..{max(scores):.3f}"
+        f"\n{name}: max |vLLM - HF| = {worst:.2e} over {len(scores)} scores, range {min(scores):.3f}..{max(scores):.3f}"
     )
     assert max(scores) - min(scores) > 0.01  # the tiny models' scores are not all alike
 
@@ -242,9 +236,7 @@ async def test_text_ending_with_the_separator_gets_no_empty_step(name: str, veri
 
 
 async def test_many_concurrent_calls_agree_with_sequential_ones(verifiers):
-    calls = [
-        (name, q, steps[:k]) for name in PRM_NAMES for q, steps in EXAMPLES for k in range(1, len(steps) + 1)
-    ]
+    calls = [(name, q, steps[:k]) for name in PRM_NAMES for q, steps in EXAMPLES for k in range(1, len(steps) + 1)]
     sequential = [await verifiers[name].score(q, s) for name, q, s in calls]
     concurrent = await asyncio.gather(*(verifiers[name].score(q, s) for name, q, s in calls))
     assert len(calls) > 40

@@ -9,25 +9,23 @@ One module fixture starts two toy policy servers and one toy PRM server side by 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 pytest.importorskip("vllm")
 
-from tests.integration.vllm_servers import VLLMServer  # noqa: E402
-from ttsearch.backends.http.client import HttpOptions  # noqa: E402
-from ttsearch.backends.http.policy import OpenAIPolicy  # noqa: E402
-from ttsearch.backends.http.verifier import OpenAIVerifier  # noqa: E402
-from ttsearch.core.search import SearchLimits  # noqa: E402
-from ttsearch.core.searcher import Searcher  # noqa: E402
-from ttsearch.strategies.beam import BeamSearch  # noqa: E402
-from ttsearch.strategies.sampling import BestOfN  # noqa: E402
-from ttsearch.toy import TOY_ASSETS_DIR  # noqa: E402
-from ttsearch.toy.backends import TOY_MAX_MODEL_LEN, TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines  # noqa: E402
-from ttsearch.toy.task import make_problems  # noqa: E402
-from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT  # noqa: E402
+from tests.integration.vllm_servers import VLLMServer
+from ttsearch.backends.http.client import HttpOptions
+from ttsearch.backends.http.policy import OpenAIPolicy
+from ttsearch.backends.http.verifier import OpenAIVerifier
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
+from ttsearch.strategies.beam import BeamSearch
+from ttsearch.strategies.sampling import BestOfN
+from ttsearch.toy import TOY_ASSETS_DIR
+from ttsearch.toy.backends import TOY_MAX_MODEL_LEN, TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
+from ttsearch.toy.task import make_problems
+from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +33,14 @@ SEED = 0
 # What `start_toy_engines` gives the in-process engines (VLLMPolicy.from_pretrained turns
 # chunked prefill off on CPU, with max_num_batched_tokens = max(max_model_len, 2048)).
 COMMON = ["--dtype", "float32", "--max-model-len", str(TOY_MAX_MODEL_LEN), "--enforce-eager", "--seed", str(SEED)]
-POLICY_ARGS = [*COMMON, "--kv-cache-memory-bytes", str(96 << 20), "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048"]
+POLICY_ARGS = [
+    *COMMON,
+    "--kv-cache-memory-bytes",
+    str(96 << 20),
+    "--no-enable-chunked-prefill",
+    "--max-num-batched-tokens",
+    "2048",
+]
 PRM_ARGS = [*COMMON, "--kv-cache-memory-bytes", str(64 << 20)]
 
 
@@ -67,10 +72,15 @@ async def _wait_ready(servers: list[VLLMServer]) -> None:
 async def _connect(policy_urls: list[str], prm_url: str) -> tuple[OpenAIPolicy, OpenAIVerifier]:
     options = HttpOptions(timeout=120, retries=2, backoff=0.2)
     policy = await OpenAIPolicy.connect(
-        policy_urls, model=TOY_ASSETS_DIR / "policy", system_prompt=TOY_SYSTEM_PROMPT, chat_format="tokenizer",
+        policy_urls,
+        model=TOY_ASSETS_DIR / "policy",
+        system_prompt=TOY_SYSTEM_PROMPT,
+        chat_format="tokenizer",
         options=options,
     )
-    verifier = await OpenAIVerifier.connect(prm_url, format=TOY_PRM_FORMAT, model=TOY_ASSETS_DIR / "prm", options=options)
+    verifier = await OpenAIVerifier.connect(
+        prm_url, format=TOY_PRM_FORMAT, model=TOY_ASSETS_DIR / "prm", options=options
+    )
     return policy, verifier
 
 

@@ -48,14 +48,18 @@ class VLLMServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--disable-log-stats", *self.args,
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM server for {self.model} exited ({self.process.returncode}):\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"vLLM server for {self.model} exited ({self.process.returncode}):\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,11 +53,26 @@ def write_run(
         usage = {"generated_tokens": sum(c[3] for c in cands), "verifier_tokens": 10 * len(cands) if scored else 0}
         lines.append(
             {
-                "unique_id": uid, "problem": f"problem {uid}", "gold": gold, "subject": None, "level": None,
-                "strategy": strategy, "config": config, "selection": config["selection"], "answer": None,
-                "correct": False, "error": "boom" if uid in errors else None,
-                "candidates": [] if uid in errors else candidates, "usage": usage, "run_id": run_id,
-                "label": label, "n": n, "seed": seed, "kind": kind, "budgets": budgets, "index": index,
+                "unique_id": uid,
+                "problem": f"problem {uid}",
+                "gold": gold,
+                "subject": None,
+                "level": None,
+                "strategy": strategy,
+                "config": config,
+                "selection": config["selection"],
+                "answer": None,
+                "correct": False,
+                "error": "boom" if uid in errors else None,
+                "candidates": [] if uid in errors else candidates,
+                "usage": usage,
+                "run_id": run_id,
+                "label": label,
+                "n": n,
+                "seed": seed,
+                "kind": kind,
+                "budgets": budgets,
+                "index": index,
             }
         )
     manifest = directory / "manifest.json"

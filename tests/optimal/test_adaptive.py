@@ -1,9 +1,8 @@
 import pytest
 
+from tests.optimal.helpers import write_run
 from ttsearch.study.optimal.adaptive import simulate_adaptive
 from ttsearch.study.optimal.records import load_runs
-
-from tests.optimal.helpers import write_run
 
 SURE = [("7", 0.9, True, 10)] * 4
 # Gold 7: the first two samples are wrong and poorly rated, the last two right and rated high.
@@ -11,8 +10,9 @@ SLOW = [("3", 0.2, False, 1), ("5", 0.1, False, 1), ("7", 0.9, True, 1), ("7", 0
 
 
 def test_budget_moves_from_a_settled_problem_to_an_uncertain_one(tmp_path):
-    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0,
-              problems={"a": SURE, "b": SLOW})
+    write_run(
+        tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, problems={"a": SURE, "b": SLOW}
+    )
     (point,) = simulate_adaptive(load_runs([tmp_path]), [2])
     # Uniform N=2: rotation 0 gives b [3, 5] (wrong), rotation 1 [7, 7] (right): 75%.
     assert point.uniform_accuracy == pytest.approx(0.75)
@@ -27,20 +27,30 @@ def test_budget_moves_from_a_settled_problem_to_an_uncertain_one(tmp_path):
 
 
 def test_never_draws_beyond_the_recorded_samples_and_spends_at_most_the_total(tmp_path):
-    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0,
-              problems={"a": SURE, "b": SLOW})
+    write_run(
+        tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, problems={"a": SURE, "b": SLOW}
+    )
     (point,) = simulate_adaptive(load_runs([tmp_path]), [4])
     assert point.max_samples == 4  # both problems already hold all 4: nothing to move
     assert point.adaptive_accuracy == point.uniform_accuracy == 1.0
 
 
 def test_unusable_runs_are_refused(tmp_path):
-    write_run(tmp_path, label="majority", strategy="majority", kind="sampling", n=2, seed=0,
-              problems={"a": SURE[:2]}, scored=False)
+    write_run(
+        tmp_path,
+        label="majority",
+        strategy="majority",
+        kind="sampling",
+        n=2,
+        seed=0,
+        problems={"a": SURE[:2]},
+        scored=False,
+    )
     with pytest.raises(ValueError, match="without PRM scores"):
         simulate_adaptive(load_runs([tmp_path]), [2])
-    write_run(tmp_path / "b", label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0,
-              problems={"a": SURE[:2]})
+    write_run(
+        tmp_path / "b", label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0, problems={"a": SURE[:2]}
+    )
     with pytest.raises(ValueError, match="exceeds the 2 samples"):
         simulate_adaptive(load_runs([tmp_path / "b"]), [4])
 
@@ -48,8 +58,16 @@ def test_unusable_runs_are_refused(tmp_path):
 def test_the_analysis_and_its_text_compare_adaptive_with_uniform_at_equal_samples(tmp_path):
     from ttsearch.study.optimal.analysis import analyse_experiment, format_analysis
 
-    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, budgets=[1, 2, 4],
-              problems={"a": SURE, "b": SLOW})
+    write_run(
+        tmp_path,
+        label="best_of_n",
+        strategy="best_of_n",
+        kind="sampling",
+        n=4,
+        seed=0,
+        budgets=[1, 2, 4],
+        problems={"a": SURE, "b": SLOW},
+    )
     analysis = analyse_experiment([tmp_path])
     # Every budget N >= 2 the predictor's samples cover, replayed as simulate_adaptive does.
     assert analysis.adaptive == simulate_adaptive(load_runs([tmp_path]), [2, 4])

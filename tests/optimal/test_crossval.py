@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
+from tests.optimal.helpers import outcomes_from_table
 from ttsearch.study.optimal.bins import DifficultyBins
 from ttsearch.study.optimal.crossval import assign_folds, cross_validate, fixed_curve, rank_options
-
-from tests.optimal.helpers import outcomes_from_table
 
 
 def _bins(levels):
@@ -38,7 +37,11 @@ def test_per_bin_choice_beats_the_best_single_option_when_bins_differ():
     assert cv.optimal[0].generated_tokens == pytest.approx(200.0)  # half the problems each
     easy, hard = cv.table
     assert (easy.level, easy.winner, easy.accuracy, easy.runner_up, easy.margin) == (
-        1, "majority/majority", 1.0, "beam/weighted", 0.5,
+        1,
+        "majority/majority",
+        1.0,
+        "beam/weighted",
+        0.5,
     )
     assert (hard.level, hard.winner, hard.margin, hard.cv_accuracy) == (5, "beam/weighted", 0.5, 0.5)
 

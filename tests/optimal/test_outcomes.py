@@ -2,22 +2,49 @@ import json
 
 import pytest
 
-from ttsearch.study.optimal.outcomes import build_outcomes
-from ttsearch.study.optimal.records import ExperimentError, load_runs
-
 from tests.optimal.helpers import write_run
+from ttsearch.errors import ExperimentError
+from ttsearch.study.optimal.outcomes import build_outcomes
+from ttsearch.study.optimal.records import load_runs
 
 MIXED = [("7", 0.9, True, 10), ("3", 0.2, False, 20), ("3", 0.3, False, 30), ("3", 0.1, False, 40)]
 RIGHT = [("7", 0.8, True, 10)] * 4
 
 
 def _experiment(tmp_path, **kwargs):
-    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0,
-              budgets=[1, 2, 4], problems={"a": MIXED, "b": RIGHT}, **kwargs)
-    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=1,
-              budgets=[1, 2, 4], problems={"a": RIGHT, "b": RIGHT}, **kwargs)
-    write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=4, seed=0, config={"width": 2},
-              problems={"a": RIGHT[:2], "b": MIXED[1:3]}, **kwargs)
+    write_run(
+        tmp_path,
+        label="best_of_n",
+        strategy="best_of_n",
+        kind="sampling",
+        n=4,
+        seed=0,
+        budgets=[1, 2, 4],
+        problems={"a": MIXED, "b": RIGHT},
+        **kwargs,
+    )
+    write_run(
+        tmp_path,
+        label="best_of_n",
+        strategy="best_of_n",
+        kind="sampling",
+        n=4,
+        seed=1,
+        budgets=[1, 2, 4],
+        problems={"a": RIGHT, "b": RIGHT},
+        **kwargs,
+    )
+    write_run(
+        tmp_path,
+        label="beam",
+        strategy="beam",
+        kind="stepwise",
+        n=4,
+        seed=0,
+        config={"width": 2},
+        problems={"a": RIGHT[:2], "b": MIXED[1:3]},
+        **kwargs,
+    )
     return build_outcomes(load_runs([tmp_path]))
 
 
@@ -25,9 +52,14 @@ def test_sampling_budgets_average_disjoint_groups_and_seeds(tmp_path):
     out = _experiment(tmp_path)
     assert out.problems == ("a", "b") and out.budgets == (1, 2, 4) and out.num_seeds == 2
     assert [o.name for o in out.options] == [
-        "beam/majority", "beam/naive", "beam/weighted", "best_of_n/majority", "best_of_n/naive", "best_of_n/weighted",
+        "beam/majority",
+        "beam/naive",
+        "beam/weighted",
+        "best_of_n/majority",
+        "best_of_n/naive",
+        "best_of_n/weighted",
     ]
-    acc = lambda name, n: out.cells[(name, n)].accuracy.tolist()  # noqa: E731
+    acc = lambda name, n: out.cells[(name, n)].accuracy.tolist()
     # Problem a, seed 0: k=1 -> 1 of 4 groups right; k=2 -> [7,3] right, [3,3] wrong;
     # k=4 -> majority says 3 (wrong), naive and weighted say 7 (0.9 > 0.2+0.3+0.1). Seed 1: all right.
     assert acc("best_of_n/majority", 1) == [pytest.approx(0.625), 1.0]
@@ -49,17 +81,35 @@ def test_sampling_budgets_average_disjoint_groups_and_seeds(tmp_path):
 
 
 def test_unscored_runs_offer_only_majority_and_no_predictor(tmp_path):
-    write_run(tmp_path, label="majority", strategy="majority", kind="sampling", n=2, seed=0, budgets=[1, 2],
-              problems={"a": RIGHT[:2]}, scored=False, config={"selection": "majority"})
+    write_run(
+        tmp_path,
+        label="majority",
+        strategy="majority",
+        kind="sampling",
+        n=2,
+        seed=0,
+        budgets=[1, 2],
+        problems={"a": RIGHT[:2]},
+        scored=False,
+        config={"selection": "majority"},
+    )
     out = build_outcomes(load_runs([tmp_path]))
     assert [o.name for o in out.options] == ["majority/majority"]
     assert out.mean_score is None and out.predictor is None
 
 
 def test_missing_correct_flags_are_graded_and_failed_problems_are_left_out(tmp_path):
-    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0,
-              problems={"a": [("7", 0.5, False, 1), ("3", 0.4, False, 1)], "b": RIGHT[:2], "c": RIGHT[:2]},
-              with_correct=False, errors=["b"])
+    write_run(
+        tmp_path,
+        label="best_of_n",
+        strategy="best_of_n",
+        kind="sampling",
+        n=2,
+        seed=0,
+        problems={"a": [("7", 0.5, False, 1), ("3", 0.4, False, 1)], "b": RIGHT[:2], "c": RIGHT[:2]},
+        with_correct=False,
+        errors=["b"],
+    )
     out = build_outcomes(load_runs([tmp_path]))
     assert out.problems == ("a", "c") and out.dropped == ("b",)
     assert out.cells[("best_of_n/weighted", 2)].accuracy.tolist() == [1.0, 1.0]  # "7" graded equal to gold "7"
@@ -67,8 +117,15 @@ def test_missing_correct_flags_are_graded_and_failed_problems_are_left_out(tmp_p
 
 def test_problems_missing_from_a_run_are_dropped_and_named(tmp_path):
     write_run(tmp_path, label="x", strategy="best_of_n", kind="sampling", n=1, seed=0, problems={"a": RIGHT[:1]})
-    write_run(tmp_path, label="y", strategy="best_of_n", kind="sampling", n=1, seed=0,
-              problems={"a": RIGHT[:1], "b": RIGHT[:1]})
+    write_run(
+        tmp_path,
+        label="y",
+        strategy="best_of_n",
+        kind="sampling",
+        n=1,
+        seed=0,
+        problems={"a": RIGHT[:1], "b": RIGHT[:1]},
+    )
     out = build_outcomes(load_runs([tmp_path]))
     assert out.problems == ("a",) and out.dropped == ("b",)
 

@@ -6,16 +6,15 @@ import json
 
 import pytest
 
+from tests.optimal.helpers import write_run
 from ttsearch.cli.app import main
-from ttsearch.study.optimal.analysis import analyse, analyse_experiment, format_analysis
-from ttsearch.study.optimal.outcomes import build_outcomes
 from ttsearch.errors import PolicyFileError
+from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.strategies.policy_table import policy_from_dict, policy_to_dict
+from ttsearch.study.optimal.analysis import analyse_experiment, format_analysis
+from ttsearch.study.optimal.outcomes import build_outcomes
 from ttsearch.study.optimal.policy_table import fit_policy, load_policy
 from ttsearch.study.optimal.records import load_runs
-from ttsearch.strategies.compute_optimal import ComputeOptimal
-
-from tests.optimal.helpers import write_run
 
 # 4 easy + 6 hard problems: the equal-count quintiles put the easy ones at levels 1-2 and
 # the hard ones at 3-5, whatever the tie-break.
@@ -25,8 +24,16 @@ HARD = [(f"h{i}", [("3", 0.2, False, 10)] * 4) for i in range(6)]
 
 def _experiment(tmp_path):
     # Best-of-N solves the easy half, beam search the hard half (and fails the easy one).
-    write_run(tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, budgets=[1, 2, 4],
-              problems=dict(EASY + HARD))
+    write_run(
+        tmp_path,
+        label="best_of_n",
+        strategy="best_of_n",
+        kind="sampling",
+        n=4,
+        seed=0,
+        budgets=[1, 2, 4],
+        problems=dict(EASY + HARD),
+    )
     beam = {uid: [("3", 0.5, False, 30)] * 2 for uid, _ in EASY} | {uid: [("7", 0.5, True, 30)] * 2 for uid, _ in HARD}
     write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=4, seed=0, config={"width": 2}, problems=beam)
     return tmp_path
@@ -69,7 +76,9 @@ def test_policy_table_bins_new_problems_and_round_trips(tmp_path):
 
 def test_fit_policy_command_writes_a_table_the_strategy_loads(tmp_path, capsys):
     out = tmp_path / "policy.json"
-    assert main(["fit-policy", str(_experiment(tmp_path / "exp")), "-o", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    assert (
+        main(["fit-policy", str(_experiment(tmp_path / "exp")), "-o", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    )
     printed = capsys.readouterr().out
     assert "per-bin choice, oracle difficulty" in printed and "policy table:" in printed
     assert (tmp_path / "p.png").stat().st_size > 1000
@@ -80,8 +89,16 @@ def test_fit_policy_command_writes_a_table_the_strategy_loads(tmp_path, capsys):
 def test_fit_policy_command_names_bad_input(tmp_path, capsys):
     assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
-    write_run(tmp_path, label="majority", strategy="majority", kind="sampling", n=2, seed=0,
-              problems={"a": [("7", 0.0, True, 1)] * 2, "b": [("7", 0.0, True, 1)] * 2}, scored=False)
+    write_run(
+        tmp_path,
+        label="majority",
+        strategy="majority",
+        kind="sampling",
+        n=2,
+        seed=0,
+        problems={"a": [("7", 0.0, True, 1)] * 2, "b": [("7", 0.0, True, 1)] * 2},
+        scored=False,
+    )
     assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
     assert "needs a sampling run scored by the PRM" in capsys.readouterr().err
 
@@ -111,8 +128,15 @@ def test_online_replay_bins_by_the_probe_and_pays_for_it(tmp_path):
 def test_compute_optimal_runs_are_measured_as_run_and_never_offered(tmp_path):
     _experiment(tmp_path)
     # A compute_optimal run in the same experiment: its records' own grades count.
-    path = write_run(tmp_path, label="co", strategy="ComputeOptimal", kind="stepwise", n=4, seed=0,
-                     problems={uid: [("7", 0.9, True, 10)] for uid, _ in EASY + HARD})
+    path = write_run(
+        tmp_path,
+        label="co",
+        strategy="ComputeOptimal",
+        kind="stepwise",
+        n=4,
+        seed=0,
+        problems={uid: [("7", 0.9, True, 10)] for uid, _ in EASY + HARD},
+    )
     lines = (tmp_path / "runs" / f"{path}.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     for r in records:

@@ -9,16 +9,18 @@ from pathlib import Path
 
 from tests.experiment.helpers import recipe_data, scripted_backends, write_dataset, write_recipe
 from ttsearch.cli.app import main
+from ttsearch.records import read_records
 from ttsearch.study import load_recipe, run_experiment
 from ttsearch.study.optimal.analysis import analyse_experiment, format_analysis
 from ttsearch.study.optimal.policy_table import load_policy
-from ttsearch.records import read_records
 
 
 async def test_a_recipe_runs_compute_optimal_with_a_fitted_policy(tmp_path: Path, llama3_tokenizer_dir: Path) -> None:
     dataset = write_dataset(tmp_path / "problems.jsonl")
     first = write_recipe(tmp_path / "fit.yaml", recipe_data(dataset, llama3_tokenizer_dir))
-    await run_experiment(load_recipe(first), tmp_path / "fit", progress=False, backends=scripted_backends(), report=False)
+    await run_experiment(
+        load_recipe(first), tmp_path / "fit", progress=False, backends=scripted_backends(), report=False
+    )
     (tmp_path / "study").mkdir()
     assert main(["fit-policy", str(tmp_path / "fit"), "-o", str(tmp_path / "study" / "policy.json")]) == 0
     table = load_policy(tmp_path / "study" / "policy.json")

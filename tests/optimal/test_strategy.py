@@ -7,10 +7,10 @@ import pytest
 from tests.engine.helpers import make_searcher
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
-from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
-from ttsearch.study.optimal.policy_table import load_policy, save_policy
 from ttsearch.strategies.compute_optimal import ComputeOptimal
+from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
 from ttsearch.strategies.registry import make_strategy
+from ttsearch.study.optimal.policy_table import load_policy, save_policy
 from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
 
 # The PRM's score depends only on the problem, so the probe's mean score says how hard it is.
@@ -19,7 +19,11 @@ DIFFICULTY = {"easy": 0.9, "medium": 0.5, "hard": 0.1}
 
 def _choice(strategy: str, kind: str, selection: str, **config) -> PolicyChoice:
     return PolicyChoice(
-        label=strategy, strategy=strategy, config={"temperature": 0.8, **config}, selection=selection, kind=kind,
+        label=strategy,
+        strategy=strategy,
+        config={"temperature": 0.8, **config},
+        selection=selection,
+        kind=kind,
         accuracy=0.5,
     )
 
@@ -33,7 +37,10 @@ WIDE_DVTS = _choice("dvts", "stepwise", "weighted", width=8)  # cannot fit 8 - 2
 def _table() -> PolicyTable:
     by_level = {1: (BEST_OF_N,), 2: (BEST_OF_N,), 3: (MAJORITY, BEAM), 4: (BEAM,), 5: (WIDE_DVTS, BEAM)}
     return PolicyTable(
-        thresholds=(0.8, 0.6, 0.4, 0.2), reduction="last", temperature=0.8, budgets=(4, 8),
+        thresholds=(0.8, 0.6, 0.4, 0.2),
+        reduction="last",
+        temperature=0.8,
+        budgets=(4, 8),
         ranked={4: by_level, 8: by_level},
     )
 
@@ -110,7 +117,11 @@ async def test_the_table_is_read_at_the_largest_budget_not_above_n() -> None:
     table = _table()
     by_level = {level: (MAJORITY,) for level in range(1, 6)}
     table = PolicyTable(
-        thresholds=table.thresholds, reduction="last", temperature=0.8, budgets=(4, 8), ranked={4: by_level, 8: table.ranked[8]}
+        thresholds=table.thresholds,
+        reduction="last",
+        temperature=0.8,
+        budgets=(4, 8),
+        ranked={4: by_level, 8: table.ranked[8]},
     )
     strategy = ComputeOptimal(n=6, policy=table, probe=1)
     result = await _searcher().solve("easy", strategy)

@@ -9,7 +9,8 @@ import pytest
 
 from tests.report.test_report_numbers import RUNS, exact, write_experiment
 from ttsearch.cli.app import main
-from ttsearch.study.report import ExperimentError, build_report, export_traces, load_experiment
+from ttsearch.errors import ExperimentError
+from ttsearch.study.report import build_report, export_traces, load_experiment
 from ttsearch.study.report.render import report_to_dict
 
 ALL = {s["run_id"]: list(problems) for s, problems, _, _ in RUNS}
@@ -25,7 +26,9 @@ def test_shards_merge_into_the_same_report(tmp_path: Path) -> None:
     whole = write_experiment(tmp_path / "whole")
     # Shard 0: p1-p3 of every run; shard 1: p4, p5 (and beam-n2 entirely in shard 1).
     first = {rid: [u for u in uids if u in ("p1", "p2", "p3")] for rid, uids in ALL.items() if rid != "beam-n2-s0"}
-    second = {rid: [u for u in uids if u in ("p4", "p5")] for rid, uids in ALL.items()} | {"beam-n2-s0": ALL["beam-n2-s0"]}
+    second = {rid: [u for u in uids if u in ("p4", "p5")] for rid, uids in ALL.items()} | {
+        "beam-n2-s0": ALL["beam-n2-s0"]
+    }
     a = write_experiment(tmp_path / "a", only=first)
     b = write_experiment(tmp_path / "b", only=second)
     exp = load_experiment([a, b])
@@ -95,6 +98,7 @@ def test_runs_without_manifest_specs_use_their_records(tmp_path: Path) -> None:
     manifest = json.loads((exp / "manifest.json").read_text())
     del manifest["runs"]
     (exp / "manifest.json").write_text(json.dumps(manifest))
+
     def by_label(d: dict) -> dict:  # type: ignore[type-arg]
         return {s["label"]: s for s in d["strategies"]}
 
@@ -109,12 +113,25 @@ def test_runs_without_manifest_specs_use_their_records(tmp_path: Path) -> None:
 def _tiny(root: Path, candidates_a: list[dict], candidates_b: list[dict]) -> Path:  # type: ignore[type-arg]
     (root / "runs").mkdir(parents=True)
     for run_id, cands in (("bon-n3-s0", candidates_a), ("bon-n3-s1", candidates_b)):
-        rec = {"unique_id": "q", "problem": "What is 2+2?", "gold": "4", "error": None, "candidates": cands,
-               "run_id": run_id, "label": "bon", "strategy": "best_of_n", "kind": "sampling", "n": 3,
-               "seed": int(run_id[-1]), "budgets": [1, 3]}
+        rec = {
+            "unique_id": "q",
+            "problem": "What is 2+2?",
+            "gold": "4",
+            "error": None,
+            "candidates": cands,
+            "run_id": run_id,
+            "label": "bon",
+            "strategy": "best_of_n",
+            "kind": "sampling",
+            "n": 3,
+            "seed": int(run_id[-1]),
+            "budgets": [1, 3],
+        }
         failed = {**rec, "unique_id": "f", "error": "boom", "candidates": []}
         (root / "runs" / f"{run_id}.jsonl").write_text(json.dumps(rec) + "\n" + json.dumps(failed) + "\n")
-    (root / "manifest.json").write_text(json.dumps({"recipe_hash": "x", "recipe": {"sampling": {"system_prompt": "Be brief."}}}))
+    (root / "manifest.json").write_text(
+        json.dumps({"recipe_hash": "x", "recipe": {"sampling": {"system_prompt": "Be brief."}}})
+    )
     return root
 
 
@@ -166,7 +183,8 @@ def test_export_system_turn_is_the_prompt_the_policy_was_given(tmp_path: Path) -
 
     # A recipe's null system prompt is Meta's Llama 3 math prompt (the blog recipes' setting).
     assert first_messages({"sampling": {"system_prompt": None}})[0] == {
-        "role": "system", "content": LLAMA3_MATH_SYSTEM_PROMPT,
+        "role": "system",
+        "content": LLAMA3_MATH_SYSTEM_PROMPT,
     }
     assert first_messages({"sampling": {"system_prompt": "Solve step by step."}})[0]["content"] == "Solve step by step."
     assert [m["role"] for m in first_messages(None)] == ["user", "assistant"]  # no recipe: unknown

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from ttsearch.evaluation.metrics import pass_at_k
-from ttsearch.study.report import ExperimentError, build_report, format_table, load_experiment, write_report
+from ttsearch.study.report import build_report, format_table, load_experiment, write_report
 
 GOLD = {f"p{i}": str(i) for i in range(1, 6)}
 BON_S0 = {
@@ -79,11 +79,17 @@ def spec(label: str, n: int, seed: int, budgets: list[int]) -> dict[str, Any]:
     }
 
 
-def record(s: dict[str, Any], uid: str, cands: list[tuple[str | None, float]] | None, *, with_correct: bool,
-           usage: dict[str, float]) -> dict[str, Any]:
+def record(
+    s: dict[str, Any],
+    uid: str,
+    cands: list[tuple[str | None, float]] | None,
+    *,
+    with_correct: bool,
+    usage: dict[str, float],
+) -> dict[str, Any]:
     scored = s["label"] != "maj"
     candidates = []
-    for j, (answer, score) in enumerate(cands or []):
+    for _j, (answer, score) in enumerate(cands or []):
         c: dict[str, Any] = {
             "text": f"## Step 1: think\n\nThe answer is {answer}.",
             "answer": answer,
@@ -96,19 +102,38 @@ def record(s: dict[str, Any], uid: str, cands: list[tuple[str | None, float]] | 
             c["correct"] = answer == GOLD[uid]
         candidates.append(c)
     return {
-        "unique_id": uid, "problem": f"What is {GOLD[uid]}?", "gold": GOLD[uid], "subject": "Algebra",
-        "level": int(uid[1]), "strategy": s["strategy"], "config": s["config"], "selection": SELECTION[s["label"]],
-        "answer": None, "correct": False, "error": "prompt too long" if cands is None else None,
-        "candidates": candidates, "usage": usage, "run_id": s["run_id"], "label": s["label"], "n": s["n"],
-        "seed": s["seed"], "kind": s["kind"], "budgets": s["budgets"], "index": int(uid[1]) - 1,
+        "unique_id": uid,
+        "problem": f"What is {GOLD[uid]}?",
+        "gold": GOLD[uid],
+        "subject": "Algebra",
+        "level": int(uid[1]),
+        "strategy": s["strategy"],
+        "config": s["config"],
+        "selection": SELECTION[s["label"]],
+        "answer": None,
+        "correct": False,
+        "error": "prompt too long" if cands is None else None,
+        "candidates": candidates,
+        "usage": usage,
+        "run_id": s["run_id"],
+        "label": s["label"],
+        "n": s["n"],
+        "seed": s["seed"],
+        "kind": s["kind"],
+        "budgets": s["budgets"],
+        "index": int(uid[1]) - 1,
         "date_string": "26 Jul 2024",
     }
 
 
 RUNS = [
     (spec("bon", 4, 0, [1, 2, 4]), BON_S0, True, {"generated_tokens": 400, "verifier_tokens": 100, "seconds": 2.0}),
-    (spec("bon", 4, 1, [1, 2, 4]), BON_S1, False,
-     {"generated_tokens": 400, "verifier_tokens": 100, "seconds": 2.0, "verifier_cached_tokens": 40}),
+    (
+        spec("bon", 4, 1, [1, 2, 4]),
+        BON_S1,
+        False,
+        {"generated_tokens": 400, "verifier_tokens": 100, "seconds": 2.0, "verifier_cached_tokens": 40},
+    ),
     (spec("maj", 4, 0, [1, 4]), BON_S0, False, {"generated_tokens": 400, "verifier_tokens": 0, "seconds": 1.0}),
     (spec("beam", 2, 0, [2]), BEAM_N2, False, {"generated_tokens": 300, "verifier_tokens": 90, "seconds": 3.0}),
     (spec("beam", 4, 0, [4]), BEAM_N4, False, {"generated_tokens": 1000, "verifier_tokens": 200, "seconds": 5.0}),
@@ -131,10 +156,16 @@ def write_experiment(root: Path, *, recipe_hash: str = "h" * 64, only: dict[str,
         if lines:
             (root / "runs" / f"{s['run_id']}.jsonl").write_text("\n".join(lines) + "\n")
     manifest = {
-        "recipe": {"name": "hand-made", "system_prompt": "Solve it."}, "recipe_hash": recipe_hash,
-        "ttsearch_version": "0.1", "vllm_version": "0.32.0", "python": "3.11",
+        "recipe": {"name": "hand-made", "system_prompt": "Solve it."},
+        "recipe_hash": recipe_hash,
+        "ttsearch_version": "0.1",
+        "vllm_version": "0.32.0",
+        "python": "3.11",
         "machine": {"platform": "test", "cpu_count": 2, "gpu": None},
-        "started_at": "2026-11-29T00:00:00Z", "finished_at": "2026-11-29T00:10:00Z", "shard": None, "runs": specs,
+        "started_at": "2026-11-29T00:00:00Z",
+        "finished_at": "2026-11-29T00:10:00Z",
+        "shard": None,
+        "runs": specs,
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
@@ -210,7 +241,9 @@ def test_math_levels_and_difficulty_bins(report) -> None:  # type: ignore[no-unt
     by_pred = {lv: t.accuracy("weighted", 4) for lv, t in bon.by_bin["predicted"].items()}
     assert by_pred == pytest.approx({1: 1.0, 2: 0.0, 3: 1.0, 4: 0.5, 5: 0.0})
     by_oracle = {lv: t.accuracy("weighted", 4) for lv, t in bon.by_bin["oracle"].items()}
-    assert by_oracle == pytest.approx({1: 1.0, 2: 0.0 if p2_first else 1.0, 3: 1.0 if p2_first else 0.0, 4: 0.5, 5: 0.0})
+    assert by_oracle == pytest.approx(
+        {1: 1.0, 2: 0.0 if p2_first else 1.0, 3: 1.0 if p2_first else 0.0, 4: 0.5, 5: 0.0}
+    )
     # Bin 4 is p4 alone: 0 at seed 0 and 1 at seed 1 at every budget.
     assert bon.by_bin["predicted"][4].curve("weighted").std == pytest.approx([math.sqrt(0.5)] * 3)
     # MATH levels are the records' own (p_i has level i).
@@ -268,12 +301,16 @@ def test_write_report_outputs(report, tmp_path: Path) -> None:  # type: ignore[n
     for png in files.figures:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name for p in files.figures} == {
-        "accuracy_vs_n.png", "accuracy_vs_compute.png", "bins_oracle.png", "bins_predicted.png", "bins_level.png",
+        "accuracy_vs_n.png",
+        "accuracy_vs_compute.png",
+        "bins_oracle.png",
+        "bins_predicted.png",
+        "bins_level.png",
         "compute_optimal.png",  # issue #10: per-bin choice vs fixed strategies
     }
     assert "compute-optimal, oracle bins (CV)" in (tmp_path / "out" / "compute_optimal.txt").read_text()
     page = files.html.read_text()
-    assert page.count("data:image/png;base64,") == 6 and "<img" in page and "src=\"http" not in page
+    assert page.count("data:image/png;base64,") == 6 and "<img" in page and 'src="http' not in page
     assert "disjoint groups" in page and "beam" in page
     assert "Compute-optimal scaling" in page and "per-bin choice, predicted difficulty" in page
     text = format_table(report)
@@ -302,7 +339,7 @@ def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path:
 
     monkeypatch.setattr(plots, "_save", keep)
     plots.plot_accuracy_vs_n(report, tmp_path / "a.png")
-    majority, naive, weighted = figures[0].axes
+    majority, _naive, weighted = figures[0].axes
     assert majority.get_xscale() == "log" and majority.xaxis.get_transform().base == 2
     assert [line.get_label() for line in majority.get_lines()] == ["bon", "maj", "beam"]
     assert [line.get_label() for line in weighted.get_lines()] == ["bon", "beam"]  # majority has no scores

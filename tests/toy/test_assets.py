@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import torch
 
+from tools.toy_train import greedy_accuracy, label_solutions, prm_scores, roc_auc, sample_solutions
 from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.toy import TOY_ASSETS_DIR, TOY_POLICY_DIR, TOY_PRM_DIR
 from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 from ttsearch.toy.tokenizer import EOS, build_tokenizer
-from tools.toy_train import greedy_accuracy, label_solutions, prm_scores, roc_auc, sample_solutions
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ttsearch.study import load_recipe, run_experiment
 from ttsearch.cli.experiment import TOY_RECIPE
+from ttsearch.study import load_recipe, run_experiment
 from ttsearch.study.report import build_report, load_experiment
 
 # The module's fixture searches 100 problems with three strategies (~3-6 min on 2 busy

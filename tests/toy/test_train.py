@@ -7,10 +7,10 @@ import random
 
 import pytest
 
+from tools.toy_train import label_solutions, roc_auc
 from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmEncoder
 from ttsearch.toy.task import final_step, make_problems
 from ttsearch.toy.tokenizer import STEP_TAG, build_tokenizer
-from tools.toy_train import label_solutions, roc_auc
 
 
 def _pairwise_auc(scores: list[float], labels: list[bool]) -> float:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
-__all__ = ["DEFAULT_DATE_STRING", "ChatFormat", "LLAMA3_CHAT_FORMAT", "encode_chat_prompt", "render_chat_format"]
+__all__ = ["DEFAULT_DATE_STRING", "LLAMA3_CHAT_FORMAT", "ChatFormat", "encode_chat_prompt", "render_chat_format"]
 
 # Llama 3.1 / 3.2 chat templates stamp "Today Date: <strftime_now>" into the system turn,
 # so prompts (and results) would change by the day. We pass this date instead: the

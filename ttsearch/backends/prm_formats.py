@@ -119,9 +119,7 @@ class PrmFormat:
         if self.layout == "turns" and self.head != "lm":
             raise ValueError("layout 'turns' reads the assistant's label token: it needs head='lm'")
         if len(self.label_tokens) != 2 or not all(self.label_tokens) or len(set(self.label_tokens)) != 2:
-            raise ValueError(
-                f"label_tokens must be two distinct non-empty strings, got {self.label_tokens!r}"
-            )
+            raise ValueError(f"label_tokens must be two distinct non-empty strings, got {self.label_tokens!r}")
         if self.positive_label < 0:
             raise ValueError(f"positive_label must be >= 0, got {self.positive_label}")
 

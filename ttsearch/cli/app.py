@@ -1,11 +1,11 @@
 """The `ttsearch` command line: `demo`, `run` (a benchmark run on vLLM), `evaluate`, `report`, `export`.
 
-    ttsearch demo
-    ttsearch run --policy PATH --prm PATH --prm-format rlhflow --strategy beam --n 16 --out runs/beam16.jsonl
-    ttsearch run --policy-url http://gpu1:8000 http://gpu2:8000 --prm-url http://gpu3:8001 ... (vLLM servers)
-    ttsearch evaluate runs/beam16.jsonl --plot runs/beam16.png
-    ttsearch report runs/exp [runs/exp-shard2 ...] [--out runs/exp/report]
-    ttsearch export runs/exp --correct-only -o traces.jsonl
+ttsearch demo
+ttsearch run --policy PATH --prm PATH --prm-format rlhflow --strategy beam --n 16 --out runs/beam16.jsonl
+ttsearch run --policy-url http://gpu1:8000 http://gpu2:8000 --prm-url http://gpu3:8001 ... (vLLM servers)
+ttsearch evaluate runs/beam16.jsonl --plot runs/beam16.png
+ttsearch report runs/exp [runs/exp-shard2 ...] [--out runs/exp/report]
+ttsearch export runs/exp --correct-only -o traces.jsonl
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
-from ttsearch.core.backend import BackendError
 from ttsearch.backends.chat import DEFAULT_DATE_STRING
-from ttsearch.core.searcher import SearchError
+from ttsearch.errors import BackendError, SearchError
 from ttsearch.strategies.registry import STRATEGIES
 
 PRM_FORMATS = ("math_shepherd", "rlhflow", "qwen")
@@ -72,7 +71,11 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def _add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe field (YAML value), e.g. --set sampling.temperature=1.0 --set strategies.beam.width=8",
     )
     parser.add_argument("--restart", action="store_true", help="the recipe changed: move old results aside, start over")
@@ -108,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", help="policy model path or Hugging Face id (with --policy-url: the model the servers must serve)"
     )
     run.add_argument(
-        "--policy-url", nargs="+", metavar="URL",
+        "--policy-url",
+        nargs="+",
+        metavar="URL",
         help="use running vLLM OpenAI-compatible servers for the policy instead of an in-process engine "
         "(several: one replica each; a problem sticks to one)",
     )
@@ -117,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prm-url", nargs="+", metavar="URL", help="use running vLLM servers for the PRM")
     run.add_argument("--prm-tokenizer", help="PRM tokenizer with --prm-url (default: --prm, or the servers' model)")
     run.add_argument(
-        "--request-timeout", type=float, default=600.0,
+        "--request-timeout",
+        type=float,
+        default=600.0,
         help="seconds a server may take for one request before it counts as down (default 600)",
     )
     run.add_argument("--prm-format", choices=PRM_FORMATS, default="rlhflow")
@@ -143,12 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy-memory-fraction", type=float, help="policy gpu_memory_utilization")
     run.add_argument("--prm-memory-fraction", type=float, help="PRM gpu_memory_utilization")
     run.add_argument(
-        "--policy-data-parallel-size", type=_positive, default=1, metavar="K",
+        "--policy-data-parallel-size",
+        type=_positive,
+        default=1,
+        metavar="K",
         help="vLLM data-parallel ranks of the in-process policy engine (one model copy each, e.g. one per GPU; "
         "a problem's requests stay on one rank). Default 1",
     )
     run.add_argument(
-        "--prm-data-parallel-size", type=_positive, default=1, metavar="K",
+        "--prm-data-parallel-size",
+        type=_positive,
+        default=1,
+        metavar="K",
         help="vLLM data-parallel ranks of the in-process PRM engine. Default 1",
     )
     run.add_argument("--system-prompt-file", type=Path, help="system prompt (default: Meta's Llama 3 math prompt)")
@@ -162,9 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--enforce-eager", action="store_true", help="skip CUDA graphs / compilation")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ev = sub.add_parser("evaluate", help="accuracy at each budget N of one strategy's results files (seeds, or runs at several N)")
+    ev = sub.add_parser(
+        "evaluate", help="accuracy at each budget N of one strategy's results files (seeds, or runs at several N)"
+    )
     ev.add_argument("results", type=Path, nargs="+")
-    ev.add_argument("--ks", type=_budgets, help="budgets to report, comma-separated (default: every budget the runs have)")
+    ev.add_argument(
+        "--ks", type=_budgets, help="budgets to report, comma-separated (default: every budget the runs have)"
+    )
     ev.add_argument("--by", choices=("overall", "level", "subject"), default="overall")
     ev.add_argument("--plot", type=Path, help="save accuracy vs N to this PNG")
     ev.add_argument("--json", type=Path, help="save the report as JSON")
@@ -220,8 +237,8 @@ async def _run(args: argparse.Namespace) -> int:
     from ttsearch.core.search import SearchLimits
     from ttsearch.core.searcher import Searcher
     from ttsearch.evaluation.datasets import load_math500
-    from ttsearch.study.benchmark import run_benchmark
     from ttsearch.strategies.registry import make_strategy
+    from ttsearch.study.benchmark import run_benchmark
 
     strategy = make_strategy(
         args.strategy,
@@ -320,8 +337,12 @@ async def _connect_policy(args: argparse.Namespace, system_prompt: str):  # type
     from ttsearch.backends.http.policy import OpenAIPolicy
 
     return await OpenAIPolicy.connect(
-        args.policy_url, model=args.policy, tokenizer=args.tokenizer, system_prompt=system_prompt,
-        date_string=args.date_string, options=_http_options(args),
+        args.policy_url,
+        model=args.policy,
+        tokenizer=args.tokenizer,
+        system_prompt=system_prompt,
+        date_string=args.date_string,
+        options=_http_options(args),
     )
 
 
@@ -329,7 +350,11 @@ async def _connect_verifier(args: argparse.Namespace, fmt):  # type: ignore[no-u
     from ttsearch.backends.http.verifier import OpenAIVerifier
 
     return await OpenAIVerifier.connect(
-        args.prm_url, format=fmt, mode=args.prm_mode, model=args.prm, tokenizer=args.prm_tokenizer,
+        args.prm_url,
+        format=fmt,
+        mode=args.prm_mode,
+        model=args.prm,
+        tokenizer=args.prm_tokenizer,
         options=_http_options(args),
     )
 

@@ -7,18 +7,17 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ttsearch.core.backend import BackendError
-from ttsearch.core.searcher import SearchError
+from ttsearch.errors import BackendError, SearchError
 from ttsearch.study.plan import PlannedRun
 from ttsearch.study.preflight import parse_shard, prepare
 from ttsearch.study.recipe import Recipe, load_recipe
 from ttsearch.study.runner import ExperimentSummary, run_experiment
 from ttsearch.study.store import ExperimentStore
 
-__all__ = ["headline_table", "recipe_from_args", "run_experiment_command", "TOY_RECIPE"]
+__all__ = ["TOY_RECIPE", "headline_table", "recipe_from_args", "run_experiment_command"]
 
 TOY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy.yaml"
 
@@ -68,8 +67,14 @@ def _run(recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[in
         with hide:
             summary = asyncio.run(
                 run_experiment(
-                    recipe, out, shard=shard, restart=args.restart, progress=not args.quiet, verbose=args.verbose,
-                    report=not args.no_report, prepared=prepared,
+                    recipe,
+                    out,
+                    shard=shard,
+                    restart=args.restart,
+                    progress=not args.quiet,
+                    verbose=args.verbose,
+                    report=not args.no_report,
+                    prepared=prepared,
                 )
             )
     except (BackendError, SearchError) as error:

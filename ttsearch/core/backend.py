@@ -7,9 +7,9 @@ in-process fakes (`ttsearch.testing.scripted`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence, runtime_checkable
-from ttsearch.errors import BackendError, PromptTooLongError
+from typing import Literal, Protocol, runtime_checkable
 
 # Why a sampled segment ended:
 #   "step"   - it produced a stop string (the step separator "\n\n", included in the text)
@@ -87,6 +87,3 @@ class Verifier(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-

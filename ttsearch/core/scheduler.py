@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import zlib
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 
 @dataclass(slots=True)

@@ -13,20 +13,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ttsearch.errors import ProblemError
-from ttsearch.core.backend import (
-    BackendError,
-    FinishReason,
-    Policy,
-    PromptTooLongError,
-    Sample,
-    SampleRequest,
-    Verifier,
-)
+from ttsearch.core.backend import FinishReason, Policy, Sample, SampleRequest, Verifier
 from ttsearch.core.scheduler import RequestGate, Usage, request_seed
-from ttsearch.core.tree import Node, SearchTree
-from ttsearch.prompts import STEP_SEPARATOR
 from ttsearch.core.strategy import Expand, Strategy
+from ttsearch.core.tree import Node, SearchTree
+from ttsearch.errors import BackendError, PromptTooLongError
+from ttsearch.prompts import STEP_SEPARATOR
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +33,6 @@ class SearchLimits:
             raise ValueError(f"max_solution_tokens must be >= 1, got {self.max_solution_tokens}")
         if self.max_step_tokens is not None and self.max_step_tokens < 1:
             raise ValueError(f"max_step_tokens must be >= 1 or None, got {self.max_step_tokens}")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +256,9 @@ class ProblemSearch:
             )
         # Open nodes always have room: _classify finishes a node that reaches a limit.
         assert room >= 1, "expanding a node with no token budget left"
-        max_tokens = room if to_completion or self.limits.max_step_tokens is None else min(room, self.limits.max_step_tokens)
+        max_tokens = (
+            room if to_completion or self.limits.max_step_tokens is None else min(room, self.limits.max_step_tokens)
+        )
         request = SampleRequest(
             prompt_token_ids=tuple(prefix),
             n=n,

@@ -14,20 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
 
-from ttsearch.errors import SearchError
-from ttsearch.core.backend import BackendError, Policy, PromptTooLongError, Verifier
+from ttsearch.core.backend import Policy, Verifier
 from ttsearch.core.results import Candidate, SearchResult, pick_answer
 from ttsearch.core.scheduler import RequestGate, Usage
-from ttsearch.core.search import ProblemError, ProblemSearch, SearchLimits
-from ttsearch.core.tree import SearchTree
-from ttsearch.evaluation.datasets import Problem
+from ttsearch.core.search import ProblemSearch, SearchLimits
 from ttsearch.core.strategy import Strategy
+from ttsearch.core.tree import SearchTree
+from ttsearch.errors import BackendError, ProblemError, PromptTooLongError, SearchError
+from ttsearch.evaluation.datasets import Problem
 
 ProblemInput = str | Problem
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +219,7 @@ class Searcher:
             return await self._solve(problem, strategy, index=index, usage=usage, seed=job.seed)
         except SearchError:
             raise  # an engine failed: every problem is affected
-        except Exception as error:  # noqa: BLE001 - one problem's failure must not end a long run
+        except Exception as error:
             message = str(error) if isinstance(error, ProblemError) else f"{type(error).__name__}: {error}"
             text = problem.problem if isinstance(problem, Problem) else str(problem)
             usage.seconds = time.perf_counter() - started
@@ -298,4 +297,3 @@ def _problem_text_and_key(problem: ProblemInput) -> tuple[str, str]:
     if not isinstance(problem, str):
         raise TypeError(f"a problem must be a str or a Problem, got {type(problem).__name__}")
     return problem, f"crc{zlib.crc32(problem.encode()):08x}"
-

@@ -10,11 +10,12 @@ strategy object serves every problem, concurrently.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
-import dataclasses
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Hashable, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.aggregation import Reduction, reduce_scores

@@ -10,8 +10,9 @@ on every round.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterator, Literal
+from typing import Any, Literal
 
 from ttsearch.core.backend import FinishReason
 

@@ -1,5 +1,6 @@
 """Evaluation: answer extraction and grading, answer selection, metrics, datasets, reports."""
 
+from ttsearch.errors import DatasetError
 from ttsearch.evaluation.aggregation import (
     Reduction,
     Selection,
@@ -13,7 +14,7 @@ from ttsearch.evaluation.aggregation import (
     weighted_best_of_n,
 )
 from ttsearch.evaluation.canonical import canonical_form, group_answers, normalize_answer
-from ttsearch.evaluation.datasets import DatasetError, Problem, load_math500, load_problems_jsonl
+from ttsearch.evaluation.datasets import Problem, load_math500, load_problems_jsonl
 from ttsearch.evaluation.difficulty import oracle_levels, predicted_levels, quantile_levels
 from ttsearch.evaluation.extraction import extract_answer
 from ttsearch.evaluation.grading import Grader, is_equivalent

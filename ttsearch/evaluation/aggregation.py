@@ -29,8 +29,9 @@ reduces with exactly the reduction it is given.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Literal, get_args
 
 from ttsearch.evaluation.canonical import group_answers
 

@@ -102,9 +102,7 @@ _FRAC_FIRST_TOKEN_RE = re.compile(r"\\frac([0-9A-Za-z])(?=\{)")
 _FRAC_SECOND_TOKEN_RE = re.compile(r"\\frac(\{[^{}]*\})([0-9A-Za-z])")
 _SQRT_TOKEN_RE = re.compile(r"\\sqrt([0-9A-Za-z])")
 _SCRIPT_BRACE_RE = re.compile(r"([_^])\{([0-9A-Za-z])\}")
-_SIMPLE_LHS_RE = re.compile(
-    r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_(?:\{[A-Za-z0-9]+\}|[A-Za-z0-9]))?'*(?:\([A-Za-z,]*\))?"
-)
+_SIMPLE_LHS_RE = re.compile(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_(?:\{[A-Za-z0-9]+\}|[A-Za-z0-9]))?'*(?:\([A-Za-z,]*\))?")
 _CHOICE_RE = re.compile(r"\(([A-Z])\)")
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _BOX_PREFIXES = ("\\boxed", "\\fbox")
@@ -485,9 +483,7 @@ def _number_key(s: str) -> str | None:
 
 _OPEN = "([{"
 _CLOSE = ")]}"
-_MATRIX_RE = re.compile(
-    r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.DOTALL
-)
+_MATRIX_RE = re.compile(r"\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.DOTALL)
 
 
 def _split_top(s: str, sep: str) -> list[str]:
@@ -601,7 +597,7 @@ def numeric_value(answer: str) -> sympy.Expr | None:
         return None
     try:
         return _NumberParser(normalize_answer(answer)).parse()
-    except Exception:  # noqa: BLE001  same refusals as in `_number_key`
+    except Exception:
         return None
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
+
 from ttsearch.errors import DatasetError
 
 MATH500_HF_ID = "HuggingFaceH4/MATH-500"
@@ -21,7 +23,6 @@ MATH500_HF_ID = "HuggingFaceH4/MATH-500"
 # "owner/name" or "name", as on the Hub; anything else is taken for a file path.
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _LEVEL_TEXT = re.compile(r"^\s*(?:level\s*)?(\d+)\s*$", re.IGNORECASE)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +37,7 @@ class Problem:
     solution: str | None  # reference solution, if any
 
 
-def load_math500(
-    source: str | Path = MATH500_HF_ID, *, split: str = "test", limit: int | None = None
-) -> list[Problem]:
+def load_math500(source: str | Path = MATH500_HF_ID, *, split: str = "test", limit: int | None = None) -> list[Problem]:
     """Load MATH-500 from a local JSONL file or a Hugging Face dataset id.
 
     A `Path`, an existing file, or a string that does not look like a Hub id
@@ -173,9 +172,7 @@ def _collect(
     return problems
 
 
-def _to_problem(
-    obj: Any, where: str, default_id: str, problem_key: str, answer_key: str
-) -> Problem:
+def _to_problem(obj: Any, where: str, default_id: str, problem_key: str, answer_key: str) -> Problem:
     if not isinstance(obj, Mapping):
         raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     problem = _required_text(obj, problem_key, where, numbers_ok=False)

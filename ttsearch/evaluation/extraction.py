@@ -77,9 +77,7 @@ def _strip_math_delimiters(s: str) -> str:
 
 
 def _final_answer_phrase(text: str) -> str | None:
-    last = None
-    for last in _FINAL_RE.finditer(text):
-        pass
+    *_, last = (None, *_FINAL_RE.finditer(text))
     if last is None:
         return None
     rest = text[last.end() :].lstrip()

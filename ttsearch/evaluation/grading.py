@@ -103,7 +103,7 @@ def _clearly_different(a: sympy.Expr | None, b: sympy.Expr | None) -> bool:
     try:
         # Bounded exact numbers (see canonical.py), so evalf is a short computation.
         x, y = complex(sympy.N(a, _NUMERIC_DIGITS)), complex(sympy.N(b, _NUMERIC_DIGITS))
-    except Exception:  # noqa: BLE001  overflow, or a value evalf cannot reduce: not certain
+    except Exception:
         return False
     return abs(x - y) > _NUMERIC_RTOL * max(1.0, abs(x), abs(y))
 
@@ -175,7 +175,7 @@ def _worker_main(fd: int, memory_limit_mb: int) -> None:
     # so that a fresh worker's first comparison is not charged for it against its deadline.
     try:
         _compare_in_worker("$\\frac{x+1}{2}$", "$(x+1)/2$", 5.0)
-    except Exception:  # noqa: BLE001  a failed warm-up only costs speed
+    except Exception:
         pass
 
     conn = multiprocessing.connection.Connection(fd)
@@ -187,7 +187,7 @@ def _worker_main(fd: int, memory_limit_mb: int) -> None:
             return
         try:
             verdict = _compare_in_worker(gold, pred, budget_s)
-        except BaseException:  # noqa: BLE001  timeouts, MemoryError, RecursionError: not equal
+        except BaseException:
             verdict = False
         try:
             conn.send(bool(verdict))
@@ -232,9 +232,7 @@ class _Worker:
         args = [sys.executable, "-P", "-c", _WORKER_BOOT]
         args += [str(fd), str(self._memory_limit_mb), _PACKAGE_ROOT]
         try:
-            self._proc = subprocess.Popen(
-                args, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-            )
+            self._proc = subprocess.Popen(args, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         except OSError as e:
             parent_sock.close()
             raise _WorkerStartError("cannot start grader worker") from e
@@ -264,7 +262,7 @@ class _Worker:
         except _WorkerStartError:
             logger.warning("grader worker failed to start; counting the answer as not equivalent")
             return False
-        except Exception:  # noqa: BLE001  the worker died (or close() killed it) mid-call
+        except Exception:
             pass
         # Overran the deadline (e.g. stuck in C code that a signal cannot interrupt) or died:
         # kill it; the next call starts a fresh one.
@@ -338,7 +336,8 @@ class Grader:
         finally:
             self._idle.put(worker)
 
-    async def ais_equivalent(self, gold: str, pred: str, *, timeout: float | None = None) -> bool:
+    # `timeout` (ASYNC109 below) bounds the grading worker (as in `is_equivalent`), not the await.
+    async def ais_equivalent(self, gold: str, pred: str, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """`is_equivalent` for async code: the worker wait runs in a thread, off the event loop."""
         if self._closed:
             raise RuntimeError("grader is closed")

@@ -24,12 +24,13 @@ and seeds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, Sequence, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
-from ttsearch.evaluation.aggregation import SelectionMethod, candidate_keys, select_by_keys
+from ttsearch.evaluation.aggregation import candidate_keys, select_by_keys
 from ttsearch.evaluation.grading import is_equivalent
 
 # "pass" is the oracle row: unbiased pass@k over all N candidates of the run, i.e. the
@@ -95,9 +96,7 @@ class ProblemSamples:
 
     def __post_init__(self) -> None:
         if len(self.answers) != len(self.rewards):
-            raise ValueError(
-                f"problem {self.unique_id!r}: {len(self.answers)} answers but {len(self.rewards)} rewards"
-            )
+            raise ValueError(f"problem {self.unique_id!r}: {len(self.answers)} answers but {len(self.rewards)} rewards")
         if self.kind not in BUDGET_KINDS:
             raise ValueError(f"problem {self.unique_id!r}: kind must be one of {BUDGET_KINDS}, got {self.kind!r}")
         if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1):
@@ -182,9 +181,7 @@ class GradeCache:
         return hit
 
 
-def grade_candidates(
-    gold: str, answers: Sequence[str | None], *, cache: GradeCache | None = None
-) -> list[bool]:
+def grade_candidates(gold: str, answers: Sequence[str | None], *, cache: GradeCache | None = None) -> list[bool]:
     """Correctness of every candidate (None answers are wrong), grading each answer group once."""
     cache = cache if cache is not None else GradeCache()
     keys = candidate_keys(answers)
@@ -326,9 +323,7 @@ def describe_budgets(runs: Sequence[Sequence[ProblemSamples]]) -> str:
     return "; ".join(parts)
 
 
-def score_problem(
-    p: ProblemSamples, methods: Sequence[str], ks: Sequence[int], cache: GradeCache
-) -> np.ndarray:
+def score_problem(p: ProblemSamples, methods: Sequence[str], ks: Sequence[int], cache: GradeCache) -> np.ndarray:
     """Per-problem accuracy, shape (len(methods), len(ks)); NaN where `p` lacks budget k.
 
     Sampling: the mean over the len(answers) // k disjoint groups of k consecutive

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.table import Table
 
@@ -46,9 +47,7 @@ def text_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
 
     def line(r: Sequence[str]) -> str:
-        return "  ".join(
-            r[j].ljust(widths[j]) if j == 0 else r[j].rjust(widths[j]) for j in range(len(r))
-        ).rstrip()
+        return "  ".join(r[j].ljust(widths[j]) if j == 0 else r[j].rjust(widths[j]) for j in range(len(r))).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
@@ -82,9 +81,7 @@ def rich_table(table: AccuracyTable, *, title: str | None = None, digits: int = 
     return t
 
 
-def plot_accuracy(
-    table: AccuracyTable, path: str | Path, *, title: str | None = None, dpi: int = 150
-) -> Path:
+def plot_accuracy(table: AccuracyTable, path: str | Path, *, title: str | None = None, dpi: int = 150) -> Path:
     """Accuracy vs N (log2 x-axis), one line per method with a ±1 std band; saved to `path`.
 
     The file format follows the suffix (png, pdf, svg, ...). Returns the path written.
@@ -166,9 +163,7 @@ def table_from_dict(d: dict[str, Any]) -> AccuracyTable:
         )
         for m, v in d["methods"].items()
     )
-    return AccuracyTable(
-        ks=tuple(d["ks"]), curves=curves, num_problems=d["num_problems"], num_seeds=d["num_seeds"]
-    )
+    return AccuracyTable(ks=tuple(d["ks"]), curves=curves, num_problems=d["num_problems"], num_seeds=d["num_seeds"])
 
 
 def report_from_dict(d: dict[str, Any]) -> AccuracyReport:

@@ -17,12 +17,12 @@ come, first served); the total never exceeds the budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
+from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.aggregation import REDUCTIONS, SELECTION_METHODS, Reduction, candidate_keys, select_by_keys
-from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.strategies.base import Selection
 
 

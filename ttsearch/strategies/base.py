@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import ClassVar, Hashable, Literal
+from typing import ClassVar, Literal
 
 from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.core.tree import Node

@@ -14,8 +14,8 @@ rollout from it, keeping only the step itself; k = 0 is beam search.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ttsearch.core.tree import Node, SearchTree
 from ttsearch.strategies.base import Expand, StepwiseStrategy

@@ -6,8 +6,9 @@ those that run others (compute-optimal, adaptive best-of-N), which build theirs 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING
-from typing import Any, Mapping
+from typing import Any
 
 from ttsearch.core.strategy import Strategy
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch

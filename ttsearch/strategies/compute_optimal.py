@@ -21,13 +21,14 @@ is counted too.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from ttsearch.core.tree import Node, SearchTree
-from ttsearch.evaluation.aggregation import reduce_scores
 from ttsearch.core.strategy import Expand, Strategy
+from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.aggregation import SelectionMethod as Selection
+from ttsearch.evaluation.aggregation import reduce_scores
 from ttsearch.strategies.catalog import SEARCH_STRATEGIES, build_strategy, option_names
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
 

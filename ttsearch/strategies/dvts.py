@@ -12,8 +12,8 @@ all) — never an unfinished one (search-and-learn's issue #57).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ttsearch.core.tree import Node, SearchTree
 from ttsearch.strategies.base import Expand, StepwiseStrategy

@@ -10,8 +10,9 @@ JSON shape.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ttsearch.errors import PolicyFileError
 

@@ -7,8 +7,9 @@ canonical answer. Both share one search: sample N complete solutions from the ro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 from ttsearch.core.tree import SearchTree
 from ttsearch.strategies.base import Expand, SampledStrategy, Selection

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.core.backend import Policy, Verifier
+from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 from ttsearch.study.preflight import Prepared
 from ttsearch.study.recipe import ModelSpec
-from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["engine_output_to", "quiet_vllm_logs", "start_backends"]
 
@@ -99,8 +99,12 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
         from ttsearch.backends.http.policy import OpenAIPolicy
 
         return await OpenAIPolicy.connect(
-            list(recipe.policy.url), model=prepared.policy_model, tokenizer=prepared.policy_tokenizer,
-            system_prompt=system_prompt, chat_format=chat_format, date_string=recipe.policy.date_string,
+            list(recipe.policy.url),
+            model=prepared.policy_model,
+            tokenizer=prepared.policy_tokenizer,
+            system_prompt=system_prompt,
+            chat_format=chat_format,
+            date_string=recipe.policy.date_string,
             options=HttpOptions(timeout=timeout),
         )
 
@@ -110,8 +114,12 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
 
         assert prm is not None
         return await OpenAIVerifier.connect(
-            list(prm.url), format=prepared.prm_format, mode=prm.mode,  # type: ignore[arg-type]
-            model=prepared.prm_model, tokenizer=prepared.prm_tokenizer, options=HttpOptions(timeout=timeout),
+            list(prm.url),
+            format=prepared.prm_format,
+            mode=prm.mode,  # type: ignore[arg-type]
+            model=prepared.prm_model,
+            tokenizer=prepared.prm_tokenizer,
+            options=HttpOptions(timeout=timeout),
         )
 
     return await open_backends(  # type: ignore[no-any-return]

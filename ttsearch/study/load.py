@@ -10,19 +10,18 @@ is dropped with a warning by `ttsearch.records.read_records`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ttsearch.errors import ExperimentError
+from ttsearch.errors import ExperimentError, RecordsError
 from ttsearch.evaluation.metrics import BudgetKind, default_ks
 from ttsearch.records import read_records, record_kind, record_n
-from ttsearch.errors import RecordsError
 
 MANIFEST = "manifest.json"
 RUNS_DIR = "runs"
 REQUIRED_FIELDS = ("unique_id", "gold", "candidates")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +175,9 @@ def _spec(run_id: str, declared: dict[str, Any] | None, record: dict[str, Any], 
         raise ExperimentError(f"{file}: run {run_id} has unknown kind {kind!r}")
     budgets = src.get("budgets") or ([n] if kind == "stepwise" else list(default_ks(n)))
     if kind == "stepwise" and list(budgets) != [n]:
-        raise ExperimentError(f"{file}: stepwise run {run_id} at n={n} lists budgets {budgets}; it can only be reported at {n}")
+        raise ExperimentError(
+            f"{file}: stepwise run {run_id} at n={n} lists budgets {budgets}; it can only be reported at {n}"
+        )
     if any(not isinstance(b, int) or not 1 <= b <= n for b in budgets):
         raise ExperimentError(f"{file}: run {run_id}: budgets {budgets} must be ints in 1..n={n}")
     strategy = str(src.get("strategy") or record.get("strategy") or "unknown")

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ttsearch.evaluation.metrics import BudgetKind
-from ttsearch.study.recipe import Recipe, RecipeError, StrategyEntry
 from ttsearch.core.strategy import Strategy
-from ttsearch.study.optimal.policy_table import load_policy
+from ttsearch.errors import RecipeError
+from ttsearch.evaluation.metrics import BudgetKind
 from ttsearch.strategies.registry import STRATEGIES, budget_kind, make_strategy
+from ttsearch.study.optimal.policy_table import load_policy
+from ttsearch.study.recipe import Recipe, StrategyEntry
 
 __all__ = ["PlannedRun", "plan_runs"]
 
@@ -123,4 +124,3 @@ def _read_files(entry: StrategyEntry, options: dict[str, Any]) -> dict[str, Any]
         path = options["policy"]
         return {**options, "policy": load_policy(path), "policy_file": path}
     return options
-

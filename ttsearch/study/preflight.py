@@ -11,17 +11,32 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.backends.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmEncoder, PrmFormat
-from ttsearch.evaluation.datasets import DatasetError, Problem, load_math500
+from ttsearch.errors import DatasetError, RecipeError
+from ttsearch.evaluation.datasets import Problem, load_math500
 from ttsearch.study.plan import PlannedRun, plan_runs
-from ttsearch.study.recipe import ModelSpec, Recipe, RecipeError
+from ttsearch.study.recipe import ModelSpec, Recipe
 
-__all__ = ["Prepared", "check_model_path", "model_location", "parse_shard", "prepare", "prm_format", "select_problems",
-           "tokenizer_location"]
+__all__ = [
+    "Prepared",
+    "check_model_path",
+    "model_location",
+    "parse_shard",
+    "prepare",
+    "prm_format",
+    "select_problems",
+    "tokenizer_location",
+]
 
 # Fields of a PrmFormat a recipe may set on top of a preset (`prm.format: {base: ...}`).
 _FORMAT_FIELDS = (
-    "step_tag", "step_joiner", "question_joiner", "system_prompt", "label_tokens", "positive_label",
-    "outcome_only", "add_special_tokens",
+    "step_tag",
+    "step_joiner",
+    "question_joiner",
+    "system_prompt",
+    "label_tokens",
+    "positive_label",
+    "outcome_only",
+    "add_special_tokens",
 )
 
 
@@ -149,7 +164,7 @@ def _check_format_tokens(recipe: Recipe, fmt: PrmFormat, source: str | None) -> 
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    except Exception as error:  # noqa: BLE001 - any loader failure is the same user error
+    except Exception as error:
         raise RecipeError(f"prm: cannot load the PRM tokenizer from {tokenizer_path!r}: {error}") from None
     try:
         encoder = PrmEncoder(fmt, tokenizer)
@@ -183,8 +198,10 @@ def select_problems(recipe: Recipe, *, shard: tuple[int, int] | None = None) -> 
             raise RecipeError(f"dataset: {error}") from None
         except ImportError as error:
             raise RecipeError(f"dataset.source {d.source!r}: {error}") from None
-        except Exception as error:  # noqa: BLE001 - e.g. the hub is unreachable
-            raise RecipeError(f"dataset.source {d.source!r} could not be read: {type(error).__name__}: {error}") from None
+        except Exception as error:
+            raise RecipeError(
+                f"dataset.source {d.source!r} could not be read: {type(error).__name__}: {error}"
+            ) from None
     if not problems:
         raise RecipeError(f"dataset: no problems in [start={d.start}, end={d.end}) of {d.source}")
     if d.sample is not None:

@@ -14,8 +14,9 @@ __all__ = ["ExperimentProgress"]
 
 class ExperimentProgress:
     def __init__(self, *, total: int, done: int, runs: int, runs_done: int, enabled: bool = True) -> None:
-        self._bar = tqdm(total=total, initial=done, disable=not enabled, desc="experiment", unit="search",
-                         dynamic_ncols=True)
+        self._bar = tqdm(
+            total=total, initial=done, disable=not enabled, desc="experiment", unit="search", dynamic_ncols=True
+        )
         self._runs, self._runs_done = runs, runs_done
         self._generated = self._verifier = 0
         self._started = time.perf_counter()

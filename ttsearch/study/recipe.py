@@ -22,11 +22,13 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
+
 from ttsearch.errors import RecipeError
 
 __all__ = [
@@ -48,7 +50,6 @@ PRM_FORMAT_NAMES = ("math_shepherd", "rlhflow", "qwen", "toy")
 SCORER_MODES = ("auto", "generative", "pooling")
 CHAT_FORMATS = ("auto", "tokenizer")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,8 +273,15 @@ def parse_recipe(data: Mapping[str, Any], *, base_dir: Path = Path("."), where: 
     if not seeds_t or any(not _is_int(s) or s < 0 for s in seeds_t) or len(set(seeds_t)) != len(seeds_t):
         raise RecipeError(f"{where}: seeds must be distinct non-negative ints, got {seeds!r}")
     recipe = Recipe(
-        name=name, policy=policy, prm=prm, dataset=dataset, sampling=sampling, strategies=entries,
-        seeds=seeds_t, execution=execution, base_dir=base_dir,
+        name=name,
+        policy=policy,
+        prm=prm,
+        dataset=dataset,
+        sampling=sampling,
+        strategies=entries,
+        seeds=seeds_t,
+        execution=execution,
+        base_dir=base_dir,
     )
     _check_values(recipe, where)
     return recipe
@@ -330,9 +338,16 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 # The YAML type each dataclass field accepts (from its annotation text).
 _ANNOTATION_KINDS: dict[str, tuple[type, ...]] = {
-    "str": (str,), "str | None": (str,), "int": (int,), "int | None": (int,), "float": (float,),
-    "float | None": (float,), "bool": (bool,), "dict[str, Any]": (dict,),
-    "tuple[str, ...]": (list, str), "str | dict[str, Any]": (str, dict),
+    "str": (str,),
+    "str | None": (str,),
+    "int": (int,),
+    "int | None": (int,),
+    "float": (float,),
+    "float | None": (float,),
+    "bool": (bool,),
+    "dict[str, Any]": (dict,),
+    "tuple[str, ...]": (list, str),
+    "str | dict[str, Any]": (str, dict),
 }
 
 
@@ -455,20 +470,26 @@ def _check_values(recipe: Recipe, where: str) -> None:
         if spec.tensor_parallel_size < 1:
             raise RecipeError(f"{where}: {name}.tensor_parallel_size must be >= 1")
         if spec.data_parallel_size < 1 or (spec.url and spec.data_parallel_size != 1):
-            raise RecipeError(f"{where}: {name}.data_parallel_size must be >= 1, and only for an in-process "
-                              "model (servers take vllm serve --data-parallel-size)")
+            raise RecipeError(
+                f"{where}: {name}.data_parallel_size must be >= 1, and only for an in-process "
+                "model (servers take vllm serve --data-parallel-size)"
+            )
         for url in spec.url:
             if not re.match(r"^https?://", url):
                 raise RecipeError(f"{where}: {name}.url {url!r} is not an http(s) URL")
     if recipe.policy.chat_format not in CHAT_FORMATS:
-        raise RecipeError(f"{where}: policy.chat_format must be one of {list(CHAT_FORMATS)}, got {recipe.policy.chat_format!r}")
+        raise RecipeError(
+            f"{where}: policy.chat_format must be one of {list(CHAT_FORMATS)}, got {recipe.policy.chat_format!r}"
+        )
     if recipe.prm is not None:
         if recipe.prm.mode not in SCORER_MODES:
             raise RecipeError(f"{where}: prm.mode must be one of {list(SCORER_MODES)}, got {recipe.prm.mode!r}")
         fmt = recipe.prm.format
         if isinstance(fmt, str) and fmt not in PRM_FORMAT_NAMES:
-            raise RecipeError(f"{where}: prm.format {fmt!r} is not a preset; choose from {list(PRM_FORMAT_NAMES)} "
-                              "or give {base: preset, step_tag: ..., label_tokens: [good, bad]}")
+            raise RecipeError(
+                f"{where}: prm.format {fmt!r} is not a preset; choose from {list(PRM_FORMAT_NAMES)} "
+                "or give {base: preset, step_tag: ..., label_tokens: [good, bad]}"
+            )
     d = recipe.dataset
     if d.start < 0 or (d.end is not None and d.end <= d.start):
         raise RecipeError(f"{where}: dataset needs 0 <= start < end, got start={d.start}, end={d.end}")

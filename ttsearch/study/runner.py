@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ttsearch.core.scheduler import Usage
 from ttsearch.core.searcher import Searcher, SearchJob
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.evaluation.grading import is_equivalent
+from ttsearch.study.benchmark import result_record
 from ttsearch.study.plan import PlannedRun
 from ttsearch.study.preflight import Prepared, prepare
 from ttsearch.study.progress import ExperimentProgress
 from ttsearch.study.recipe import Recipe
 from ttsearch.study.store import ExperimentStore
-from ttsearch.study.benchmark import result_record
 
 __all__ = ["ExperimentSummary", "run_experiment"]
 
@@ -94,13 +95,24 @@ async def run_experiment(
     finally:
         store.close(
             finished=finished,
-            stats={"searched": len(todo) if finished else None, "engine_seconds": round(engine_seconds, 1),
-                   "search_seconds": round(seconds, 1)},
+            stats={
+                "searched": len(todo) if finished else None,
+                "engine_seconds": round(engine_seconds, 1),
+                "search_seconds": round(seconds, 1),
+            },
         )
     html = _write_report(out) if report else None
     return ExperimentSummary(
-        out_dir=out, runs=len(prepared.runs), problems=len(prepared.problems), searched=len(todo), resumed=resumed,
-        failed=failed, usage=usage, seconds=seconds, engine_seconds=engine_seconds, report_html=html,
+        out_dir=out,
+        runs=len(prepared.runs),
+        problems=len(prepared.problems),
+        searched=len(todo),
+        resumed=resumed,
+        failed=failed,
+        usage=usage,
+        seconds=seconds,
+        engine_seconds=engine_seconds,
+        report_html=html,
     )
 
 
@@ -119,19 +131,29 @@ async def _search(
     from ttsearch.core.search import SearchLimits
 
     recipe = prepared.recipe
-    limits = SearchLimits(max_solution_tokens=recipe.sampling.max_tokens, max_step_tokens=recipe.sampling.max_step_tokens)
+    limits = SearchLimits(
+        max_solution_tokens=recipe.sampling.max_tokens, max_step_tokens=recipe.sampling.max_step_tokens
+    )
     searcher = Searcher(
-        policy, verifier, limits=limits,
+        policy,
+        verifier,
+        limits=limits,
         max_concurrent_problems=recipe.execution.max_concurrent_problems,
         max_policy_requests=recipe.execution.max_policy_requests,
         max_verifier_requests=recipe.execution.max_verifier_requests,
-        seed=None, keep_trees=False, close_backends=close_backends, kv_admission=recipe.execution.kv_admission,
+        seed=None,
+        keep_trees=False,
+        close_backends=close_backends,
+        kv_admission=recipe.execution.kv_admission,
     )
     date_string = getattr(policy, "date_string", None)
     left = {run.run_id: len(prepared.problems) - len(done[run.run_id]) for run in prepared.runs}
     bar = ExperimentProgress(
-        total=len(prepared.runs) * len(prepared.problems), done=sum(map(len, done.values())),
-        runs=len(prepared.runs), runs_done=sum(v == 0 for v in left.values()), enabled=progress,
+        total=len(prepared.runs) * len(prepared.problems),
+        done=sum(map(len, done.values())),
+        runs=len(prepared.runs),
+        runs_done=sum(v == 0 for v in left.values()),
+        enabled=progress,
     )
 
     def jobs() -> Iterator[SearchJob]:
@@ -149,8 +171,13 @@ async def _search(
                 )
                 record = result_record(result, problem, run.strategy, correct, date_string=date_string)
                 record.update(
-                    run_id=run.run_id, label=run.label, strategy=run.strategy_name, kind=run.kind, n=run.n,
-                    seed=run.seed, budgets=list(run.budgets),
+                    run_id=run.run_id,
+                    label=run.label,
+                    strategy=run.strategy_name,
+                    kind=run.kind,
+                    n=run.n,
+                    seed=run.seed,
+                    budgets=list(run.budgets),
                 )
                 store.writer(run.run_id).write(record)
                 usage.add(result.usage)
@@ -163,8 +190,8 @@ async def _search(
 
 
 def _write_report(out: Path) -> Path | None:
+    from ttsearch.errors import ExperimentError
     from ttsearch.study.report import build_report, load_experiment, write_report
-    from ttsearch.study.load import ExperimentError
 
     try:
         files = write_report(build_report(load_experiment(out)), out / "report")

@@ -17,15 +17,16 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
-from ttsearch.study.plan import PlannedRun
-from ttsearch.study.recipe import Recipe, RecipeError, changed_fields
-from ttsearch.errors import RecordsError
+from ttsearch.errors import RecipeError, RecordsError
 from ttsearch.records import read_records
+from ttsearch.study.plan import PlannedRun
+from ttsearch.study.recipe import Recipe, changed_fields
 
 __all__ = ["ExperimentStore", "RunWriter", "environment"]
 
@@ -34,7 +35,7 @@ RUNS_DIR = "runs"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def environment() -> dict[str, Any]:
@@ -63,7 +64,7 @@ def environment() -> dict[str, Any]:
 
         if torch.cuda.is_available():
             machine["gpu"] = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    except Exception:  # noqa: BLE001 - torch is optional for server-only clients
+    except Exception:
         pass
     return {
         "ttsearch_version": ver("ttsearch"),
@@ -130,7 +131,9 @@ class ExperimentStore:
         changes: list[str] = []
         if old.get("recipe_hash") != self.recipe.hash:
             old_recipe = old.get("recipe")
-            old_results = {k: v for k, v in old_recipe.items() if k != "execution"} if isinstance(old_recipe, dict) else {}
+            old_results = (
+                {k: v for k, v in old_recipe.items() if k != "execution"} if isinstance(old_recipe, dict) else {}
+            )
             changes = changed_fields(old_results, self.recipe.results_dict()) or ["recipe"]
         old_shard = old.get("shard")
         new_shard = list(self.shard) if self.shard else None
@@ -216,7 +219,7 @@ class ExperimentStore:
         return data
 
     def _move_aside(self) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         aside = self.root / f"previous-{stamp}"
         aside.mkdir(parents=True)
         for name in (MANIFEST, RUNS_DIR, "report"):

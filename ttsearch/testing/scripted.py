@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
 
-from ttsearch.core.backend import FinishReason, PromptTooLongError, Sample, SampleRequest, StepScores
+from ttsearch.core.backend import FinishReason, Sample, SampleRequest, StepScores
+from ttsearch.errors import PromptTooLongError
 
 EOS = "<eos>"  # end the scripted continuation with this to finish the solution
 BOS_ID = 1  # token id 0 is unused; characters are ord(c) + 2

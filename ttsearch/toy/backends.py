@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 
 from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmFormat
-from ttsearch.core.searcher import Searcher
 from ttsearch.backends.startup import start_together
-from ttsearch.core.search import SearchLimits
 from ttsearch.backends.vllm.policy import VLLMPolicy
 from ttsearch.backends.vllm.verifier import VLLMVerifier
+from ttsearch.core.search import SearchLimits
+from ttsearch.core.searcher import Searcher
 from ttsearch.toy import TOY_ASSETS_DIR
 from ttsearch.toy.tokenizer import MINUS, PLUS, STEP_TAG, TOY_SYSTEM_PROMPT
 

@@ -233,9 +233,7 @@ def is_correct(problem: Problem, solution: str) -> bool:
         return False
 
 
-def make_problems(
-    n: int, seed: int, *, difficulty: int | Sequence[int] | None = None
-) -> list[Problem]:
+def make_problems(n: int, seed: int, *, difficulty: int | Sequence[int] | None = None) -> list[Problem]:
     """`n` toy problems, deterministic in (`seed`, `difficulty`).
 
     `difficulty`: a level 1-5 for all problems, a sequence of levels to cycle through, or
@@ -262,9 +260,9 @@ def make_problems(
         # and Python versions, unlike hash().
         rng = random.Random(f"ttsearch-toy/{seed}/{i}/{level}")
         expr = _draw(rng, LEVELS[level])
-        text = "Compute " + " ".join(
-            [str(expr.terms[0])] + [f"{op} {t}" for op, t in zip(expr.ops, expr.terms[1:])]
-        ) + "."
+        text = (
+            "Compute " + " ".join([str(expr.terms[0])] + [f"{op} {t}" for op, t in zip(expr.ops, expr.terms[1:])]) + "."
+        )
         problems.append(
             Problem(
                 problem=text,

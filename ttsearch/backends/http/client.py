@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ttsearch.core.backend import BackendError
+from ttsearch.errors import BackendError
 
 __all__ = [
     "HttpOptions",
@@ -70,7 +70,9 @@ class MalformedResponseError(BackendError):
     """A server answered with something that is not the expected JSON."""
 
 
-def make_client(base_url: str, options: HttpOptions, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def make_client(
+    base_url: str, options: HttpOptions, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """A pooled client for one server (`transport`: a test double, e.g. `httpx.MockTransport`)."""
     limits = httpx.Limits(max_connections=options.max_connections, max_keepalive_connections=options.max_connections)
     timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
@@ -125,8 +127,7 @@ async def _request(
             if response.status_code >= 500:
                 if last:
                     raise ReplicaUnavailable(
-                        f"{where}: HTTP {response.status_code} after {attempt + 1} tries: "
-                        f"{_error_message(response)}"
+                        f"{where}: HTTP {response.status_code} after {attempt + 1} tries: {_error_message(response)}"
                     )
             elif response.status_code >= 400:
                 raise ServerRequestError(

@@ -28,12 +28,19 @@ from typing import Any, Literal, Self
 import httpx
 
 from ttsearch.backends.affinity import ProblemPrefixes
-from ttsearch.core.backend import BackendError, PromptTooLongError, Sample, SampleRequest
 from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
-from ttsearch.backends.completions import align_ids_with_text, engine_seed, eos_token_ids, finish_reason, validate_request
+from ttsearch.backends.completions import (
+    align_ids_with_text,
+    engine_seed,
+    eos_token_ids,
+    finish_reason,
+    validate_request,
+)
 from ttsearch.backends.http.client import HttpOptions, MalformedResponseError
 from ttsearch.backends.http.replicas import ReplicaPool
 from ttsearch.backends.http.served_model import ServedModel, inspect_servers
+from ttsearch.core.backend import Sample, SampleRequest
+from ttsearch.errors import BackendError, PromptTooLongError
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["OpenAIPolicy"]
@@ -94,8 +101,13 @@ class OpenAIPolicy:
         try:
             served, hf_tokenizer = await inspect_servers(pool, model=model, tokenizer=tokenizer)
             return cls(
-                pool, served, hf_tokenizer, system_prompt=system_prompt, chat_format=chat_format,
-                date_string=date_string, extra_eos_token_ids=extra_eos_token_ids,
+                pool,
+                served,
+                hf_tokenizer,
+                system_prompt=system_prompt,
+                chat_format=chat_format,
+                date_string=date_string,
+                extra_eos_token_ids=extra_eos_token_ids,
             )
         except BaseException:
             await pool.close()
@@ -125,7 +137,10 @@ class OpenAIPolicy:
 
     def encode_problem(self, problem: str) -> list[int]:
         ids = encode_chat_prompt(
-            self._tokenizer, problem, system_prompt=self._system_prompt, chat_format=self._chat_format,
+            self._tokenizer,
+            problem,
+            system_prompt=self._system_prompt,
+            chat_format=self._chat_format,
             date_string=self.date_string,
         )
         self._problems.add(ids)

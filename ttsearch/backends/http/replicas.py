@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from ttsearch.core.backend import BackendError
 from ttsearch.backends.http.client import HttpOptions, ReplicaUnavailable, get_json, make_client, post_json
+from ttsearch.errors import BackendError
 
 __all__ = ["AllReplicasDownError", "Replica", "ReplicaPool"]
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttsearch.core.backend import BackendError
 from ttsearch.backends.http.client import MalformedResponseError, ServerRequestError
 from ttsearch.backends.http.replicas import AllReplicasDownError, ReplicaPool
+from ttsearch.errors import BackendError
 
 __all__ = ["ServedModel", "inspect_servers", "load_tokenizer"]
 
@@ -98,7 +98,12 @@ async def inspect_servers(
 
 def _model_card(answer: dict[str, Any], url: str) -> dict[str, Any]:
     data = answer.get("data")
-    if not isinstance(data, list) or not data or not isinstance(data[0], dict) or not isinstance(data[0].get("id"), str):
+    if (
+        not isinstance(data, list)
+        or not data
+        or not isinstance(data[0], dict)
+        or not isinstance(data[0].get("id"), str)
+    ):
         raise MalformedResponseError(f"{url}/v1/models: no model listed in {str(answer)[:200]}")
     return data[0]
 
@@ -139,6 +144,6 @@ async def _check_tokenizer(pool: ReplicaPool, served: ServedModel, tokenizer: An
         where = next((i for i, (a, b) in enumerate(zip(local, remote)) if a != b), min(len(local), len(remote)))
         raise ValueError(
             f"the local tokenizer does not match the {pool.role} server's ({served.name!r}): a probe text "
-            f"encodes to different ids from token {where} on (local {local[where:where + 5]}, server "
-            f"{remote[where:where + 5]}); pass the tokenizer of the served model"
+            f"encodes to different ids from token {where} on (local {local[where : where + 5]}, server "
+            f"{remote[where : where + 5]}); pass the tokenizer of the served model"
         )

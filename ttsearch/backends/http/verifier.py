@@ -26,14 +26,15 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from ttsearch.core.backend import BackendError, PromptTooLongError, StepScores
 from ttsearch.backends.http.client import HttpOptions, MalformedResponseError
-from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
 from ttsearch.backends.http.replicas import ReplicaPool
 from ttsearch.backends.http.served_model import ServedModel, inspect_servers
+from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
 
 # The scorer arithmetic is shared with the in-process verifier (no vLLM import there).
 from ttsearch.backends.vllm.verifier import ScorerMode, _clamp, _two_way_probability, resolve_mode
+from ttsearch.core.backend import StepScores
+from ttsearch.errors import BackendError, PromptTooLongError
 
 __all__ = ["OpenAIVerifier", "pooling_server_args"]
 
@@ -51,7 +52,12 @@ def pooling_server_args(fmt: PrmFormat, tokenizer: Any) -> list[str]:
             "--runner", "pooling", "--convert", "classify",
             "--hf-overrides", json.dumps(overrides), "--pooler-config", json.dumps(pooler),
         ]  # fmt: skip
-    return ["--runner", "pooling", "--pooler-config", json.dumps({"task": "token_classify", "step_tag_id": encoder.anchor_id})]
+    return [
+        "--runner",
+        "pooling",
+        "--pooler-config",
+        json.dumps({"task": "token_classify", "step_tag_id": encoder.anchor_id}),
+    ]
 
 
 class OpenAIVerifier:
@@ -68,7 +74,7 @@ class OpenAIVerifier:
         served: ServedModel,
         tokenizer: Any,
         *,
-        format: PrmFormat,  # noqa: A002
+        format: PrmFormat,
         mode: ScorerMode = "auto",
         max_in_flight: int = 64,
     ) -> None:
@@ -96,7 +102,7 @@ class OpenAIVerifier:
         cls,
         urls: str | Sequence[str],
         *,
-        format: PrmFormat,  # noqa: A002
+        format: PrmFormat,
         mode: ScorerMode = "auto",
         model: str | os.PathLike[str] | None = None,
         tokenizer: Any = None,
@@ -242,7 +248,11 @@ class OpenAIVerifier:
         scores = []
         for p in inp.score_positions:
             row = rows[row_of[p]]
-            if not isinstance(row, list) or len(row) <= self._label_index or not isinstance(row[self._label_index], (int, float)):
+            if (
+                not isinstance(row, list)
+                or len(row) <= self._label_index
+                or not isinstance(row[self._label_index], (int, float))
+            ):
                 raise MalformedResponseError(f"PRM server pooled row {row!r:.100} has no label {self._label_index}")
             scores.append(_clamp(float(row[self._label_index]), "over HTTP"))
         return scores

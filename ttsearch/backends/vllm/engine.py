@@ -35,11 +35,16 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, ClassVar, Literal, Self
 
 from ttsearch.backends.affinity import RankAffinity
-from ttsearch.core.backend import BackendError
 from ttsearch.backends.vllm.env import configure_vllm_env, shutdown_engine
+from ttsearch.errors import BackendError
 
 __all__ = [
-    "VLLMBackend", "data_parallel_ranks", "data_parallel_setting", "engine_tokenizer", "prepare_vllm", "start_engine",
+    "VLLMBackend",
+    "data_parallel_ranks",
+    "data_parallel_setting",
+    "engine_tokenizer",
+    "prepare_vllm",
+    "start_engine",
 ]
 
 # transformers' lazy module is not thread-safe on first import, and engines are often
@@ -53,7 +58,7 @@ def prepare_vllm() -> None:
     configure_vllm_env()
     with _IMPORT_LOCK:
         import transformers  # noqa: F401
-        import vllm.engine.arg_utils  # noqa: F401
+        import vllm.engine.arg_utils
         import vllm.v1.engine.async_llm  # noqa: F401
 
 
@@ -155,7 +160,8 @@ class VLLMBackend:
         self._affinity = RankAffinity(ranks) if ranks > 1 else None
         # The engine methods that take a rank (both versions' `generate`; no `encode` yet).
         self._routed_methods = frozenset(
-            name for name in ("generate", "encode")
+            name
+            for name in ("generate", "encode")
             if self._affinity is not None and _takes_rank(getattr(engine, name, None))
         )
 
@@ -285,7 +291,7 @@ def _describe_failure(error: BaseException, request_id: str) -> str:
     try:
         from vllm.v1.engine.exceptions import EngineDeadError
     except ImportError:  # pragma: no cover - layout of a future vLLM
-        EngineDeadError = ()  # type: ignore[assignment]  # noqa: N806
+        EngineDeadError = ()  # type: ignore[assignment]
     if isinstance(error, EngineDeadError):
         return f"the vLLM engine died while serving request {request_id} (see its log above)"
     return f"vLLM request {request_id} failed: {type(error).__name__}: {error}"

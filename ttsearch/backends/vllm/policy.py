@@ -27,13 +27,6 @@ import os
 from typing import Any, Literal
 
 from ttsearch.backends.affinity import ProblemPrefixes
-from ttsearch.core.backend import (
-    BackendError,
-    FinishReason,
-    PromptTooLongError,
-    Sample,
-    SampleRequest,
-)
 from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
 from ttsearch.backends.completions import (
     align_ids_with_text,
@@ -43,6 +36,8 @@ from ttsearch.backends.completions import (
     validate_request,
 )
 from ttsearch.backends.vllm.engine import VLLMBackend, data_parallel_setting, prepare_vllm, start_engine
+from ttsearch.core.backend import FinishReason, Sample, SampleRequest
+from ttsearch.errors import BackendError, PromptTooLongError
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["VLLMPolicy", "engine_seed"]
@@ -121,10 +116,16 @@ class VLLMPolicy(VLLMBackend):
             if max_num_batched_tokens is None:
                 max_num_batched_tokens = max(max_model_len, 2048)
         engine = start_engine(
-            model, tokenizer=None if tokenizer is None else str(tokenizer), dtype=dtype,
-            max_model_len=max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
-            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
-            enforce_eager=enforce_eager, seed=seed, enable_prefix_caching=enable_prefix_caching,
+            model,
+            tokenizer=None if tokenizer is None else str(tokenizer),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            kv_cache_memory_bytes=kv_cache_memory_bytes,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            enable_prefix_caching=enable_prefix_caching,
             enable_chunked_prefill=enable_chunked_prefill,
             max_num_batched_tokens=max_num_batched_tokens,
             data_parallel_size=dp_setting,
@@ -193,9 +194,7 @@ class VLLMPolicy(VLLMBackend):
         )
         completions = sorted(final.outputs, key=lambda c: c.index)
         if len(completions) != n:
-            raise BackendError(
-                f"vLLM request {request_id} returned {len(completions)} completions, expected {n}"
-            )
+            raise BackendError(f"vLLM request {request_id} returned {len(completions)} completions, expected {n}")
         samples = [self._to_sample(c, request_id) for c in completions]
         return samples * request.n if greedy else samples
 

@@ -62,10 +62,11 @@ from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ttsearch.core.backend import BackendError, PromptTooLongError, StepScores
 from ttsearch.backends.prm_cache import PrefixGate, ScoreMemo
 from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
 from ttsearch.backends.vllm.engine import VLLMBackend, data_parallel_setting, prepare_vllm, start_engine
+from ttsearch.core.backend import StepScores
+from ttsearch.errors import BackendError, PromptTooLongError
 
 __all__ = ["ScorerMode", "VLLMVerifier", "engine_options_for", "resolve_mode"]
 
@@ -162,7 +163,7 @@ class VLLMVerifier(VLLMBackend):
         engine: Any,
         tokenizer: Any = None,
         *,
-        format: PrmFormat,  # noqa: A002
+        format: PrmFormat,
         mode: ScorerMode = "auto",
         max_in_flight: int = 64,
         owns_engine: bool = False,
@@ -190,9 +191,7 @@ class VLLMVerifier(VLLMBackend):
         caching = bool(getattr(cache, "enable_prefix_caching", False))
         block_size = getattr(cache, "block_size", None)
         self._reuse_prefix = reuse_prefix
-        self._gate = (
-            PrefixGate(int(block_size)) if reuse_prefix and caching and isinstance(block_size, int) else None
-        )
+        self._gate = PrefixGate(int(block_size)) if reuse_prefix and caching and isinstance(block_size, int) else None
         self._memo = ScoreMemo() if reuse_prefix else None
         self._sampling_params: Any = None  # generative: the 1-token request
         self._step_pooling = False  # pooling: the engine's pooler is STEP (rows at tags only)
@@ -220,7 +219,8 @@ class VLLMVerifier(VLLMBackend):
                 "the PRM engine has %d data-parallel ranks, but this vLLM's AsyncLLM.%s takes no "
                 "data_parallel_rank: vLLM balances each scoring request itself, so a question's "
                 "prefix is computed again on every rank its requests reach",
-                self.data_parallel_ranks, via,
+                self.data_parallel_ranks,
+                via,
             )
 
     @classmethod
@@ -228,7 +228,7 @@ class VLLMVerifier(VLLMBackend):
         cls,
         model: str | os.PathLike[str],
         *,
-        format: PrmFormat,  # noqa: A002
+        format: PrmFormat,
         mode: ScorerMode = "auto",
         tokenizer: str | os.PathLike[str] | None = None,
         max_in_flight: int = 64,
@@ -267,10 +267,16 @@ class VLLMVerifier(VLLMBackend):
         if enable_prefix_caching is not None:
             options["enable_prefix_caching"] = enable_prefix_caching
         engine = start_engine(
-            model, description=f"the PRM {model}", tokenizer=tokenizer_path, dtype=dtype,
-            max_model_len=max_model_len, kv_cache_memory_bytes=kv_cache_memory_bytes,
-            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
-            enforce_eager=enforce_eager, seed=seed,
+            model,
+            description=f"the PRM {model}",
+            tokenizer=tokenizer_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            kv_cache_memory_bytes=kv_cache_memory_bytes,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager,
+            seed=seed,
             data_parallel_size=dp_setting,
             engine_options={**options, **(engine_options or {})},
         )
@@ -489,9 +495,7 @@ class VLLMVerifier(VLLMBackend):
             tags = [i for i, t in enumerate(inp.token_ids) if t == self._step_tag_id]
             row_of = {p: r for r, p in enumerate(tags)}
         if len(rows) != len(row_of):
-            raise BackendError(
-                f"vLLM request {request_id} returned {len(rows)} pooled rows, expected {len(row_of)}"
-            )
+            raise BackendError(f"vLLM request {request_id} returned {len(rows)} pooled rows, expected {len(row_of)}")
         return [self._row_score(rows[row_of[p]], request_id) for p in inp.score_positions]
 
 
@@ -534,9 +538,7 @@ def _label_sampling_params(label_ids: tuple[int, int] | None, *, read_cache: boo
             skip_reading_prefix_cache=not read_cache,
         )
     except TypeError as e:  # a vLLM without `logprob_token_ids`
-        raise ValueError(
-            "this vLLM's SamplingParams has no logprob_token_ids; use mode='pooling'"
-        ) from e
+        raise ValueError("this vLLM's SamplingParams has no logprob_token_ids; use mode='pooling'") from e
 
 
 def _tokens_prompt(token_ids: list[int]) -> Any:

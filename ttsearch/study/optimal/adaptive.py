@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
+from ttsearch.errors import ExperimentError
 from ttsearch.evaluation.aggregation import candidate_keys, select_by_keys
-from ttsearch.study.optimal.records import CandidateRecord, ExperimentError, RunRecords
+from ttsearch.study.optimal.records import CandidateRecord, RunRecords
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,17 @@ against uniform best-of-N at equal total samples (`ttsearch.study.optimal.adapti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
+from ttsearch.errors import ExperimentError
 from ttsearch.study.optimal.adaptive import AdaptivePoint, simulate_adaptive
 from ttsearch.study.optimal.bins import Heuristic, fit_bins
 from ttsearch.study.optimal.crossval import CrossValidation, CurvePoint, cross_validate, fixed_curve
 from ttsearch.study.optimal.outcomes import Outcomes, build_outcomes
 from ttsearch.study.optimal.probe import replay_online
-from ttsearch.study.optimal.records import ExperimentError, RunRecords, load_runs
+from ttsearch.study.optimal.records import RunRecords, load_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,10 @@ def analyse(
         statistics["predicted"] = outcomes.mean_score
     cvs = {
         h: cross_validate(
-            outcomes, fit_bins(h, values, keys=outcomes.problems), folds=folds, seed=seed  # type: ignore[arg-type]
+            outcomes,
+            fit_bins(h, values, keys=outcomes.problems),
+            folds=folds,
+            seed=seed,  # type: ignore[arg-type]
         )
         for h, values in statistics.items()
     }
@@ -125,9 +129,7 @@ def _adaptive(outcomes: Outcomes, runs: Sequence[RunRecords]) -> tuple[AdaptiveP
     if outcomes.predictor is None:
         return ()
     source = [r for r in runs if r.label == outcomes.predictor.label]
-    recorded = [
-        len(p.candidates) for r in source for p in r.problems.values() if p.error is None and p.candidates
-    ]
+    recorded = [len(p.candidates) for r in source for p in r.problems.values() if p.error is None and p.candidates]
     if not source or not recorded:
         return ()
     budgets = [n for n in outcomes.budgets if 2 <= n <= min(recorded)]

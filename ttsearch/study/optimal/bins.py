@@ -15,8 +15,9 @@ problem gives an infinite threshold: nothing lands on the empty side.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 

@@ -13,8 +13,8 @@ Folds are stratified: each bin's problems are shuffled (seeded) and dealt round-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ttsearch.errors import ExperimentError
 from ttsearch.evaluation.aggregation import SelectionMethod, candidate_keys, select_by_keys
-from ttsearch.study.optimal.records import ExperimentError, Kind, ProblemRecord, RunRecords
-
+from ttsearch.study.optimal.records import Kind, ProblemRecord, RunRecords
 
 DELEGATING = ("compute_optimal", "ComputeOptimal")  # registry and class names of runs never offered as options
 
@@ -174,10 +175,7 @@ def _predictor_samples(
         width = min(len(r.candidates) for r in records)
         per_seed.append(np.array([[c.score for c in r.candidates[:width]] for r in records]))
     tokens = np.array(
-        [
-            np.mean([c.num_tokens for r in source for c in r.problems[uid].candidates] or [0.0])
-            for uid in problems
-        ]
+        [np.mean([c.num_tokens for r in source for c in r.problems[uid].candidates] or [0.0]) for uid in problems]
     )
     return tuple(per_seed), tokens
 

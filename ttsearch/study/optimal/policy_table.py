@@ -11,17 +11,18 @@ through JSON (`ttsearch fit-policy DIR -o policy.json`).
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
+from ttsearch.errors import PolicyFileError
+from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable, policy_from_dict, policy_to_dict
 from ttsearch.study.optimal.bins import fit_bins
 from ttsearch.study.optimal.crossval import rank_options
 from ttsearch.study.optimal.outcomes import Outcomes
-from ttsearch.strategies.policy_table import PolicyChoice, PolicyFileError, PolicyTable, policy_from_dict, policy_to_dict
+
 
 def fit_policy(outcomes: Outcomes, *, source: Mapping[str, Any] | None = None) -> PolicyTable:
     """Rank every option per (model-predicted bin, N) on all of the experiment's problems.
@@ -45,9 +46,7 @@ def fit_policy(outcomes: Outcomes, *, source: Mapping[str, Any] | None = None) -
             members = everyone[bins.levels == level]
             if members.size == 0:
                 members = everyone
-            ranked[n][level] = tuple(
-                _choice(outcomes, name, n, members) for name in rank_options(outcomes, n, members)
-            )
+            ranked[n][level] = tuple(_choice(outcomes, name, n, members) for name in rank_options(outcomes, n, members))
     return PolicyTable(
         thresholds=bins.thresholds,
         reduction=outcomes.predictor.reduction,
@@ -92,5 +91,3 @@ def load_policy(path: str | Path) -> PolicyTable:
     except json.JSONDecodeError as error:
         raise PolicyFileError(f"{path}: not valid JSON ({error.msg})") from None
     return policy_from_dict(data, where=str(path))
-
-

@@ -7,9 +7,10 @@ and tokens (graded here, once per distinct answer, when a record lacks "correct"
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from ttsearch.errors import ExperimentError
 from ttsearch.evaluation.metrics import GradeCache, grade_candidates
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from ttsearch.study.load import Experiment
 
 Kind = Literal["sampling", "stepwise"]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def load_runs(dirs: Sequence[str | Path], *, cache: GradeCache | None = None) ->
     """
     # Imported here: the report imports the runner, which imports the strategy registry,
     # which imports this package.
-    from ttsearch.study.load import ExperimentError as ReportError
+    from ttsearch.errors import ExperimentError as ReportError
     from ttsearch.study.load import load_experiment
 
     if not dirs:

@@ -11,8 +11,9 @@ The directory layout and record fields are the contract in RECORDS.md (manifest.
 runs/<run_id>.jsonl). `ttsearch report` and `ttsearch export` are the command-line faces.
 """
 
+from ttsearch.errors import ExperimentError
+from ttsearch.study.load import Experiment, Run, RunSpec, load_experiment
 from ttsearch.study.report.export import ExportSummary, export_traces
-from ttsearch.study.load import Experiment, ExperimentError, Run, RunSpec, load_experiment
 from ttsearch.study.report.numbers import (
     ComputePoint,
     DifficultyBins,

@@ -94,7 +94,10 @@ def export_traces(
                         continue
                     seen.add((uid, text.strip()))
                     messages = [{"role": "system", "content": system}] if system else []
-                    messages += [{"role": "user", "content": str(r.get("problem", ""))}, {"role": "assistant", "content": text}]
+                    messages += [
+                        {"role": "user", "content": str(r.get("problem", ""))},
+                        {"role": "assistant", "content": text},
+                    ]
                     line = {
                         "messages": messages,
                         "unique_id": uid,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ttsearch.evaluation.metrics import AccuracyTable
 from ttsearch.evaluation.tables import method_label
@@ -32,7 +32,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, numeric_from
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
-        + "".join(f'<td class="num">{_esc(c)}</td>' if j >= numeric_from else f"<td>{_esc(c)}</td>" for j, c in enumerate(r))
+        + "".join(
+            f'<td class="num">{_esc(c)}</td>' if j >= numeric_from else f"<td>{_esc(c)}</td>" for j, c in enumerate(r)
+        )
         + "</tr>"
         for r in rows
     )
@@ -46,9 +48,7 @@ def _cell(mean: float, std: float, seeds: int) -> str:
 
 
 def _accuracy_table(t: AccuracyTable) -> str:
-    rows = [
-        [method_label(c.method), *(_cell(m, s, t.num_seeds) for m, s in zip(c.mean, c.std))] for c in t.curves
-    ]
+    rows = [[method_label(c.method), *(_cell(m, s, t.num_seeds) for m, s in zip(c.mean, c.std))] for c in t.curves]
     return _table(["selection", *(f"N={k}" for k in t.ks)], rows)
 
 
@@ -63,13 +63,18 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
         ("runs", len(exp.runs)),
         ("ttsearch / vLLM", f"{m.get('ttsearch_version', '?')} / {m.get('vllm_version', '?')}"),
         ("machine", _machine(m.get("machine"))),
-        ("started / finished", f"{m.get('started_at', '?')} / {m.get('finished_at') or 'not finished (partial results)'}"),
+        (
+            "started / finished",
+            f"{m.get('started_at', '?')} / {m.get('finished_at') or 'not finished (partial results)'}",
+        ),
     ]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ttsearch report</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>ttsearch experiment report</h1>",
-        '<table class="meta">' + "".join(f"<tr><td><b>{_esc(k)}</b></td><td>{_esc(v)}</td></tr>" for k, v in meta) + "</table>",
+        '<table class="meta">'
+        + "".join(f"<tr><td><b>{_esc(k)}</b></td><td>{_esc(v)}</td></tr>" for k, v in meta)
+        + "</table>",
         "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in report.notes) + "</ul>",
     ]
     for caption, path in images.items():
@@ -95,16 +100,25 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
         if caption.startswith("accuracy vs compute"):
             parts.append(_img(caption, path))
     parts.append("<h2>Accuracy (%) by difficulty</h2>")
-    for kind, title in (("oracle", "oracle bins (pass@1 quintiles)"), ("predicted", "predicted bins (mean PRM score quintiles)"), ("level", "MATH levels")):
+    for kind, title in (
+        ("oracle", "oracle bins (pass@1 quintiles)"),
+        ("predicted", "predicted bins (mean PRM score quintiles)"),
+        ("level", "MATH levels"),
+    ):
         if kind != "level" and kind not in report.bins:
             continue
         levels, brows = bin_rows(report.strategies, kind)
         if not levels:
             continue
         note = f" from {report.bins[kind].samples} samples: {report.bins[kind].source}" if kind in report.bins else ""
-        parts.append(f"<h3>{_esc(title)}</h3><p>each strategy at its largest N, own selection; 1 = easiest{_esc(note)}</p>")
         parts.append(
-            _table(["strategy", "N", *map(str, levels)], [[lb, str(k), *(_cell(a, 0.0, 1) for a in accs)] for lb, k, accs in brows])
+            f"<h3>{_esc(title)}</h3><p>each strategy at its largest N, own selection; 1 = easiest{_esc(note)}</p>"
+        )
+        parts.append(
+            _table(
+                ["strategy", "N", *map(str, levels)],
+                [[lb, str(k), *(_cell(a, 0.0, 1) for a in accs)] for lb, k, accs in brows],
+            )
         )
         for caption, path in images.items():
             if caption == f"bins {kind}":

@@ -24,8 +24,9 @@ answer and gold (`GradeCache`); records that carry it are never re-graded.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ttsearch.evaluation.aggregation import candidate_keys
 from ttsearch.evaluation.difficulty import NUM_LEVELS, quantile_levels
@@ -138,9 +139,7 @@ NOTES = (
 )
 
 
-def build_report(
-    experiment: Experiment, *, grader: Grader | None = None, cache: GradeCache | None = None
-) -> Report:
+def build_report(experiment: Experiment, *, grader: Grader | None = None, cache: GradeCache | None = None) -> Report:
     """Every number of the report, from the experiment's records.
 
     :param grader: (gold, pred) -> bool for candidates without a recorded "correct";
@@ -212,7 +211,7 @@ def _strategy_report(
     for kind, b in bins.items():
         tables = {}
         for lv in range(1, NUM_LEVELS + 1):
-            t = scored.table(lambda p, lv=lv: b.level.get(p.unique_id) == lv)
+            t = scored.table(lambda p, lv=lv, b=b: b.level.get(p.unique_id) == lv)
             if t is not None:
                 tables[lv] = t
         by_bin[kind] = tables
@@ -255,9 +254,7 @@ def _compute_point(runs: list[Run], summaries: tuple[RunSummary, ...], k: int) -
         if (run.spec.kind == "sampling" and k <= run.spec.n) or run.spec.n == k
     ]
     fields = sorted({name for s, _ in picked for name in s.usage})
-    usage = {
-        name: math.fsum(s.usage.get(name, 0.0) * scale for s, scale in picked) / len(picked) for name in fields
-    }
+    usage = {name: math.fsum(s.usage.get(name, 0.0) * scale for s, scale in picked) / len(picked) for name in fields}
     return ComputePoint(k=k, usage=usage)
 
 
@@ -283,7 +280,9 @@ def _difficulty_bins(experiment: Experiment, cache: GradeCache) -> dict[str, Dif
         bins["oracle"] = _bins("oracle", {u: sum(c) / len(c) for u, c in correct.items()}, correct, source)
     if rewards:
         scored_source = source.replace("candidates", "scored candidates")
-        bins["predicted"] = _bins("predicted", {u: math.fsum(r) / len(r) for u, r in rewards.items()}, rewards, scored_source)
+        bins["predicted"] = _bins(
+            "predicted", {u: math.fsum(r) / len(r) for u, r in rewards.items()}, rewards, scored_source
+        )
     return bins
 
 

@@ -93,7 +93,9 @@ def plot_accuracy_vs_compute(
             pts = [p for p in pts if not math.isnan(p[1])]
             if not pts:
                 continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{s.label} ({s.selection})", color=f"C{si}")
+            ax.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{s.label} ({s.selection})", color=f"C{si}"
+            )
             for x, y, k in pts:
                 ax.annotate(f"N={k}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize="x-small")
         ax.set_xscale("log")
@@ -114,7 +116,9 @@ def plot_bins(report: Report, kind: str, path: str | Path, *, dpi: int = 120) ->
     width = 0.8 / max(1, len(rows))
     for i, (label, k, accs) in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(levels))]
-        ax.bar(xs, [0.0 if math.isnan(a) else 100 * a for a in accs], width=width, label=f"{label} (N={k})", color=f"C{i}")
+        ax.bar(
+            xs, [0.0 if math.isnan(a) else 100 * a for a in accs], width=width, label=f"{label} (N={k})", color=f"C{i}"
+        )
     ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
     ax.set_xlabel("MATH level" if kind == "level" else "difficulty bin (1 = easiest)")
     ax.set_ylabel("Accuracy (%)")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ttsearch.evaluation.tables import format_table as format_accuracy_table
 from ttsearch.evaluation.tables import table_to_dict, text_grid
@@ -118,13 +119,21 @@ def report_to_dict(report: Report) -> dict[str, Any]:
                 "selection": s.selection,
                 "ks": list(s.ks),
                 "runs": [
-                    {"run_id": r.run_id, "n": r.n, "seed": r.seed, "problems": r.problems, "failed": r.failed,
-                     "usage_per_problem": dict(r.usage)}
+                    {
+                        "run_id": r.run_id,
+                        "n": r.n,
+                        "seed": r.seed,
+                        "problems": r.problems,
+                        "failed": r.failed,
+                        "usage_per_problem": dict(r.usage),
+                    }
                     for r in s.runs
                 ],
                 "accuracy": table_to_dict(s.overall),
                 "by_level": {str(lv): table_to_dict(t) for lv, t in s.by_level.items()},
-                "by_bin": {kind: {str(lv): table_to_dict(t) for lv, t in tables.items()} for kind, tables in s.by_bin.items()},
+                "by_bin": {
+                    kind: {str(lv): table_to_dict(t) for lv, t in tables.items()} for kind, tables in s.by_bin.items()
+                },
                 "compute_per_problem": [{"k": c.k, **c.usage} for c in s.compute],
             }
             for s in report.strategies
