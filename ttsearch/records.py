@@ -52,7 +52,7 @@ def record_kind(record: dict[str, Any]) -> BudgetKind:
     if kind is not None:
         if kind not in BUDGET_KINDS:
             raise RecordsError(f"problem {record.get('unique_id')!r}: unknown kind {kind!r}")
-        return kind  # type: ignore[no-any-return]
+        return kind  # type: ignore[no-any-return]  # checked against BUDGET_KINDS just above
     strategy = record.get("strategy")
     # Records without "kind" predate it (version 1): the sampling strategies then were
     # majority voting and best-of-N; records without a strategy were sampled, as `run` did first.

@@ -592,3 +592,18 @@ def test_recipe_data_parallel_size_reaches_the_engine_args():
         recipe({"model": "x/y", "data_parallel_size": 0})
     arg_utils = pytest.importorskip("vllm.engine.arg_utils")
     assert "data_parallel_size" in {f.name for f in dataclasses.fields(arg_utils.AsyncEngineArgs)}
+
+
+async def test_replica_affinity_is_bounded_to_the_most_recent_problems():
+    # The pool keeps the affinity of its `max_problems` most recently used problems only
+    # (it used to keep every problem it ever saw, for the life of the run).
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+    pool = ReplicaPool("policy", ["http://a", "http://b"], transport=transport, max_problems=2)
+    try:
+        for key in ("p1", "p2", "p3"):
+            await pool.post(key, "/v1/completions", {})
+        assert pool.replica_of("p1") is None  # forgotten: least recently used
+        assert pool.replica_of("p2") is not None and pool.replica_of("p3") is not None
+        assert sum(r.problems for r in pool.replicas) == 2 and all(r.in_flight == 0 for r in pool.replicas)
+    finally:
+        await pool.close()

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ttsearch.core.backend import FinishReason, SampleRequest
+from ttsearch.errors import PromptTooLongError
 
 __all__ = ["align_ids_with_text", "engine_seed", "eos_token_ids", "finish_reason", "validate_request"]
 
@@ -105,3 +106,15 @@ def align_ids_with_text(tokenizer: Any, token_ids: tuple[int, ...], text: str) -
     # Detokenizers can disagree on odd byte sequences (partial UTF-8); keep vLLM's ids.
     logger.debug("could not align ids with text %r (decoded %r)", text[-20:], decoded[-20:])
     return token_ids
+
+
+def check_prompt_fits(request: SampleRequest, max_model_len: int) -> None:
+    """Refuse a request whose prompt + max_tokens exceeds the model's context, before it
+    is sent (both policies: in-process and servers)."""
+    prompt_len = len(request.prompt_token_ids)
+    if prompt_len + request.max_tokens > max_model_len:
+        raise PromptTooLongError(
+            f"prompt of {prompt_len} tokens + max_tokens {request.max_tokens} = "
+            f"{prompt_len + request.max_tokens} tokens exceeds the model's "
+            f"max_model_len of {max_model_len}"
+        )

@@ -51,6 +51,7 @@ __all__ = [
     "CHATML_CHAT_FORMAT",
     "LLAMA31_DEFAULT_SYSTEM",
     "MATH_SHEPHERD",
+    "PRM_FORMATS",
     "QWEN_PRM",
     "RLHFLOW",
     "PrmEncoder",
@@ -161,6 +162,10 @@ QWEN_PRM = PrmFormat(
     system_prompt=QWEN_PRM_SYSTEM_PROMPT,
     positive_label=1,
 )
+
+# The presets by the name recipes and the CLI use (the one map of format names; the toy
+# world adds "toy" in the study layer, where it is known).
+PRM_FORMATS: dict[str, PrmFormat] = {"math_shepherd": MATH_SHEPHERD, "rlhflow": RLHFLOW, "qwen": QWEN_PRM}
 
 
 def _turn(chat: ChatFormat, role: str, content: str) -> str:

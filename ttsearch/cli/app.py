@@ -18,11 +18,9 @@ from functools import partial
 from pathlib import Path
 
 from ttsearch.backends.chat import DEFAULT_DATE_STRING
+from ttsearch.backends.prm_formats import PRM_FORMATS
 from ttsearch.errors import BackendError, SearchError
 from ttsearch.strategies.registry import STRATEGIES
-
-PRM_FORMATS = ("math_shepherd", "rlhflow", "qwen")
-
 
 # Printed under `evaluate`'s tables: what a budget N means (issue #12 item 1).
 BUDGET_NOTE = (
@@ -89,10 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="the toy recipe (recipes/toy.yaml) through the experiment runner on CPU: table, plots, HTML report"
+        "demo",
+        help="the toy world through the experiment runner on CPU (recipes/toy-quick.yaml, a few minutes): "
+        "table, plots, HTML report",
+    )
+    demo.add_argument(
+        "--full",
+        action="store_true",
+        help="the full 17-run study instead (recipes/toy.yaml: lookahead too, every N from 1 to 16)",
     )
     demo.add_argument("--problems", type=int, help="held-out toy problems (default: the recipe's 100)")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="experiment directory (reruns resume)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        help="experiment directory (reruns resume; default runs/demo, or runs/demo-full with --full)",
+    )
     demo.add_argument("--seeds", type=_seeds, help="seeds, comma-separated (default: the recipe's, 0)")
     _add_experiment_flags(demo)
 
@@ -127,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds a server may take for one request before it counts as down (default 600)",
     )
-    run.add_argument("--prm-format", choices=PRM_FORMATS, default="rlhflow")
+    run.add_argument("--prm-format", choices=sorted(PRM_FORMATS), default="rlhflow")
     run.add_argument("--prm-mode", choices=("auto", "generative", "pooling"), default="auto")
     run.add_argument("--strategy", choices=sorted(STRATEGIES), required=True)
     run.add_argument("--n", type=int, required=True, help="candidates per problem (N)")
@@ -284,16 +293,13 @@ async def _run(args: argparse.Namespace) -> int:
 async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # type: ignore[no-untyped-def]
     """The policy and verifier: in-process vLLM engines, or connections to vLLM servers
     (`--policy-url` / `--prm-url`). Whatever started is closed if anything fails."""
-    from ttsearch.backends import prm_formats
     from ttsearch.backends.startup import open_backends
     from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
     system_prompt = (
         args.system_prompt_file.read_text(encoding="utf-8") if args.system_prompt_file else LLAMA3_MATH_SYSTEM_PROMPT
     )
-    fmt = {"math_shepherd": prm_formats.MATH_SHEPHERD, "rlhflow": prm_formats.RLHFLOW, "qwen": prm_formats.QWEN_PRM}[
-        args.prm_format
-    ]
+    fmt = PRM_FORMATS[args.prm_format]
     common = dict(dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, seed=args.seed)
     from ttsearch.backends.vllm.policy import VLLMPolicy
     from ttsearch.backends.vllm.verifier import VLLMVerifier

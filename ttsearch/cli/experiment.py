@@ -17,9 +17,10 @@ from ttsearch.study.recipe import Recipe, load_recipe
 from ttsearch.study.runner import ExperimentSummary, run_experiment
 from ttsearch.study.store import ExperimentStore
 
-__all__ = ["TOY_RECIPE", "headline_table", "recipe_from_args", "run_experiment_command"]
+__all__ = ["TOY_QUICK_RECIPE", "TOY_RECIPE", "headline_table", "recipe_from_args", "run_experiment_command"]
 
-TOY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy.yaml"
+TOY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy.yaml"  # `ttsearch demo --full`
+TOY_QUICK_RECIPE = TOY_RECIPE.with_name("toy-quick.yaml")  # `ttsearch demo`
 
 
 def recipe_from_args(path: Path, args: argparse.Namespace, extra: Sequence[str] = ()) -> Recipe:

@@ -33,7 +33,7 @@ class Usage:
     seconds: float = 0.0  # wall time of the search
 
     def add(self, other: Usage) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

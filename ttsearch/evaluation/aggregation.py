@@ -174,10 +174,10 @@ def _best_single(
             best = i
     if best is None:
         return None
-    chosen = keys[best]
-    assert chosen is not None and answers[best] is not None
+    chosen, answer = keys[best], answers[best]
+    assert chosen is not None and answer is not None
     support = sum(1 for k in keys if k == chosen)
-    return Selection(answers[best], chosen, best, float(rewards[best]), support)  # type: ignore[arg-type]
+    return Selection(answer, chosen, best, float(rewards[best]), support)
 
 
 def _best_group(

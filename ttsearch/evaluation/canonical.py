@@ -218,6 +218,11 @@ def _drop_simple_lhs(s: str) -> str:
     return s
 
 
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A `re.sub` replacement function that returns `text` as it is (no template escapes)."""
+    return lambda _m: text
+
+
 def normalize_answer(answer: str) -> str:
     """Rewrite an answer's LaTeX surface form so that trivially different spellings agree.
 
@@ -233,7 +238,7 @@ def normalize_answer(answer: str) -> str:
     for old, new in _SIMPLE_REPLACEMENTS:
         s = s.replace(old, new)
     for pattern, new in _WORD_COMMANDS:
-        s = pattern.sub(lambda _m, new=new: new, s)  # a function: `new` holds backslashes
+        s = pattern.sub(_constant(new), s)  # a function: `new` holds backslashes
     s = _SPACING_RE.sub(_spacing, s)
     s = _unwrap_text(s)
     s = _SPACE_RE.sub(" ", s).strip().rstrip(".").strip()
@@ -472,7 +477,7 @@ def _number_key(s: str) -> str | None:
             return f"#{value.p}"
         if isinstance(value, sympy.Rational):
             return f"#{value.p}/{value.q}"
-        return "#" + sympy.srepr(value)
+        return f"#{sympy.srepr(value)}"
     except Exception:  # _NotANumber, or sympy refusing a value: then it is simply not a number
         return None
 
@@ -586,8 +591,8 @@ def _cached_key(answer: str) -> str:
     return _structural_key(normalize_answer(answer))
 
 
-canonical_form.cache_info = _cached_key.cache_info  # type: ignore[attr-defined]
-canonical_form.cache_clear = _cached_key.cache_clear  # type: ignore[attr-defined]
+canonical_form.cache_info = _cached_key.cache_info  # type: ignore[attr-defined]  # function attribute: mypy does not model them
+canonical_form.cache_clear = _cached_key.cache_clear  # type: ignore[attr-defined]  # function attribute: mypy does not model them
 
 
 @functools.lru_cache(maxsize=1 << 12)

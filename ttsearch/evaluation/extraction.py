@@ -49,7 +49,7 @@ def _last_boxed(text: str) -> str | None:
     # Walk back from the last box: a truncated (unbalanced) or empty last box should not
     # hide an earlier complete one.
     for box in reversed(boxes):
-        arg = _SPACE_RE.match(text, box.end()).end()  # type: ignore[union-attr]
+        arg = _SPACE_RE.match(text, box.end()).end()  # type: ignore[union-attr]  # `\s*` matches at every position
         if arg >= len(text):
             continue
         if text[arg] == "{":

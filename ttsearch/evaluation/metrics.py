@@ -298,8 +298,15 @@ def accuracy_at_k(
     assert overall is not None
     levels = sorted({lv for run in runs for p in run if (lv := level(p)) is not None})
     subjects = sorted({p.subject for run in runs for p in run if p.subject is not None})
-    by_level = {lv: t for lv in levels if (t := scored.table(lambda p, lv=lv: level(p) == lv)) is not None}
-    by_subject = {s: t for s in subjects if (t := scored.table(lambda p, s=s: p.subject == s)) is not None}
+
+    def at_level(lv: int) -> Callable[[ProblemSamples], bool]:
+        return lambda p: level(p) == lv
+
+    def in_subject(s: str) -> Callable[[ProblemSamples], bool]:
+        return lambda p: p.subject == s
+
+    by_level = {lv: t for lv in levels if (t := scored.table(at_level(lv))) is not None}
+    by_subject = {s: t for s in subjects if (t := scored.table(in_subject(s))) is not None}
     return AccuracyReport(overall=overall, by_level=by_level, by_subject=by_subject)
 
 
@@ -323,7 +330,7 @@ def describe_budgets(runs: Sequence[Sequence[ProblemSamples]]) -> str:
     return "; ".join(parts)
 
 
-def score_problem(p: ProblemSamples, methods: Sequence[str], ks: Sequence[int], cache: GradeCache) -> np.ndarray:
+def score_problem(p: ProblemSamples, methods: Sequence[Method], ks: Sequence[int], cache: GradeCache) -> np.ndarray:
     """Per-problem accuracy, shape (len(methods), len(ks)); NaN where `p` lacks budget k.
 
     Sampling: the mean over the len(answers) // k disjoint groups of k consecutive
@@ -355,7 +362,7 @@ def score_problem(p: ProblemSamples, methods: Sequence[str], ks: Sequence[int], 
             groups = [(i, i + k) for i in range(0, m - k + 1, k)] if p.kind == "sampling" else [(0, m)]
             solved = 0
             for lo, hi in groups:
-                sel = select_by_keys(method, p.answers[lo:hi], keys[lo:hi], p.rewards[lo:hi])  # type: ignore[arg-type]
+                sel = select_by_keys(method, p.answers[lo:hi], keys[lo:hi], p.rewards[lo:hi])
                 solved += sel is not None and cache.grade(p.gold, sel.key, sel.answer)
             out[mi, ki] = solved / len(groups)
     return out
@@ -366,7 +373,8 @@ def _nanmean(stack: np.ndarray) -> np.ndarray:
     valid = ~np.isnan(stack)
     count = valid.sum(axis=0)
     total = np.where(valid, stack, 0.0).sum(axis=0)
-    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+    mean: np.ndarray = np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+    return mean
 
 
 def _make_table(

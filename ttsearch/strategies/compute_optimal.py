@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.core.tree import Node, SearchTree
+from ttsearch.evaluation.aggregation import REDUCTIONS, Reduction, reduce_scores
 from ttsearch.evaluation.aggregation import SelectionMethod as Selection
-from ttsearch.evaluation.aggregation import reduce_scores
 from ttsearch.strategies.catalog import SEARCH_STRATEGIES, build_strategy, option_names
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
 
@@ -85,8 +85,11 @@ class ComputeOptimal(Strategy):
         return {**super().options(), "policy": self.policy_file}
 
     @property
-    def reduction(self) -> str:  # type: ignore[override]
-        return self.table.reduction
+    def reduction(self) -> Reduction:  # type: ignore[override]  # read-only where Strategy declares a field; nothing assigns it
+        how = self.table.reduction
+        if not _is_reduction(how):
+            raise ValueError(f"unknown reduction {how!r}; expected one of {REDUCTIONS}")
+        return how
 
     def plan(self, tree: SearchTree) -> ProblemPlan | None:
         """The decision made for this problem's tree (None before the probe is scored)."""
@@ -101,14 +104,14 @@ class ComputeOptimal(Strategy):
         if plan is None:  # the probe is back
             plan = self._decide(tree, children)
             tree.strategy_state[self] = plan
-            return plan.inner.start(plan.view)  # type: ignore[arg-type]
-        return plan.inner.update(plan.view, expansion, children)  # type: ignore[arg-type]
+            return plan.inner.start(plan.view)  # type: ignore[arg-type]  # _ProbeHidden stands in for the SearchTree (a proxy)
+        return plan.inner.update(plan.view, expansion, children)  # type: ignore[arg-type]  # _ProbeHidden stands in for the SearchTree (a proxy)
 
     def candidates(self, tree: SearchTree) -> list[Node]:
         plan = self.plan(tree)
         if plan is None:
             return list(tree.finished)
-        chosen = plan.inner.candidates(plan.view)  # type: ignore[arg-type]
+        chosen = plan.inner.candidates(plan.view)  # type: ignore[arg-type]  # _ProbeHidden stands in for the SearchTree (a proxy)
         return plan.probe_nodes + chosen if plan.pooled else chosen
 
     def resolved(self, tree: SearchTree) -> Strategy:
@@ -151,6 +154,10 @@ class ComputeOptimal(Strategy):
         inner = build_strategy(SEARCH_STRATEGIES, choice.strategy, **config)
         pooled = choice.kind == "sampling" and float(config.get("temperature", math.nan)) == self.table.temperature
         return inner, pooled
+
+
+def _is_reduction(how: str) -> TypeGuard[Reduction]:
+    return how in REDUCTIONS
 
 
 class _ProbeHidden:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ttsearch.backends.prm_formats import MATH_SHEPHERD, QWEN_PRM, RLHFLOW, PrmEncoder, PrmFormat
+from ttsearch.backends.prm_formats import PRM_FORMATS, PrmEncoder, PrmFormat
 from ttsearch.errors import DatasetError, RecipeError
 from ttsearch.evaluation.datasets import Problem, load_math500
 from ttsearch.study.plan import PlannedRun, plan_runs
@@ -120,7 +120,7 @@ def tokenizer_location(recipe: Recipe, spec: ModelSpec, role: str) -> str | None
 
 def prm_format(value: str | dict[str, Any]) -> PrmFormat:
     """A PRM format from the recipe: a preset name or {base: preset, field: value, ...}."""
-    presets = {"math_shepherd": MATH_SHEPHERD, "rlhflow": RLHFLOW, "qwen": QWEN_PRM}
+    presets = PRM_FORMATS
     if isinstance(value, str):
         if value == "toy":
             from ttsearch.toy.backends import TOY_PRM_FORMAT

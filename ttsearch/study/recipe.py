@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from ttsearch.backends.prm_formats import PRM_FORMATS
 from ttsearch.errors import RecipeError
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
     "parse_recipe",
 ]
 
-PRM_FORMAT_NAMES = ("math_shepherd", "rlhflow", "qwen", "toy")
+PRM_FORMAT_NAMES = (*PRM_FORMATS, "toy")  # "toy": the toy world's PRM (ttsearch.toy)
 SCORER_MODES = ("auto", "generative", "pooling")
 CHAT_FORMATS = ("auto", "tokenizer")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
@@ -435,7 +436,7 @@ def _entry(data: Any, where: str) -> StrategyEntry:
     ns = data.get("n")
     if ns is None:
         raise RecipeError(f"{where} ({label}): missing field 'n' (a budget or a list of budgets, e.g. [1, 4, 16])")
-    ns_t = tuple([ns] if _is_int(ns) else ns) if isinstance(ns, (list, int)) else None
+    ns_t = (ns,) if _is_int(ns) else tuple(ns) if isinstance(ns, list) else None  # a bool (n: true) is not a budget
     if not ns_t or any(not _is_int(n) or n < 1 for n in ns_t) or len(set(ns_t)) != len(ns_t):
         raise RecipeError(f"{where} ({label}): n must be distinct positive ints, got {ns!r}")
     per_n_data = data.get("per_n") or {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any, TypedDict
 
 from ttsearch.backends.prm_formats import MATH_SHEPHERD, PrmFormat
 from ttsearch.backends.startup import start_together
@@ -26,6 +27,17 @@ TOY_MAX_SOLUTION_TOKENS = 256
 TOY_BLOCK_SIZE = 32
 
 
+class _EngineSettings(TypedDict):
+    """The `from_pretrained` options both toy engines share."""
+
+    dtype: str
+    max_model_len: int
+    enforce_eager: bool
+    seed: int
+    max_num_seqs: int | None
+    engine_options: dict[str, Any]
+
+
 async def start_toy_engines(
     *,
     seed: int = 0,
@@ -40,7 +52,7 @@ async def start_toy_engines(
         raise FileNotFoundError(
             f"toy models not found under {assets_dir}; build them with `python -m tools.toy_train --out {assets_dir}`"
         )
-    common = dict(
+    common = _EngineSettings(
         dtype="float32",
         max_model_len=TOY_MAX_MODEL_LEN,
         enforce_eager=True,

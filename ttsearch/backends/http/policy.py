@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import httpx
 
@@ -31,6 +31,7 @@ from ttsearch.backends.affinity import ProblemPrefixes
 from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
 from ttsearch.backends.completions import (
     align_ids_with_text,
+    check_prompt_fits,
     engine_seed,
     eos_token_ids,
     finish_reason,
@@ -39,14 +40,15 @@ from ttsearch.backends.completions import (
 from ttsearch.backends.http.client import HttpOptions, MalformedResponseError
 from ttsearch.backends.http.replicas import ReplicaPool
 from ttsearch.backends.http.served_model import ServedModel, inspect_servers
+from ttsearch.backends.lifecycle import Closeable
 from ttsearch.core.backend import Sample, SampleRequest
-from ttsearch.errors import BackendError, PromptTooLongError
+from ttsearch.errors import BackendError
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["OpenAIPolicy"]
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(Closeable):
     """The `Policy` protocol on one or more vLLM servers. Build it with `await
     OpenAIPolicy.connect(urls, ...)`; `close()` closes the connections (the servers go on)."""
 
@@ -71,7 +73,6 @@ class OpenAIPolicy:
         self._eos_token_ids = eos_token_ids(getattr(tokenizer, "eos_token_id", None), list(extra_eos_token_ids))
         # A prompt's problem (its server) is the registered problem prompt it starts with.
         self._problems = ProblemPrefixes()
-        self._closed = False
 
     @classmethod
     async def connect(
@@ -153,16 +154,9 @@ class OpenAIPolicy:
         max_tokens exceeds `max_model_len`, `BackendError` when the servers fail or answer
         something unusable (`AllReplicasDownError` when none is left).
         """
-        if self._closed:
-            raise BackendError("OpenAIPolicy is closed")
+        self._check_open()
         validate_request(request)
-        prompt_len = len(request.prompt_token_ids)
-        if prompt_len + request.max_tokens > self.max_model_len:
-            raise PromptTooLongError(
-                f"prompt of {prompt_len} tokens + max_tokens {request.max_tokens} = "
-                f"{prompt_len + request.max_tokens} tokens exceeds the model's "
-                f"max_model_len of {self.max_model_len}"
-            )
+        check_prompt_fits(request, self.max_model_len)
         # Greedy decoding is deterministic and vLLM refuses n > 1 with it: decode once, copy.
         greedy = request.temperature == 0.0
         n = 1 if greedy else request.n
@@ -191,17 +185,8 @@ class OpenAIPolicy:
         samples = self._to_samples(answer, n)
         return samples * request.n if greedy else samples
 
-    async def close(self) -> None:
-        """Close the connections (the servers keep running)."""
-        if not self._closed:
-            self._closed = True
-            await self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def _close(self) -> None:
+        await self._pool.close()  # the servers keep running
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 A problem sticks to one server (its prefix cache lives there): the first request of a
 new key (a problem) goes to the least-loaded server that is up (fewest requests in
-flight, then fewest problems), and later requests of that key follow it. A server that
+flight, then fewest problems), and later requests of that key follow it
+(`ttsearch.backends.affinity.StickyLeastLoaded`, bounded to the most recent problems). A server that
 does not answer (`ReplicaUnavailable`: connection lost, timeout, 5xx after retries) is
 marked down for the rest of the pool's life; the request that found it down, and every
 other request in flight there, is sent again to another server, and its problems move
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from ttsearch.backends.affinity import DEFAULT_MAX_PROBLEMS, StickyLeastLoaded
 from ttsearch.backends.http.client import HttpOptions, ReplicaUnavailable, get_json, make_client, post_json
 from ttsearch.errors import BackendError
 
@@ -38,9 +40,19 @@ class Replica:
 
     url: str
     client: httpx.AsyncClient = field(repr=False)
-    in_flight: int = 0  # requests sent and not yet answered
-    problems: int = 0  # keys (problems) assigned to it
+    router: StickyLeastLoaded = field(repr=False)
+    index: int  # its place in the pool (and in the router)
     down: str | None = None  # why it was marked down (None: up)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return self.router.in_flight[self.index]
+
+    @property
+    def problems(self) -> int:
+        """Keys (problems) assigned to it."""
+        return self.router.problems[self.index]
 
 
 class ReplicaPool:
@@ -53,9 +65,11 @@ class ReplicaPool:
         options: HttpOptions | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_problems: int = DEFAULT_MAX_PROBLEMS,
     ) -> None:
         """`urls`: each server's base URL (e.g. "http://10.0.0.7:8000"; the "/v1" paths are
-        added). `transport`: a test double for every client (e.g. `httpx.MockTransport`)."""
+        added). `transport`: a test double for every client (e.g. `httpx.MockTransport`).
+        `max_problems`: how many problems' affinity is kept (the most recently used)."""
         if isinstance(urls, str):
             urls = [urls]
         if not urls:
@@ -65,8 +79,10 @@ class ReplicaPool:
             raise ValueError(f"{role} server URLs repeat: {cleaned}")
         self.role = role
         self.options = options or HttpOptions()
-        self._replicas = [Replica(u, make_client(u, self.options, transport)) for u in cleaned]
-        self._affinity: dict[Hashable, Replica] = {}
+        self._router = StickyLeastLoaded(len(cleaned), max_problems=max_problems)
+        self._replicas = [
+            Replica(u, make_client(u, self.options, transport), self._router, i) for i, u in enumerate(cleaned)
+        ]
 
     @property
     def replicas(self) -> tuple[Replica, ...]:
@@ -77,8 +93,9 @@ class ReplicaPool:
         return tuple(r.url for r in self._replicas)
 
     def replica_of(self, key: Hashable) -> Replica | None:
-        """The server `key`'s requests go to (None: none yet)."""
-        return self._affinity.get(key)
+        """The server `key`'s requests go to (None: none yet, or forgotten)."""
+        home = self._router.home_of(key)
+        return None if home is None else self._replicas[home]
 
     async def post(self, key: Hashable | None, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST `payload` to `path` on `key`'s server, moving `key` to another server each
@@ -86,15 +103,13 @@ class ReplicaPool:
         left, and `post_json`'s other errors as they are."""
         while True:
             replica = self._pick(key)
-            replica.in_flight += 1
-            try:
-                return await post_json(
-                    replica.client, path, payload, self.options, give_up=lambda r=replica: r.down is not None
-                )
-            except ReplicaUnavailable as e:
-                self.mark_down(replica, str(e))
-            finally:
-                replica.in_flight -= 1
+            with self._router.counted(replica.index):
+                try:
+                    return await post_json(
+                        replica.client, path, payload, self.options, give_up=lambda r=replica: r.down is not None
+                    )
+                except ReplicaUnavailable as e:
+                    self.mark_down(replica, str(e))
 
     def mark_down(self, replica: Replica, reason: str) -> None:
         if replica.down is None:
@@ -105,21 +120,11 @@ class ReplicaPool:
             )
 
     def _pick(self, key: Hashable | None) -> Replica:
-        replica = None if key is None else self._affinity.get(key)
-        if replica is not None and replica.down is None:
-            return replica
-        up = [r for r in self._replicas if r.down is None]
-        if not up:
+        index = self._router.pick(key, usable=lambda i: self._replicas[i].down is None)
+        if index is None:
             reasons = "; ".join(f"{r.url} ({r.down})" for r in self._replicas)
             raise AllReplicasDownError(f"all {len(self._replicas)} {self.role} servers are down: {reasons}")
-        best = min(up, key=lambda r: (r.in_flight, r.problems))
-        if key is None:
-            return best  # a request of no known problem: no affinity to keep
-        if replica is not None:
-            replica.problems -= 1
-        self._affinity[key] = best
-        best.problems += 1
-        return best
+        return self._replicas[index]
 
     async def get_each(self, path: str) -> list[dict[str, Any] | BackendError]:
         """GET `path` from every server that is up, side by side: each answer, or its error

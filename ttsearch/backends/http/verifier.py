@@ -22,19 +22,27 @@ import asyncio
 import json
 import os
 from collections.abc import Sequence
-from typing import Any, Literal, Self
+from typing import Any
 
 import httpx
 
 from ttsearch.backends.http.client import HttpOptions, MalformedResponseError
 from ttsearch.backends.http.replicas import ReplicaPool
 from ttsearch.backends.http.served_model import ServedModel, inspect_servers
-from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
 
 # The scorer arithmetic is shared with the in-process verifier (no vLLM import there).
-from ttsearch.backends.vllm.verifier import ScorerMode, _clamp, _two_way_probability, resolve_mode
+from ttsearch.backends.lifecycle import Closeable
+from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
+from ttsearch.backends.scoring import (
+    PrmScoring,
+    ScorerMode,
+    clamp_score,
+    gather_or_cancel,
+    resolve_mode,
+    two_way_probability,
+)
 from ttsearch.core.backend import StepScores
-from ttsearch.errors import BackendError, PromptTooLongError
+from ttsearch.errors import BackendError
 
 __all__ = ["OpenAIVerifier", "pooling_server_args"]
 
@@ -60,7 +68,7 @@ def pooling_server_args(fmt: PrmFormat, tokenizer: Any) -> list[str]:
     ]
 
 
-class OpenAIVerifier:
+class OpenAIVerifier(PrmScoring, Closeable):
     """The `Verifier` protocol on one or more vLLM servers. Build it with `await
     OpenAIVerifier.connect(urls, format=...)`; `close()` closes the connections.
 
@@ -95,7 +103,6 @@ class OpenAIVerifier:
         self._limit = asyncio.Semaphore(max_in_flight)
         # pooling: LM-head conversion has classifier_from_token = [good, bad], so label 0 is "good".
         self._label_index = 0 if format.head == "lm" else format.positive_label
-        self._closed = False
 
     @classmethod
     async def connect(
@@ -125,18 +132,6 @@ class OpenAIVerifier:
     # -- properties ------------------------------------------------------------------
 
     @property
-    def format(self) -> PrmFormat:
-        return self._format
-
-    @property
-    def mode(self) -> Literal["generative", "pooling"]:
-        return self._mode
-
-    @property
-    def encoder(self) -> PrmEncoder:
-        return self._encoder
-
-    @property
     def max_model_len(self) -> int:
         return self._served.max_model_len
 
@@ -152,8 +147,7 @@ class OpenAIVerifier:
         Raises ValueError for a bad `first`, `PromptTooLongError` when the input does not
         fit `max_model_len` (nothing is sent then), `BackendError` when the servers fail.
         """
-        if self._closed:
-            raise BackendError("OpenAIVerifier is closed")
+        self._check_open()
         inputs = self._encoder.encode_requests(question, steps, first=first)
         if not inputs:
             return StepScores(scores=(), prompt_tokens=0)
@@ -165,34 +159,17 @@ class OpenAIVerifier:
             prompts = [list(inp.token_ids) for inp in inputs]
             self._check_length(max(len(p) for p in prompts), len(steps))
             coros = [self._pooling_scores(question, inp) for inp in inputs]
-        results = await _gather_or_cancel(coros)
+        results = await gather_or_cancel(coros)
         scores = [s for r in results for s in r]
         expected = len(steps) - first
         if len(scores) != expected:  # an invariant of the encoder
             raise BackendError(f"PRM produced {len(scores)} scores for {expected} steps")
         return StepScores(scores=tuple(scores), prompt_tokens=sum(len(p) for p in prompts))
 
-    async def close(self) -> None:
-        """Close the connections (the servers keep running)."""
-        if not self._closed:
-            self._closed = True
-            await self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def _close(self) -> None:
+        await self._pool.close()  # the servers keep running
 
     # -- requests --------------------------------------------------------------------
-
-    def _check_length(self, tokens: int, num_steps: int) -> None:
-        if tokens > self.max_model_len:
-            extra = " (prompt + 1 generated token)" if self._mode == "generative" else ""
-            raise PromptTooLongError(
-                f"PRM input of {tokens} tokens{extra} for a question with {num_steps} steps "
-                f"exceeds the verifier's max_model_len of {self.max_model_len}"
-            )
 
     async def _post(self, question: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         async with self._limit:
@@ -220,7 +197,7 @@ class OpenAIVerifier:
                 f"PRM server answered no log probabilities for the label tokens {good}, {bad} (does this "
                 f"vLLM support logprob_token_ids? else use mode='pooling'): {str(answer)[:300]}"
             ) from e
-        return [_two_way_probability(lp_good, lp_bad, "over HTTP")]
+        return [two_way_probability(lp_good, lp_bad, "over HTTP")]
 
     async def _pooling_scores(self, question: str, inp: PrmInput) -> list[float]:
         payload = {
@@ -254,17 +231,5 @@ class OpenAIVerifier:
                 or not isinstance(row[self._label_index], (int, float))
             ):
                 raise MalformedResponseError(f"PRM server pooled row {row!r:.100} has no label {self._label_index}")
-            scores.append(_clamp(float(row[self._label_index]), "over HTTP"))
+            scores.append(clamp_score(float(row[self._label_index]), "over HTTP"))
         return scores
-
-
-async def _gather_or_cancel(coros: list[Any]) -> list[Any]:
-    """Run `coros` concurrently; on the first failure cancel the rest and raise it."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

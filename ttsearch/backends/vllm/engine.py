@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, ClassVar, Literal, Self
 
 from ttsearch.backends.affinity import RankAffinity
+from ttsearch.backends.lifecycle import Closeable
 from ttsearch.backends.vllm.env import configure_vllm_env, shutdown_engine
 from ttsearch.errors import BackendError
 
@@ -136,7 +137,7 @@ def engine_tokenizer(engine: Any) -> Any:
     )
 
 
-class VLLMBackend:
+class VLLMBackend(Closeable):
     """What a backend on a vLLM v1 `AsyncLLM` needs besides its own requests.
 
     Subclasses set `_request_tag` (request ids are "ttsearch-{tag}-{8 hex}-{counter}"), call
@@ -216,10 +217,6 @@ class VLLMBackend:
 
     # -- requests --------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendError(f"{type(self).__name__} is closed")
-
     def _next_request_id(self) -> str:
         return f"{self._request_prefix}-{next(self._request_counter)}"
 
@@ -267,24 +264,15 @@ class VLLMBackend:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Stop accepting requests; shut the engine down if this backend started it.
 
         The shutdown blocks the event loop for up to a few seconds (vLLM then kills its
         processes). It runs on the loop on purpose: from another thread, vLLM's output
         handler would see the engine die before it is cancelled and log an error, and
         vLLM's sockets (hence its ZMQ context) could not be closed right away."""
-        if self._closed:
-            return
-        self._closed = True
         if self._owns_engine:
             shutdown_engine(self._engine)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 def _describe_failure(error: BaseException, request_id: str) -> str:

@@ -30,6 +30,7 @@ from ttsearch.backends.affinity import ProblemPrefixes
 from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
 from ttsearch.backends.completions import (
     align_ids_with_text,
+    check_prompt_fits,
     engine_seed,
     eos_token_ids,
     finish_reason,
@@ -37,7 +38,7 @@ from ttsearch.backends.completions import (
 )
 from ttsearch.backends.vllm.engine import VLLMBackend, data_parallel_setting, prepare_vllm, start_engine
 from ttsearch.core.backend import FinishReason, Sample, SampleRequest
-from ttsearch.errors import BackendError, PromptTooLongError
+from ttsearch.errors import BackendError
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
 __all__ = ["VLLMPolicy", "engine_seed"]
@@ -162,13 +163,7 @@ class VLLMPolicy(VLLMBackend):
                 "engine ('CPU Generator does not use offset'); build it with "
                 "enable_chunked_prefill=False (VLLMPolicy.from_pretrained does on CPU)"
             )
-        prompt_len = len(request.prompt_token_ids)
-        if prompt_len + request.max_tokens > self._max_model_len:
-            raise PromptTooLongError(
-                f"prompt of {prompt_len} tokens + max_tokens {request.max_tokens} = "
-                f"{prompt_len + request.max_tokens} tokens exceeds the model's "
-                f"max_model_len of {self._max_model_len}"
-            )
+        check_prompt_fits(request, self._max_model_len)
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind

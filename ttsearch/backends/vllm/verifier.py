@@ -56,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -64,31 +63,21 @@ from typing import Any, Literal
 
 from ttsearch.backends.prm_cache import PrefixGate, ScoreMemo
 from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
+from ttsearch.backends.scoring import (
+    PrmScoring,
+    ScorerMode,
+    clamp_score,
+    gather_or_cancel,
+    resolve_mode,
+    two_way_probability,
+)
 from ttsearch.backends.vllm.engine import VLLMBackend, data_parallel_setting, prepare_vllm, start_engine
 from ttsearch.core.backend import StepScores
-from ttsearch.errors import BackendError, PromptTooLongError
+from ttsearch.errors import BackendError
 
 __all__ = ["ScorerMode", "VLLMVerifier", "engine_options_for", "resolve_mode"]
 
-ScorerMode = Literal["auto", "generative", "pooling"]
-
 logger = logging.getLogger(__name__)
-
-
-def resolve_mode(fmt: PrmFormat, mode: ScorerMode = "auto") -> Literal["generative", "pooling"]:
-    """The concrete scorer for `fmt`: "auto" is "pooling" (one pass per candidate that
-    reads the prefix cache: the fewest computed tokens and requests for every format).
-    `VLLMVerifier` wrapping a generation engine it was given resolves "auto" to
-    "generative" for LM-head formats instead."""
-    if mode == "auto":
-        return "pooling"
-    if mode == "generative":
-        if fmt.head != "lm":
-            raise ValueError("mode 'generative' needs a format whose score comes from LM-head label tokens")
-        return mode
-    if mode == "pooling":
-        return mode
-    raise ValueError(f"unknown scorer mode {mode!r}; use 'auto', 'generative' or 'pooling'")
 
 
 def engine_options_for(fmt: PrmFormat, mode: ScorerMode, tokenizer: Any) -> dict[str, Any]:
@@ -140,7 +129,7 @@ def _memo_hit(tokens: int) -> _Cost:
     return _Cost(tokens, tokens, 0)
 
 
-class VLLMVerifier(VLLMBackend):
+class VLLMVerifier(PrmScoring, VLLMBackend):
     """The `Verifier` protocol on a vLLM `AsyncLLM`.
 
     Build it from a model path with `VLLMVerifier.from_pretrained(...)` (it then owns the
@@ -287,21 +276,6 @@ class VLLMVerifier(VLLMBackend):
     # -- properties ------------------------------------------------------------------
 
     @property
-    def format(self) -> PrmFormat:
-        """The PRM's input format (how question and steps become tokens, where scores are read)."""
-        return self._format
-
-    @property
-    def mode(self) -> Literal["generative", "pooling"]:
-        """How scores are read: label-token log probabilities, or pooled rows."""
-        return self._mode
-
-    @property
-    def encoder(self) -> PrmEncoder:
-        """The format's encoder on this verifier's tokenizer."""
-        return self._encoder
-
-    @property
     def max_in_flight(self) -> int:
         """The most vLLM requests open at once, over all concurrent `score` calls."""
         return self._max_in_flight
@@ -337,7 +311,7 @@ class VLLMVerifier(VLLMBackend):
         else:
             self._check_length(max(len(inp.token_ids) for inp in inputs), len(steps))
             coros = [self._pooled_scores(question, inp) for inp in inputs]
-        results = await _gather_or_cancel(coros)
+        results = await gather_or_cancel(coros)
         scores: list[float] = []
         cost = _Cost()
         for part, part_cost in results:
@@ -354,14 +328,6 @@ class VLLMVerifier(VLLMBackend):
         )
 
     # -- requests --------------------------------------------------------------------
-
-    def _check_length(self, tokens: int, num_steps: int) -> None:
-        if tokens > self._max_model_len:
-            extra = " (prompt + 1 generated token)" if self._mode == "generative" else ""
-            raise PromptTooLongError(
-                f"PRM input of {tokens} tokens{extra} for a question with {num_steps} steps "
-                f"exceeds the verifier's max_model_len of {self._max_model_len}"
-            )
 
     async def _run(
         self,
@@ -384,7 +350,7 @@ class VLLMVerifier(VLLMBackend):
         """One 1-token request per score position; the gate runs them one after another,
         so each reads the blocks of the one before."""
         ids = list(inp.token_ids)
-        results = await _gather_or_cancel([self._generate_score(question, ids, p) for p in inp.score_positions])
+        results = await gather_or_cancel([self._generate_score(question, ids, p) for p in inp.score_positions])
         cost = _Cost()
         for _, request_cost in results:
             cost = cost + request_cost
@@ -414,7 +380,7 @@ class VLLMVerifier(VLLMBackend):
                 f"vLLM request {request_id} returned no log probabilities for the label tokens "
                 f"{good}, {bad} (does this vLLM support SamplingParams.logprob_token_ids?)"
             ) from e
-        score = _two_way_probability(lp_good, lp_bad, request_id)
+        score = two_way_probability(lp_good, lp_bad, request_id)
         if self._memo is not None:
             self._memo.record(ids, {position: score})
         return score, _Cost(len(prompt_ids), _cached_tokens(final), 1)
@@ -485,7 +451,7 @@ class VLLMVerifier(VLLMBackend):
     def _row_score(self, row: Any, request_id: str) -> float:
         if not isinstance(row, list) or len(row) <= self._label_index:
             raise BackendError(f"vLLM request {request_id}: pooled row {row!r} has no label {self._label_index}")
-        return _clamp(float(row[self._label_index]), request_id)
+        return clamp_score(float(row[self._label_index]), request_id)
 
     def _step_rows(self, inp: PrmInput, rows: list[Any], request_id: str) -> list[float]:
         """Scores from a STEP pooler's rows (one per step-tag token of the whole input)."""
@@ -506,21 +472,6 @@ def _cached_tokens(output: Any) -> int:
     """Prompt tokens vLLM read from its prefix cache for this request (0 if not reported)."""
     value = getattr(output, "num_cached_tokens", None)
     return int(value) if isinstance(value, int) and value > 0 else 0
-
-
-async def _gather_or_cancel(coros: list[Any]) -> list[Any]:
-    """Run `coros` concurrently; on the first failure cancel the rest (aborting their
-    requests) and raise that failure."""
-    if len(coros) == 1:
-        return [await coros[0]]
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _label_sampling_params(label_ids: tuple[int, int] | None, *, read_cache: bool = True) -> Any:
@@ -551,24 +502,3 @@ def _tokens_prompt(token_ids: list[int]) -> Any:
 
         return TokensPrompt(prompt_token_ids=token_ids)
     return tokens_input(token_ids)
-
-
-def _two_way_probability(lp_good: float, lp_bad: float, request_id: str) -> float:
-    """P(good) / (P(good) + P(bad)) from the two log probabilities, without overflow."""
-    d = lp_bad - lp_good
-    if math.isnan(d):
-        raise BackendError(f"vLLM request {request_id} returned NaN label log probabilities")
-    if d == -math.inf:
-        return 1.0
-    if d == math.inf:
-        return 0.0
-    if d > 0:
-        e = math.exp(-d)
-        return e / (1.0 + e)
-    return 1.0 / (1.0 + math.exp(d))
-
-
-def _clamp(value: float, request_id: str) -> float:
-    if math.isnan(value):
-        raise BackendError(f"vLLM request {request_id} returned a NaN score")
-    return min(1.0, max(0.0, value))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ttsearch.errors import ExperimentError
@@ -136,6 +136,6 @@ def _rotated(cands: Sequence[CandidateRecord], start: int) -> tuple[CandidateRec
     return cands[start:] + cands[:start]
 
 
-def _mean(values: object) -> float:
-    items = list(values)  # type: ignore[call-overload]
+def _mean(values: Iterable[float]) -> float:
+    items = list(values)
     return math.fsum(items) / len(items) if items else 0.0

@@ -9,9 +9,11 @@ against uniform best-of-N at equal total samples (`ttsearch.study.optimal.adapti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ttsearch.errors import ExperimentError
 from ttsearch.study.optimal.adaptive import AdaptivePoint, simulate_adaptive
@@ -83,24 +85,19 @@ def analyse(
         FixedCurve(o.name, o.selection == o.config.get("selection", o.selection), fixed_curve(outcomes, o.name))
         for o in outcomes.options
     )
-    statistics: dict[Heuristic, object] = {"oracle": outcomes.pass_rate}
+    statistics: dict[Heuristic, np.ndarray] = {"oracle": outcomes.pass_rate}
     if outcomes.mean_score is not None:
         statistics["predicted"] = outcomes.mean_score
-    cvs = {
-        h: cross_validate(
-            outcomes,
-            fit_bins(h, values, keys=outcomes.problems),
-            folds=folds,
-            seed=seed,  # type: ignore[arg-type]
-        )
+    cvs: dict[str, CrossValidation] = {
+        h: cross_validate(outcomes, fit_bins(h, values, keys=outcomes.problems), folds=folds, seed=seed)
         for h, values in statistics.items()
     }
     online = replay_online(outcomes, probe=probe, folds=folds, seed=seed)
     reference = _reference(outcomes)
-    matches = {}
+    matches: dict[str, tuple[Match, ...]] = {}
     if reference is not None:
         curve = next(f.points for f in fixed if f.option == reference)
-        targets = {h: cv.optimal for h, cv in cvs.items()}
+        targets: dict[str, tuple[CurvePoint, ...]] = {h: cv.optimal for h, cv in cvs.items()}
         if online:
             targets[f"online, probe {probe}"] = online
         matches = {h: tuple(_match(point, curve) for point in points) for h, points in targets.items()}
@@ -139,7 +136,7 @@ def _adaptive(outcomes: Outcomes, runs: Sequence[RunRecords]) -> tuple[AdaptiveP
         return ()
 
 
-def _labels_and_budgets(cells: dict[tuple[str, int], object]) -> dict[str, list[int]]:
+def _labels_and_budgets(cells: Mapping[tuple[str, int], object]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for label, n in cells:
         out.setdefault(label, []).append(n)

@@ -43,7 +43,7 @@ class DifficultyBins:
 
 def fit_bins(
     heuristic: Heuristic,
-    values: Sequence[float],
+    values: Sequence[float] | np.ndarray,
     *,
     keys: Sequence[str] | None = None,
     num_levels: int = NUM_LEVELS,

@@ -63,18 +63,18 @@ class CrossValidation:
     choices: dict[int, tuple[str, ...]]  # N -> the held-out choice for each problem
 
 
-def assign_folds(levels: Sequence[int], folds: int, *, seed: int = 0) -> np.ndarray:
+def assign_folds(levels: Sequence[int] | np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
     """Fold index per problem, stratified by level (seeded shuffle, then round-robin)."""
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
-    levels = np.asarray(levels)
-    if len(levels) < folds:
-        raise ValueError(f"{len(levels)} problems cannot fill {folds} folds")
+    level_array = np.asarray(levels)
+    if len(level_array) < folds:
+        raise ValueError(f"{len(level_array)} problems cannot fill {folds} folds")
     rng = np.random.default_rng(seed)
-    fold_of = np.zeros(len(levels), dtype=int)
+    fold_of = np.zeros(len(level_array), dtype=int)
     offset = 0  # continue the deal across bins so small bins do not all start at fold 0
-    for level in sorted(set(levels.tolist())):
-        members = np.flatnonzero(levels == level)
+    for level in sorted(set(level_array.tolist())):
+        members = np.flatnonzero(level_array == level)
         rng.shuffle(members)
         for j, i in enumerate(members):
             fold_of[i] = (offset + j) % folds

@@ -175,7 +175,7 @@ def _predictor_samples(
         width = min(len(r.candidates) for r in records)
         per_seed.append(np.array([[c.score for c in r.candidates[:width]] for r in records]))
     tokens = np.array(
-        [np.mean([c.num_tokens for r in source for c in r.problems[uid].candidates] or [0.0]) for uid in problems]
+        [np.mean([c.num_tokens for r in source for c in r.problems[uid].candidates] or [0]) for uid in problems]
     )
     return tuple(per_seed), tokens
 

@@ -107,12 +107,12 @@ def runs_from_experiment(experiment: Experiment, *, cache: GradeCache | None = N
     return sorted(runs, key=lambda r: (r.label, r.n, r.seed))
 
 
-def _config(declared: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+def _config(declared: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The strategy's fields as run: a manifest declares the recipe entry's options (with
     its "strategy" name, and without the fields left at their defaults); each record has
     every dataclass field as run, which wins. Keys that are no field of the strategy
     ("strategy", "label") are left out, so a policy table can rebuild the strategy."""
-    recorded = next((r["config"] for r in records if isinstance(r.get("config"), dict)), {})
+    recorded: dict[str, Any] = next((r["config"] for r in records if isinstance(r.get("config"), dict)), {})
     return {k: v for k, v in {**declared, **recorded}.items() if k not in ("strategy", "label")}
 
 

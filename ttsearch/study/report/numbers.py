@@ -24,17 +24,25 @@ answer and gold (`GradeCache`); records that carry it are never re-graded.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ttsearch.evaluation.aggregation import candidate_keys
 from ttsearch.evaluation.difficulty import NUM_LEVELS, quantile_levels
 from ttsearch.evaluation.grading import is_equivalent
-from ttsearch.evaluation.metrics import AccuracyTable, GradeCache, Grader, ProblemSamples, ScoredRuns, score_runs
+from ttsearch.evaluation.metrics import (
+    AccuracyTable,
+    GradeCache,
+    Grader,
+    Method,
+    ProblemSamples,
+    ScoredRuns,
+    score_runs,
+)
 from ttsearch.study.load import Experiment, Run
 
-SELECTIONS = ("majority", "naive", "weighted")
+SELECTIONS: tuple[Method, ...] = ("majority", "naive", "weighted")
 BIN_KINDS = ("oracle", "predicted")
 _UNSCORED = ("majority", "MajorityVoting")  # strategies that never call the PRM
 
@@ -200,18 +208,18 @@ def _strategy_report(
         raise ValueError(f"strategy {label!r}: every problem of every run failed; nothing to report")
     spec = runs[0].spec
     scored_methods = spec.strategy not in _UNSCORED
-    methods = (*SELECTIONS, "pass") if scored_methods else ("majority", "pass")
+    methods: tuple[Method, ...] = (*SELECTIONS, "pass") if scored_methods else ("majority", "pass")
     ks = sorted({k for run in runs for k in run.spec.budgets})
-    scored = score_runs([samples[run.spec.run_id] for run in runs], methods=methods, ks=ks, cache=cache)  # type: ignore[arg-type]
+    scored = score_runs([samples[run.spec.run_id] for run in runs], methods=methods, ks=ks, cache=cache)
     overall = scored.table()
     assert overall is not None
     levels = sorted({p.level for problems in scored.runs for p in problems if p.level is not None})
-    by_level = {lv: t for lv in levels if (t := scored.table(lambda p, lv=lv: p.level == lv)) is not None}
+    by_level = {lv: t for lv in levels if (t := scored.table(_at_level(lv))) is not None}
     by_bin: dict[str, dict[int, AccuracyTable]] = {}
     for kind, b in bins.items():
         tables = {}
         for lv in range(1, NUM_LEVELS + 1):
-            t = scored.table(lambda p, lv=lv, b=b: b.level.get(p.unique_id) == lv)
+            t = scored.table(_in_bin(b, lv))
             if t is not None:
                 tables[lv] = t
         by_bin[kind] = tables
@@ -256,6 +264,14 @@ def _compute_point(runs: list[Run], summaries: tuple[RunSummary, ...], k: int) -
     fields = sorted({name for s, _ in picked for name in s.usage})
     usage = {name: math.fsum(s.usage.get(name, 0.0) * scale for s, scale in picked) / len(picked) for name in fields}
     return ComputePoint(k=k, usage=usage)
+
+
+def _at_level(lv: int) -> Callable[[ProblemSamples], bool]:
+    return lambda p: p.level == lv
+
+
+def _in_bin(b: DifficultyBins, lv: int) -> Callable[[ProblemSamples], bool]:
+    return lambda p: b.level.get(p.unique_id) == lv
 
 
 def _difficulty_bins(experiment: Experiment, cache: GradeCache) -> dict[str, DifficultyBins]:
