@@ -30,7 +30,7 @@ def write_run(
     gold: str = "7",
     errors: Sequence[str] = (),
 ) -> str:
-    """One run's JSONL in DIR/runs, the RECORDS.md way; returns its run_id."""
+    """One run's JSONL in DIR/runs, the docs/records.md way; returns its run_id."""
     run_id = f"{label}-n{n}-s{seed}"
     budgets = list(budgets or [n])
     config = {"n": n, "temperature": 0.8, "reduction": "last", "selection": "weighted", **(config or {})}

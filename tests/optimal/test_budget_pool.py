@@ -59,3 +59,18 @@ def test_registered_reported_at_its_n_only_and_validated() -> None:
         AdaptiveBestOfN(n=4, initial=5)
     with pytest.raises(ValueError, match="max_samples"):
         AdaptiveBestOfN(n=4, max_samples=3)
+
+
+async def test_its_records_are_json_like_every_strategys(tmp_path) -> None:
+    # Strategy.options() is the record's "config": the shared pool must be written as
+    # data (it once came back as the BudgetPool object, which json cannot write).
+    import json
+
+    from ttsearch.evaluation.datasets import Problem
+    from ttsearch.study.benchmark import run_benchmark
+
+    out = tmp_path / "adaptive.jsonl"
+    problems = [Problem("sure", "7", None, None, "p-sure", None), Problem("open", "1", None, None, "p-open", None)]
+    await run_benchmark(_searcher(), problems, AdaptiveBestOfN(n=4, initial=2, chunk=2), out, progress=False)
+    config = json.loads(out.read_text().splitlines()[0])["config"]
+    assert config["n"] == 4 and isinstance(config["pool"], dict)

@@ -1,6 +1,6 @@
 """`ttsearch.study.report` on a hand-made experiment directory, checked against hand computation.
 
-The fixture (written below, RECORDS.md layout) has five problems p1..p5 (gold "1".."5",
+The fixture (written below, docs/records.md layout) has five problems p1..p5 (gold "1".."5",
 MATH levels 1..5) and three strategy entries:
 
 * "bon": best_of_n (sampling), n=4, budgets 1, 2, 4, seeds 0 and 1; seed 1 equals seed 0

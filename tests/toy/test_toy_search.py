@@ -6,7 +6,7 @@ On held-out toy problems, with the trained policy and PRM and the toy recipe's s
 PRM adds information beyond agreement), beam search@16 beats a single sample, and every
 strategy is more accurate at N=16 than at N=1 (majority and best-of-N at N=1: the mean
 single-sample accuracy over the 16 samples). The margins are below the gaps measured over
-three seeds (see README), so they hold across seeds.
+three seeds (see docs/toy-world.md), so they hold across seeds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ttsearch.study.report import build_report, load_experiment
 # cores): above the suite's default 300 s per-test timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="session")]
 
-MARGIN = 0.02  # 2 of 100 problems; the smallest gap over three seeds was 2.9 (README)
+MARGIN = 0.02  # 2 of 100 problems; the smallest gap over three seeds was 2.9 (docs/toy-world.md)
 STRATEGIES = [
     {"strategy": "best_of_n", "n": [1, 16], "reduction": "min"},
     {"strategy": "beam", "n": [1, 16], "width": 4, "reduction": "min", "per_n": {1: {"width": 1}}},

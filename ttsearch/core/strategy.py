@@ -84,11 +84,12 @@ class Strategy(ABC):
         return self
 
     def options(self) -> dict[str, Any]:
-        """The strategy's options as results record them ("config"): a dataclass's fields,
-        else nothing. Override when a field is not JSON (e.g. a whole table)."""
+        """The strategy's options as results record them ("config"): a dataclass's fields
+        (nested dataclasses as dicts), else nothing. Override when a field should be
+        recorded otherwise (e.g. a table by its file name)."""
         if not dataclasses.is_dataclass(self):
             return {}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.asdict(self)
 
     @property
     def live_prefixes(self) -> int:

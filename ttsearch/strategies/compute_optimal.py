@@ -82,7 +82,13 @@ class ComputeOptimal(Strategy):
 
     def options(self) -> dict[str, Any]:
         """As results record it: the policy table's file, not the whole table."""
-        return {**super().options(), "policy": self.policy_file}
+        return {
+            "n": self.n,
+            "policy": self.policy_file,
+            "policy_file": self.policy_file,
+            "probe": self.probe,
+            "selection": self.selection,
+        }
 
     @property
     def reduction(self) -> Reduction:  # type: ignore[override]  # read-only where Strategy declares a field; nothing assigns it

@@ -45,7 +45,8 @@ class RunSummary:
 def result_record(
     result: SearchResult, problem: Problem, strategy: Strategy, correct: bool, *, date_string: str | None = None
 ) -> dict[str, Any]:
-    """One results-file line. `date_string`: the date pinned into the policy's chat template."""
+    """One results-file line (the fields: docs/records.md). `date_string`: the date pinned
+    into the policy's chat template."""
     return {
         "record_version": RECORD_VERSION,
         "unique_id": problem.unique_id,

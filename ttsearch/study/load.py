@@ -1,4 +1,4 @@
-"""Reading experiment directories (the contract in RECORDS.md) into one `Experiment`.
+"""Reading experiment directories (the contract in docs/records.md) into one `Experiment`.
 
 An experiment directory holds `manifest.json` and `runs/<run_id>.jsonl` (one record per
 finished problem). Several directories are shards of one experiment: they must share the

@@ -15,7 +15,7 @@ than were recorded for it. Both sides select with weighted best-of-N.
 Offline only: a problem's k-th sample is its k-th recorded sample (sample order), so the
 adaptive and the uniform runs see the same samples and differ only in how many each
 problem draws. Each comparison is averaged over the n // N rotations of the sample order
-(the uniform side is then exactly the disjoint-group average of RECORDS.md) and over seeds.
+(the uniform side is then exactly the disjoint-group average of docs/records.md) and over seeds.
 The engine-level version, reallocating across `solve_all`'s problems while they run, is
 `ttsearch.strategies.adaptive.AdaptiveBestOfN`. `ttsearch report` and `ttsearch fit-policy`
 show this replay next to the compute-optimal curves (`analysis.adaptive`).

@@ -2,7 +2,7 @@
 
 The table the compute-optimal analysis works on: for each option (a run label with one
 selection method) and budget N, each problem's accuracy in [0, 1] and the tokens it cost.
-Budgets follow RECORDS.md: a sampling run at n answers budget k <= n by the mean over its
+Budgets follow docs/records.md: a sampling run at n answers budget k <= n by the mean over its
 n // k disjoint groups of k consecutive candidates (sample order); a stepwise run answers
 only its own N. Every number is then averaged over the seeds that ran it.
 

@@ -1,4 +1,4 @@
-"""The experiment's records, typed for the compute-optimal analysis (RECORDS.md, issue #9).
+"""The experiment's records, typed for the compute-optimal analysis (docs/records.md, issue #9).
 
 Directories, shards and their checks are the report's `load_experiment`; this module only
 turns its records into what the analysis needs: per candidate the answer, score, grade

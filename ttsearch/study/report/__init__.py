@@ -7,7 +7,7 @@
     print(format_table(report))
     files = write_report(report, "runs/report")            # summary.json, PNGs, report.html
 
-The directory layout and record fields are the contract in RECORDS.md (manifest.json,
+The directory layout and record fields are the contract in docs/records.md (manifest.json,
 runs/<run_id>.jsonl). `ttsearch report` and `ttsearch export` are the command-line faces.
 """
 
