@@ -532,7 +532,7 @@ def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir
     from ttsearch.cli.app import main
 
     url = f"http://127.0.0.1:{_closed_port()}"
-    out = tmp_path / "o.jsonl"
+    out = tmp_path / "run"
     dataset = shared_dir / "data" / "math500.jsonl"
     code = main(
         [
@@ -555,7 +555,7 @@ def test_cli_run_against_servers_that_do_not_answer(tmp_path, capsys, shared_dir
     assert code == 1
     err = capsys.readouterr().err
     assert "no policy server answers" in err and url in err
-    assert not out.exists()
+    assert not list(out.glob("runs/*.jsonl"))  # nothing was searched, nothing recorded
 
 
 # -- in-process data parallelism (recipe -> AsyncEngineArgs) ---------------------------

@@ -222,7 +222,7 @@ def test_cli_run_with_a_missing_model_path_is_a_clear_error(tmp_path: Path, caps
             "--dataset",
             str(write_dataset(tmp_path / "p.jsonl")),
             "--out",
-            str(tmp_path / "o.jsonl"),
+            str(tmp_path / "run"),
         ]
     )
     assert code == 2

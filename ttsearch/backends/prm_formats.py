@@ -260,7 +260,7 @@ class PrmEncoder:
         self._anchor_after_cut: list[int] = self._encode_after(fmt.anchor, fmt.anchor)
 
     def _single_token(self, text: str) -> int:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) != 1:
             raise ValueError(f"label token {text!r} is not a single token in this tokenizer: {ids}")
         return ids[0]

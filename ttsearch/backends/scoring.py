@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat
@@ -64,7 +64,7 @@ def clamp_score(value: float, request_id: str) -> float:
     return min(1.0, max(0.0, value))
 
 
-async def gather_or_cancel(coros: list[Awaitable[T]]) -> list[T]:
+async def gather_or_cancel(coros: Sequence[Awaitable[T]]) -> list[T]:
     """Run `coros` concurrently; on the first failure cancel the rest (aborting their
     requests) and raise that failure."""
     if len(coros) == 1:

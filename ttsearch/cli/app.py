@@ -11,10 +11,8 @@ ttsearch export runs/exp --correct-only -o traces.jsonl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 from ttsearch.backends.chat import DEFAULT_DATE_STRING
@@ -88,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the toy world through the experiment runner on CPU (recipes/toy-quick.yaml, a few minutes): "
+        help="the toy world through the experiment runner on CPU (recipes/toy-quick.yaml, ~3 minutes): "
         "table, plots, HTML report",
     )
     demo.add_argument(
@@ -96,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the full 17-run study instead (recipes/toy.yaml: lookahead too, every N from 1 to 16)",
     )
-    demo.add_argument("--problems", type=int, help="held-out toy problems (default: the recipe's 100)")
+    demo.add_argument("--problems", type=int, help="held-out toy problems (default: the recipe's, 50; --full: 100)")
     demo.add_argument(
         "--out",
         type=Path,
@@ -115,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp_run.add_argument("--check", action="store_true", help="validate the recipe and print the plan; start nothing")
     _add_experiment_flags(exp_run)
 
-    run = sub.add_parser("run", help="run a strategy over a dataset with vLLM; resumable JSONL output")
+    run = sub.add_parser(
+        "run",
+        help="one strategy at one N over a dataset with vLLM: a one-entry experiment (resumable, with the report)",
+    )
     run.add_argument(
         "--policy", help="policy model path or Hugging Face id (with --policy-url: the model the servers must serve)"
     )
@@ -149,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--selection", choices=("majority", "naive", "weighted"))
     run.add_argument("--dataset", default="HuggingFaceH4/MATH-500", help="JSONL path or HF dataset id")
     run.add_argument("--limit", type=int, help="only the first K problems")
-    run.add_argument("--out", type=Path, required=True, help="results JSONL (appended to; reruns resume)")
+    run.add_argument(
+        "--out", type=Path, required=True, help="experiment directory (results in OUT/runs/*.jsonl; reruns resume)"
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--max-solution-tokens", type=int, default=2048)
     run.add_argument("--max-model-len", type=int, default=4096)
@@ -182,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dtype", default="auto")
     run.add_argument("--enforce-eager", action="store_true", help="skip CUDA graphs / compilation")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_experiment_flags(run)
 
     ev = sub.add_parser(
         "evaluate", help="accuracy at each budget N of one strategy's results files (seeds, or runs at several N)"
@@ -222,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_experiment_command(args)
         elif args.command == "run":
-            return asyncio.run(_run(args))
+            from ttsearch.cli.run import run_command
+
+            return run_command(args)
         elif args.command == "report":
             _report(args)
         elif args.command == "export":
@@ -240,129 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ttsearch {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-async def _run(args: argparse.Namespace) -> int:
-    from ttsearch.core.search import SearchLimits
-    from ttsearch.core.searcher import Searcher
-    from ttsearch.evaluation.datasets import load_math500
-    from ttsearch.strategies.registry import make_strategy
-    from ttsearch.study.benchmark import run_benchmark
-
-    strategy = make_strategy(
-        args.strategy,
-        n=args.n,
-        width=args.width,
-        max_depth=args.max_depth,
-        lookahead=args.lookahead,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        reduction=args.reduction,
-        selection=args.selection,
-    )
-    if not args.policy and not args.policy_url:
-        raise ValueError("pass --policy (a model to run in-process) or --policy-url (vLLM servers)")
-    if strategy.needs_verifier and not args.prm and not args.prm_url:
-        raise ValueError(f"strategy {args.strategy!r} needs a PRM: pass --prm or --prm-url (and --prm-format)")
-    from ttsearch.study.preflight import check_model_path
-
-    # Fail here with a clear message, not in a vLLM traceback after minutes of start-up.
-    if args.policy and not args.policy_url:
-        args.policy = check_model_path(args.policy, "--policy")
-    if args.prm and not args.prm_url and strategy.needs_verifier:
-        args.prm = check_model_path(args.prm, "--prm")
-    problems = load_math500(args.dataset, limit=args.limit)
-    policy, verifier = await _start_engines(args, with_verifier=strategy.needs_verifier)
-    searcher = Searcher(
-        policy,
-        verifier,
-        limits=SearchLimits(max_solution_tokens=args.max_solution_tokens),
-        max_concurrent_problems=args.max_concurrent_problems,
-        seed=args.seed,
-        keep_trees=False,
-    )
-    async with searcher:
-        summary = await run_benchmark(searcher, problems, strategy, args.out, progress=not args.quiet)
-    print(
-        f"{summary.done} problems in {summary.path} ({summary.skipped} resumed, {summary.failed} failed): "
-        f"accuracy {summary.accuracy:.3f}; this run generated {summary.usage.generated_tokens} tokens"
-    )
-    return 0
-
-
-async def _start_engines(args: argparse.Namespace, *, with_verifier: bool):  # type: ignore[no-untyped-def]
-    """The policy and verifier: in-process vLLM engines, or connections to vLLM servers
-    (`--policy-url` / `--prm-url`). Whatever started is closed if anything fails."""
-    from ttsearch.backends.startup import open_backends
-    from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
-
-    system_prompt = (
-        args.system_prompt_file.read_text(encoding="utf-8") if args.system_prompt_file else LLAMA3_MATH_SYSTEM_PROMPT
-    )
-    fmt = PRM_FORMATS[args.prm_format]
-    common = dict(dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, seed=args.seed)
-    from ttsearch.backends.vllm.policy import VLLMPolicy
-    from ttsearch.backends.vllm.verifier import VLLMVerifier
-
-    return await open_backends(
-        connect_policy=partial(_connect_policy, args, system_prompt) if args.policy_url else None,
-        start_policy=partial(
-            VLLMPolicy.from_pretrained,
-            args.policy,
-            tokenizer=args.tokenizer,
-            kv_cache_memory_bytes=args.policy_kv_cache,
-            gpu_memory_utilization=args.policy_memory_fraction,
-            data_parallel_size=args.policy_data_parallel_size,
-            system_prompt=system_prompt,
-            date_string=args.date_string,
-            **common,
-        ),
-        connect_verifier=partial(_connect_verifier, args, fmt) if with_verifier and args.prm_url else None,
-        start_verifier=partial(
-            VLLMVerifier.from_pretrained,
-            args.prm,
-            format=fmt,
-            mode=args.prm_mode,
-            kv_cache_memory_bytes=args.prm_kv_cache,
-            gpu_memory_utilization=args.prm_memory_fraction,
-            data_parallel_size=args.prm_data_parallel_size,
-            **common,
-        )
-        if with_verifier
-        else None,
-    )
-
-
-def _http_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from ttsearch.backends.http.client import HttpOptions
-
-    return HttpOptions(timeout=args.request_timeout)
-
-
-async def _connect_policy(args: argparse.Namespace, system_prompt: str):  # type: ignore[no-untyped-def]
-    from ttsearch.backends.http.policy import OpenAIPolicy
-
-    return await OpenAIPolicy.connect(
-        args.policy_url,
-        model=args.policy,
-        tokenizer=args.tokenizer,
-        system_prompt=system_prompt,
-        date_string=args.date_string,
-        options=_http_options(args),
-    )
-
-
-async def _connect_verifier(args: argparse.Namespace, fmt):  # type: ignore[no-untyped-def]
-    from ttsearch.backends.http.verifier import OpenAIVerifier
-
-    return await OpenAIVerifier.connect(
-        args.prm_url,
-        format=fmt,
-        mode=args.prm_mode,
-        model=args.prm,
-        tokenizer=args.prm_tokenizer,
-        options=_http_options(args),
-    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:

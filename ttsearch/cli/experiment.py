@@ -14,10 +14,19 @@ from ttsearch.errors import BackendError, SearchError
 from ttsearch.study.plan import PlannedRun
 from ttsearch.study.preflight import parse_shard, prepare
 from ttsearch.study.recipe import Recipe, load_recipe
+from ttsearch.study.report import Report
 from ttsearch.study.runner import ExperimentSummary, run_experiment
 from ttsearch.study.store import ExperimentStore
 
-__all__ = ["TOY_QUICK_RECIPE", "TOY_RECIPE", "headline_table", "recipe_from_args", "run_experiment_command"]
+__all__ = [
+    "TOY_QUICK_RECIPE",
+    "TOY_RECIPE",
+    "headline_table",
+    "print_results",
+    "recipe_from_args",
+    "run_experiment_command",
+    "run_recipe",
+]
 
 TOY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy.yaml"  # `ttsearch demo --full`
 TOY_QUICK_RECIPE = TOY_RECIPE.with_name("toy-quick.yaml")  # `ttsearch demo`
@@ -49,12 +58,15 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         out = Path("runs") / (recipe.name + (f"-shard{shard[0]}of{shard[1]}" if shard else ""))
-    summary = _run(recipe, out, args, shard=shard)
-    _print_results(summary, out)
+    summary = run_recipe(recipe, out, args, shard=shard)
+    print_results(summary, out)
     return 0
 
 
-def _run(recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[int, int] | None) -> ExperimentSummary:
+def run_recipe(
+    recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[int, int] | None
+) -> ExperimentSummary:
+    """Run `recipe` into `out` as every command does (`experiment`, `run`, `demo`)."""
     from ttsearch.study.engines import engine_output_to
 
     started = time.perf_counter()
@@ -92,7 +104,7 @@ def _run(recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[in
     return summary
 
 
-def _print_results(summary: ExperimentSummary, out: Path) -> None:
+def print_results(summary: ExperimentSummary, out: Path) -> None:
     if summary.report_html is None:
         print("no finished problems: no report")
         return
@@ -104,7 +116,7 @@ def _print_results(summary: ExperimentSummary, out: Path) -> None:
     print(f"\nreport: {summary.report_html} (tables, plots, difficulty bins, compute: `ttsearch report {out}`)")
 
 
-def headline_table(report, *, digits: int = 1) -> str:  # type: ignore[no-untyped-def]
+def headline_table(report: Report, *, digits: int = 1) -> str:
     """Accuracy (%) of every strategy entry with its own selection, by budget N (mean over
     seeds; +-std when there are several)."""
     from ttsearch.evaluation.tables import text_grid

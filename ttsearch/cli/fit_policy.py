@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 
-def add_fit_policy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_fit_policy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fit = sub.add_parser(
         "fit-policy", help="fit the compute-optimal policy table (for the compute_optimal strategy) from experiments"
     )

@@ -11,6 +11,7 @@ DVTS subtrees do not wait for each other).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ttsearch.core.backend import FinishReason, Policy, Sample, SampleRequest, Verifier
@@ -91,9 +92,9 @@ class ProblemSearch:
         tasks: dict[asyncio.Task[list[Node]], tuple[int, Expand]] = {}
         order = 0
 
-        def launch(expansions: object) -> None:
+        def launch(expansions: Iterable[Expand]) -> None:
             nonlocal order
-            for expansion in expansions:  # type: ignore[attr-defined]
+            for expansion in expansions:
                 slot_base = expansion.node.expansions
                 self.tree.mark_expanded(expansion.node)
                 self.tree.in_flight += 1

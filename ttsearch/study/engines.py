@@ -9,10 +9,10 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
+from ttsearch.backends.scoring import ScorerMode
 from ttsearch.core.backend import Policy, Verifier
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 from ttsearch.study.preflight import Prepared
@@ -81,7 +81,8 @@ def _engine_settings(spec: ModelSpec) -> dict[str, Any]:
 async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
     """The policy and (if any run needs it) the verifier: in-process vLLM engines started
     side by side, or connections to vLLM servers (`url`). Whatever started is closed if
-    anything fails."""
+    anything fails. The one backend factory: `ttsearch experiment`, `ttsearch run` and
+    `ttsearch demo` all start their engines here."""
     from ttsearch.backends.startup import open_backends
     from ttsearch.backends.vllm.policy import VLLMPolicy
     from ttsearch.backends.vllm.verifier import VLLMVerifier
@@ -90,11 +91,13 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
     system_prompt = recipe.sampling.system_prompt
     if system_prompt is None:
         system_prompt = LLAMA3_MATH_SYSTEM_PROMPT
-    chat_format = "tokenizer" if recipe.policy.chat_format == "tokenizer" else None
-    prm = recipe.prm if prepared.prm_format is not None else None
+    chat_format: Literal["tokenizer"] | None = "tokenizer" if recipe.policy.chat_format == "tokenizer" else None
+    fmt = prepared.prm_format
+    prm = recipe.prm if fmt is not None else None
+    mode = cast(ScorerMode, prm.mode if prm is not None else "auto")  # validated by the recipe
     timeout = recipe.execution.request_timeout
 
-    async def connect_policy() -> Any:  # the HTTP client (httpx) is imported only for servers
+    async def connect_policy() -> Policy:  # the HTTP client (httpx) is imported only for servers
         from ttsearch.backends.http.client import HttpOptions
         from ttsearch.backends.http.policy import OpenAIPolicy
 
@@ -108,40 +111,45 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
             options=HttpOptions(timeout=timeout),
         )
 
-    async def connect_verifier() -> Any:
+    async def connect_verifier() -> Verifier:
         from ttsearch.backends.http.client import HttpOptions
         from ttsearch.backends.http.verifier import OpenAIVerifier
 
-        assert prm is not None
+        assert prm is not None and fmt is not None
         return await OpenAIVerifier.connect(
             list(prm.url),
-            format=prepared.prm_format,
-            mode=prm.mode,  # type: ignore[arg-type]
+            format=fmt,
+            mode=mode,
             model=prepared.prm_model,
             tokenizer=prepared.prm_tokenizer,
             options=HttpOptions(timeout=timeout),
         )
 
-    return await open_backends(  # type: ignore[no-any-return]
-        connect_policy=connect_policy if recipe.policy.url else None,
-        start_policy=partial(
-            VLLMPolicy.from_pretrained,
+    def start_policy() -> Policy:
+        assert prepared.policy_model is not None  # preflight resolves it for in-process engines
+        return VLLMPolicy.from_pretrained(
             prepared.policy_model,
             tokenizer=prepared.policy_tokenizer,
             system_prompt=system_prompt,
             chat_format=chat_format,
             date_string=recipe.policy.date_string,
             **_engine_settings(recipe.policy),
-        ),
-        connect_verifier=connect_verifier if prm is not None and prm.url else None,
-        start_verifier=partial(
-            VLLMVerifier.from_pretrained,
+        )
+
+    def start_verifier() -> Verifier:
+        assert prm is not None and fmt is not None and prepared.prm_model is not None
+        return VLLMVerifier.from_pretrained(
             prepared.prm_model,
-            format=prepared.prm_format,
-            mode=prm.mode,
+            format=fmt,
+            mode=mode,
             tokenizer=prepared.prm_tokenizer,
             **_engine_settings(prm),
         )
-        if prm is not None
-        else None,
+
+    policy, verifier = await open_backends(
+        connect_policy=connect_policy if recipe.policy.url else None,
+        start_policy=start_policy,
+        connect_verifier=connect_verifier if prm is not None and prm.url else None,
+        start_verifier=start_verifier if prm is not None else None,
     )
+    return policy, verifier

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -106,7 +107,7 @@ class ReplicaPool:
             with self._router.counted(replica.index):
                 try:
                     return await post_json(
-                        replica.client, path, payload, self.options, give_up=lambda r=replica: r.down is not None
+                        replica.client, path, payload, self.options, give_up=partial(_is_down, replica)
                     )
                 except ReplicaUnavailable as e:
                     self.mark_down(replica, str(e))
@@ -142,6 +143,10 @@ class ReplicaPool:
 
     async def close(self) -> None:
         await asyncio.gather(*(r.client.aclose() for r in self._replicas))
+
+
+def _is_down(replica: Replica) -> bool:
+    return replica.down is not None
 
 
 def _clean_url(url: str, role: str) -> str:

@@ -84,10 +84,11 @@ async def inspect_servers(
             f"{pool.role} server {first_url} serves {_describe(first)}, not {str(model)!r} "
             "(start it with that model, or pass the model it serves)"
         )
-    lengths = [card.get("max_model_len") for _, card in cards]
-    if not all(isinstance(n, int) and n > 0 for n in lengths):
-        raise ValueError(f"{pool.role} servers do not report max_model_len in /v1/models: {lengths}")
-    served = ServedModel(name=first["id"], root=first.get("root"), max_model_len=min(lengths))  # type: ignore[type-var]
+    reported = [card.get("max_model_len") for _, card in cards]
+    lengths = [n for n in reported if isinstance(n, int) and n > 0]
+    if len(lengths) != len(reported):
+        raise ValueError(f"{pool.role} servers do not report max_model_len in /v1/models: {reported}")
+    served = ServedModel(name=first["id"], root=first.get("root"), max_model_len=min(lengths))
 
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         source = tokenizer if tokenizer is not None else model if model is not None else served.root or served.name

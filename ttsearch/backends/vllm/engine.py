@@ -31,7 +31,7 @@ import itertools
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncGenerator, Callable, Hashable
 from typing import Any, ClassVar, Literal, Self
 
 from ttsearch.backends.affinity import RankAffinity
@@ -222,7 +222,7 @@ class VLLMBackend(Closeable):
 
     async def _run(
         self,
-        stream: Callable[..., AsyncIterator[Any]],
+        stream: Callable[..., AsyncGenerator[Any, None]],
         request_id: str,
         *,
         problem: Hashable | None = None,
@@ -279,7 +279,9 @@ def _describe_failure(error: BaseException, request_id: str) -> str:
     try:
         from vllm.v1.engine.exceptions import EngineDeadError
     except ImportError:  # pragma: no cover - layout of a future vLLM
-        EngineDeadError = ()  # type: ignore[assignment]
-    if isinstance(error, EngineDeadError):
+        dead = False
+    else:
+        dead = isinstance(error, EngineDeadError)
+    if dead:
         return f"the vLLM engine died while serving request {request_id} (see its log above)"
     return f"vLLM request {request_id} failed: {type(error).__name__}: {error}"

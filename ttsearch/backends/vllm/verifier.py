@@ -57,7 +57,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -331,7 +331,7 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
 
     async def _run(
         self,
-        stream: Callable[..., AsyncIterator[Any]],
+        stream: Callable[..., AsyncGenerator[Any, None]],
         request_id: str,
         *,
         problem: Hashable | None = None,
