@@ -317,14 +317,15 @@ def test_data_parallel_size_reaches_the_engine_args_only_above_one(monkeypatch):
     assert vllm_engine.data_parallel_setting(1) is None and vllm_engine.data_parallel_setting(2) == 2
 
 
-def test_cli_data_parallel_flags_reach_from_pretrained(monkeypatch, shared_dir):
+def test_cli_data_parallel_flags_reach_from_pretrained(monkeypatch):
     pytest.importorskip("vllm")
     from ttsearch.backends.vllm.policy import VLLMPolicy
     from ttsearch.backends.vllm.verifier import VLLMVerifier
     from ttsearch.cli import app as cli
     from ttsearch.cli.run import recipe_from_run_flags
+    from ttsearch.backends.prm_formats import RLHFLOW
     from ttsearch.study.engines import start_backends
-    from ttsearch.study.preflight import prepare
+    from ttsearch.study.preflight import Prepared
 
     calls = {}
 
@@ -341,12 +342,13 @@ def test_cli_data_parallel_flags_reach_from_pretrained(monkeypatch, shared_dir):
 
     monkeypatch.setattr(VLLMPolicy, "from_pretrained", record("policy"))
     monkeypatch.setattr(VLLMVerifier, "from_pretrained", record("prm"))
-    dataset = str(shared_dir / "data" / "math500.jsonl")
-    base = ["run", "--policy", "p", "--prm", "r", "--strategy", "beam", "--n", "4", "--dataset", dataset, "--out", "o"]
+    base = ["run", "--policy", "p", "--prm", "r", "--strategy", "beam", "--n", "4", "--out", "o"]
 
     def start(flags):
         recipe = recipe_from_run_flags(cli.build_parser().parse_args(flags))
-        asyncio.run(start_backends(prepare(recipe)))  # the one backend factory every command uses
+        # what preflight resolves (without it: "p" and "r" are no models to download here)
+        prepared = Prepared(recipe, [], [], policy_model="p", prm_model="r", prm_format=RLHFLOW)
+        asyncio.run(start_backends(prepared))  # the one backend factory every command uses
 
     start(base + ["--policy-data-parallel-size", "2", "--prm-data-parallel-size", "4"])
     assert calls["policy"]["data_parallel_size"] == 2 and calls["prm"]["data_parallel_size"] == 4
