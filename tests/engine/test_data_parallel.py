@@ -319,11 +319,11 @@ def test_data_parallel_size_reaches_the_engine_args_only_above_one(monkeypatch):
 
 def test_cli_data_parallel_flags_reach_from_pretrained(monkeypatch):
     pytest.importorskip("vllm")
+    from ttsearch.backends.prm_formats import RLHFLOW
     from ttsearch.backends.vllm.policy import VLLMPolicy
     from ttsearch.backends.vllm.verifier import VLLMVerifier
     from ttsearch.cli import app as cli
     from ttsearch.cli.run import recipe_from_run_flags
-    from ttsearch.backends.prm_formats import RLHFLOW
     from ttsearch.study.engines import start_backends
     from ttsearch.study.preflight import Prepared
 

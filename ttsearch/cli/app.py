@@ -17,8 +17,17 @@ from pathlib import Path
 
 from ttsearch.backends.chat import DEFAULT_DATE_STRING
 from ttsearch.backends.prm_formats import PRM_FORMATS
+from ttsearch.cli.demo import run_demo
+from ttsearch.cli.experiment import run_experiment_command
+from ttsearch.cli.fit_policy import add_fit_policy_parser, run_fit_policy
+from ttsearch.cli.run import run_command
 from ttsearch.errors import BackendError, SearchError
+from ttsearch.evaluation.tables import format_table as format_accuracy_table
+from ttsearch.evaluation.tables import plot_accuracy, save_report_json
 from ttsearch.strategies.registry import STRATEGIES
+from ttsearch.study.benchmark import evaluate_results
+from ttsearch.study.recipe import parse_size as parse
+from ttsearch.study.report import build_report, export_traces, format_table, load_experiment, write_report
 
 # Printed under `evaluate`'s tables: what a budget N means (issue #12 item 1).
 BUDGET_NOTE = (
@@ -39,7 +48,6 @@ def _budgets(text: str) -> tuple[int, ...]:
 
 def parse_size(text: str) -> int:
     """'128MiB', '2g', '1048576' -> bytes."""
-    from ttsearch.study.recipe import parse_size as parse
 
     try:
         return parse(text)
@@ -207,8 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--out", type=Path, required=True, help="output JSONL file")
     exp.add_argument("--correct-only", action="store_true", help="only solutions whose answer matches the gold answer")
 
-    from ttsearch.cli.fit_policy import add_fit_policy_parser  # compute-optimal (issue #10)
-
     add_fit_policy_parser(sub)
     return parser
 
@@ -217,24 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from ttsearch.cli.demo import run_demo
-
             run_demo(args)
         elif args.command == "experiment":
-            from ttsearch.cli.experiment import run_experiment_command
-
             return run_experiment_command(args)
         elif args.command == "run":
-            from ttsearch.cli.run import run_command
-
             return run_command(args)
         elif args.command == "report":
             _report(args)
         elif args.command == "export":
             _export(args)
         elif args.command == "fit-policy":
-            from ttsearch.cli.fit_policy import run_fit_policy
-
             run_fit_policy(args)
         else:
             _evaluate(args)
@@ -248,16 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ttsearch.evaluation.tables import format_table, plot_accuracy, save_report_json
-    from ttsearch.study.benchmark import evaluate_results
 
     report = evaluate_results(args.results, ks=args.ks)
     if args.by == "overall":
-        print(format_table(report.overall))
+        print(format_accuracy_table(report.overall))
     else:
         tables = report.by_level if args.by == "level" else report.by_subject
         for key, table in tables.items():
-            print(format_table(table, title=f"{args.by} {key} ({table.num_problems} problems)"))
+            print(format_accuracy_table(table, title=f"{args.by} {key} ({table.num_problems} problems)"))
             print()
     print(BUDGET_NOTE)
     if args.plot:
@@ -267,7 +263,6 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from ttsearch.study.report import build_report, format_table, load_experiment, write_report
 
     report = build_report(load_experiment(args.dirs))
     print(format_table(report))
@@ -276,7 +271,6 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from ttsearch.study.report import export_traces, load_experiment
 
     done = export_traces(load_experiment(args.dirs), args.out, correct_only=args.correct_only)
     print(

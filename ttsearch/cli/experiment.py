@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ttsearch.errors import BackendError, SearchError
+from ttsearch.evaluation.tables import text_grid
+from ttsearch.study.engines import engine_output_to
 from ttsearch.study.plan import PlannedRun
 from ttsearch.study.preflight import parse_shard, prepare
 from ttsearch.study.recipe import Recipe, load_recipe
-from ttsearch.study.report import Report
+from ttsearch.study.report import Report, build_report, load_experiment
 from ttsearch.study.runner import ExperimentSummary, run_experiment
 from ttsearch.study.store import ExperimentStore
 
@@ -67,7 +69,6 @@ def run_recipe(
     recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[int, int] | None
 ) -> ExperimentSummary:
     """Run `recipe` into `out` as every command does (`experiment`, `run`, `demo`)."""
-    from ttsearch.study.engines import engine_output_to
 
     started = time.perf_counter()
     prepared = prepare(recipe, shard=shard)  # every input checked before anything is written
@@ -108,7 +109,6 @@ def print_results(summary: ExperimentSummary, out: Path) -> None:
     if summary.report_html is None:
         print("no finished problems: no report")
         return
-    from ttsearch.study.report import build_report, load_experiment
 
     report = build_report(load_experiment(out))
     print()
@@ -119,7 +119,6 @@ def print_results(summary: ExperimentSummary, out: Path) -> None:
 def headline_table(report: Report, *, digits: int = 1) -> str:
     """Accuracy (%) of every strategy entry with its own selection, by budget N (mean over
     seeds; +-std when there are several)."""
-    from ttsearch.evaluation.tables import text_grid
 
     ks = sorted({k for s in report.strategies for k in s.ks})
     rows = []

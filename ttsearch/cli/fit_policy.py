@@ -9,6 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ttsearch.study.optimal.analysis import analyse, format_analysis
+from ttsearch.study.optimal.outcomes import build_outcomes
+from ttsearch.study.optimal.plot import plot_compute_optimal
+from ttsearch.study.optimal.policy_table import fit_policy, save_policy
+from ttsearch.study.optimal.records import load_runs
+
 
 def add_fit_policy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fit = sub.add_parser(
@@ -23,10 +29,6 @@ def add_fit_policy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def run_fit_policy(args: argparse.Namespace) -> None:
-    from ttsearch.study.optimal.analysis import analyse, format_analysis
-    from ttsearch.study.optimal.outcomes import build_outcomes
-    from ttsearch.study.optimal.policy_table import fit_policy, save_policy
-    from ttsearch.study.optimal.records import load_runs
 
     runs = load_runs(args.dirs)
     outcomes = build_outcomes(runs)
@@ -35,6 +37,4 @@ def run_fit_policy(args: argparse.Namespace) -> None:
     table = fit_policy(outcomes, source={"dirs": [str(d) for d in args.dirs]})
     print(f"\npolicy table: {save_policy(table, args.out)}")
     if args.plot:
-        from ttsearch.study.optimal.plot import plot_compute_optimal
-
         print(f"plot: {plot_compute_optimal(analysis, args.plot)}")

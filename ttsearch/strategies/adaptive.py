@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.aggregation import REDUCTIONS, SELECTION_METHODS, Reduction, candidate_keys, select_by_keys
+from ttsearch.evaluation.extraction import extract_answer
 from ttsearch.strategies.base import Selection
 
 
@@ -106,7 +107,6 @@ class AdaptiveBestOfN(Strategy):
 
 def uncertainty(strategy: Strategy, nodes: Sequence[Node]) -> float:
     """1 - (summed score of the weighted winner's solutions) / (solutions); 1.0 without an answer."""
-    from ttsearch.evaluation.extraction import extract_answer
 
     if not nodes:
         return 1.0

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from ttsearch.backends.scoring import ScorerMode
+from ttsearch.backends.startup import open_backends
+from ttsearch.backends.vllm.policy import VLLMPolicy
+from ttsearch.backends.vllm.verifier import VLLMVerifier
 from ttsearch.core.backend import Policy, Verifier
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 from ttsearch.study.preflight import Prepared
@@ -83,9 +86,6 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
     side by side, or connections to vLLM servers (`url`). Whatever started is closed if
     anything fails. The one backend factory: `ttsearch experiment`, `ttsearch run` and
     `ttsearch demo` all start their engines here."""
-    from ttsearch.backends.startup import open_backends
-    from ttsearch.backends.vllm.policy import VLLMPolicy
-    from ttsearch.backends.vllm.verifier import VLLMVerifier
 
     recipe = prepared.recipe
     system_prompt = recipe.sampling.system_prompt

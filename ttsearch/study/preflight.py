@@ -15,6 +15,9 @@ from ttsearch.errors import DatasetError, RecipeError
 from ttsearch.evaluation.datasets import Problem, load_math500
 from ttsearch.study.plan import PlannedRun, plan_runs
 from ttsearch.study.recipe import ModelSpec, Recipe
+from ttsearch.toy import TOY_ASSETS_DIR
+from ttsearch.toy.backends import TOY_PRM_FORMAT
+from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 
 __all__ = [
     "Prepared",
@@ -80,8 +83,6 @@ def model_location(recipe: Recipe, spec: ModelSpec, role: str) -> str | None:
         return spec.model
     assert spec.model is not None
     if spec.model == "toy":
-        from ttsearch.toy import TOY_ASSETS_DIR
-
         path = TOY_ASSETS_DIR / ("policy" if role == "policy" else "prm")
         if not (path / "config.json").is_file():
             raise RecipeError(f"{role}.model 'toy': the toy models are not shipped at {path.parent}")
@@ -123,8 +124,6 @@ def prm_format(value: str | dict[str, Any]) -> PrmFormat:
     presets = PRM_FORMATS
     if isinstance(value, str):
         if value == "toy":
-            from ttsearch.toy.backends import TOY_PRM_FORMAT
-
             return TOY_PRM_FORMAT
         return presets[value]
     data = dict(value)
@@ -185,8 +184,6 @@ def select_problems(recipe: Recipe, *, shard: tuple[int, int] | None = None) -> 
     shard's slice (problem i of the selection goes to shard i mod k)."""
     d = recipe.dataset
     if d.source == "toy":
-        from ttsearch.toy.task import HELD_OUT_SEED, make_problems
-
         assert d.end is not None
         problems = make_problems(d.end, seed=HELD_OUT_SEED if d.toy_seed is None else d.toy_seed)[d.start :]
     else:

@@ -31,6 +31,7 @@ import yaml
 
 from ttsearch.backends.prm_formats import PRM_FORMATS
 from ttsearch.errors import RecipeError
+from ttsearch.strategies.registry import STRATEGIES
 
 __all__ = [
     "DatasetSpec",
@@ -415,7 +416,6 @@ _ENTRY_KEYS = ("label", "strategy", "n", "per_n")
 def _entry(data: Any, where: str) -> StrategyEntry:
     if not isinstance(data, Mapping):
         raise RecipeError(f"{where}: expected a mapping like {{strategy: beam, n: [4, 16], width: 4}}, got {data!r}")
-    from ttsearch.strategies.registry import STRATEGIES
 
     strategy = data.get("strategy")
     if not isinstance(strategy, str):

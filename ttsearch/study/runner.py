@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.core.scheduler import Usage
+from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher, SearchJob
+from ttsearch.errors import ExperimentError
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.evaluation.grading import is_equivalent
 from ttsearch.study.benchmark import result_record
+from ttsearch.study.engines import quiet_vllm_logs, start_backends
 from ttsearch.study.plan import PlannedRun
 from ttsearch.study.preflight import Prepared, prepare
 from ttsearch.study.progress import ExperimentProgress
 from ttsearch.study.recipe import Recipe
+from ttsearch.study.report import build_report, load_experiment, write_report
 from ttsearch.study.store import ExperimentStore
 
 __all__ = ["ExperimentSummary", "run_experiment"]
@@ -70,8 +74,6 @@ async def run_experiment(
     store = ExperimentStore(out, recipe, prepared.runs, shard=shard, fsync_seconds=recipe.execution.fsync_seconds)
     store.check(restart=restart)  # before any engine starts
     if not verbose:
-        from ttsearch.study.engines import quiet_vllm_logs
-
         quiet_vllm_logs()
     done = store.open(restart=restart)
     todo = [(run, p) for run in prepared.runs for p in prepared.problems if p.unique_id not in done[run.run_id]]
@@ -82,8 +84,6 @@ async def run_experiment(
         if todo:
             t0 = time.perf_counter()
             if backends is None:
-                from ttsearch.study.engines import start_backends
-
                 policy, verifier = await start_backends(prepared)
             else:
                 policy, verifier = backends
@@ -128,7 +128,6 @@ async def _search(
     *,
     close_backends: bool,
 ) -> tuple[int, float]:
-    from ttsearch.core.search import SearchLimits
 
     recipe = prepared.recipe
     limits = SearchLimits(
@@ -190,8 +189,6 @@ async def _search(
 
 
 def _write_report(out: Path) -> Path | None:
-    from ttsearch.errors import ExperimentError
-    from ttsearch.study.report import build_report, load_experiment, write_report
 
     try:
         files = write_report(build_report(load_experiment(out)), out / "report")

@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ttsearch.errors import ExperimentError
 from ttsearch.evaluation.metrics import GradeCache, grade_candidates
-
-if TYPE_CHECKING:
-    from ttsearch.study.load import Experiment
+from ttsearch.study.load import Experiment, load_experiment
 
 Kind = Literal["sampling", "stepwise"]
 
@@ -67,18 +65,9 @@ def load_runs(dirs: Sequence[str | Path], *, cache: GradeCache | None = None) ->
         shards of one run, a record without the contract's fields), or a record without
         a field the analysis reads.
     """
-    # Imported here: the report imports the runner, which imports the strategy registry,
-    # which imports this package.
-    from ttsearch.errors import ExperimentError as ReportError
-    from ttsearch.study.load import load_experiment
-
     if not dirs:
         raise ExperimentError("no experiment directory given")
-    try:
-        experiment = load_experiment(list(dirs))
-    except ReportError as error:
-        raise ExperimentError(str(error)) from None
-    return runs_from_experiment(experiment, cache=cache)
+    return runs_from_experiment(load_experiment(list(dirs)), cache=cache)
 
 
 def runs_from_experiment(experiment: Experiment, *, cache: GradeCache | None = None) -> list[RunRecords]:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ttsearch.study.optimal.report_section import write_compute_optimal
 from ttsearch.study.report.html import render_html
 from ttsearch.study.report.numbers import Report
 from ttsearch.study.report.plots import plot_accuracy_vs_compute, plot_accuracy_vs_n, plot_bins
@@ -42,7 +43,6 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
         images[f"bins {kind}"] = plot_bins(report, kind, out / f"bins_{kind}.png")
     if any(s.by_level for s in report.strategies):
         images["bins level"] = plot_bins(report, "level", out / "bins_level.png")
-    from ttsearch.study.optimal.report_section import write_compute_optimal  # issue #10; imports the registry
 
     _, optimal_plot = write_compute_optimal(report.experiment, out)  # compute_optimal.txt, and the plot
     if optimal_plot is not None:
