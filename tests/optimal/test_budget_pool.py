@@ -35,14 +35,28 @@ async def test_a_settled_problem_stops_early_and_its_budget_goes_to_an_uncertain
     assert len(results["unsure"].candidates) == 6
     total = sum(r.usage.policy_samples for r in results.values())
     assert total == 8 == 4 * 2  # never more than uniform best-of-4 over the batch
-    assert (strategy.pool.deposited, strategy.pool.withdrawn, strategy.pool.balance) == (2, 2, 0)
+    pool = strategy.pool_of(results["sure"].tree)
+    assert pool is strategy.pool_of(results["unsure"].tree)  # one pool per batch
+    assert (pool.deposited, pool.withdrawn, pool.balance) == (2, 2, 0)
 
 
 async def test_without_deposits_nobody_exceeds_n() -> None:
     strategy = AdaptiveBestOfN(n=4, initial=2, chunk=2, max_samples=8)
     results = [r async for r in _searcher().solve_all(["unsure", "unsure again"], strategy)]
     assert [len(r.candidates) for r in results] == [4, 4]
-    assert strategy.pool.deposited == 0
+    assert strategy.pool_of(results[0].tree).deposited == 0
+
+
+async def test_one_strategy_object_serves_many_batches_each_with_its_own_pool() -> None:
+    # The strategy keeps no state of its own: a second batch does not draw on what the
+    # first one deposited (it used to, when the pool was a field of the strategy object).
+    strategy = AdaptiveBestOfN(n=4, initial=2, chunk=2, max_samples=8)
+    searcher = _searcher()
+    first = [r async for r in searcher.solve_all(["sure"], strategy)]
+    assert strategy.pool_of(first[0].tree).balance == 2  # deposited, never withdrawn
+    second = [r async for r in searcher.solve_all(["unsure"], strategy)]
+    assert len(second[0].candidates) == 4  # its own N only: its batch's pool is empty
+    assert strategy.pool_of(second[0].tree).withdrawn == 0
 
 
 def test_pool_never_lends_more_than_deposited() -> None:
@@ -62,8 +76,8 @@ def test_registered_reported_at_its_n_only_and_validated() -> None:
 
 
 async def test_its_records_are_json_like_every_strategys(tmp_path) -> None:
-    # Strategy.options() is the record's "config": the shared pool must be written as
-    # data (it once came back as the BudgetPool object, which json cannot write).
+    # Strategy.options() is the record's "config": only options, all JSON (the pool once
+    # came back as a BudgetPool object, which json cannot write).
     import json
 
     from ttsearch.evaluation.datasets import Problem
@@ -73,4 +87,4 @@ async def test_its_records_are_json_like_every_strategys(tmp_path) -> None:
     problems = [Problem("sure", "7", None, None, "p-sure", None), Problem("open", "1", None, None, "p-open", None)]
     await run_benchmark(_searcher(), problems, AdaptiveBestOfN(n=4, initial=2, chunk=2), out, progress=False)
     config = json.loads(out.read_text().splitlines()[0])["config"]
-    assert config["n"] == 4 and isinstance(config["pool"], dict)
+    assert config["n"] == 4 and "pool" not in config  # the pool is the batch's, not an option

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Hashable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ttsearch.core.backend import Policy, Verifier
 from ttsearch.core.results import Candidate, SearchResult, pick_answer
@@ -135,6 +136,7 @@ class Searcher:
         behave as in `solve_all`.
         """
         self._check_open()
+        batch_state: dict[Hashable, Any] = {}  # what strategies share across this call's problems
         pending = iter(enumerate(jobs))
         running: set[asyncio.Task[SearchResult]] = set()
 
@@ -153,7 +155,7 @@ class Searcher:
                 if budget is not None and running and sum(reserved.values()) + need > budget:
                     held.append(item)  # the caches are full: let running problems finish first
                     return
-                task = asyncio.create_task(self._solve_or_fail(job, index))
+                task = asyncio.create_task(self._solve_or_fail(job, index, batch_state))
                 running.add(task)
                 reserved[task] = need
 
@@ -211,12 +213,14 @@ class Searcher:
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a ttsearch Strategy, got {type(strategy).__name__}")
 
-    async def _solve_or_fail(self, job: SearchJob, index: int) -> SearchResult:
+    async def _solve_or_fail(self, job: SearchJob, index: int, batch_state: dict[Hashable, Any]) -> SearchResult:
         problem, strategy = job.problem, job.strategy
         usage = Usage()  # filled as the search goes, so a failure still reports what it spent
         started = time.perf_counter()
         try:
-            return await self._solve(problem, strategy, index=index, usage=usage, seed=job.seed)
+            return await self._solve(
+                problem, strategy, index=index, usage=usage, seed=job.seed, batch_state=batch_state
+            )
         except SearchError:
             raise  # an engine failed: every problem is affected
         except Exception as error:
@@ -243,10 +247,11 @@ class Searcher:
         index: int | None,
         usage: Usage | None = None,
         seed: int | None = None,
+        batch_state: dict[Hashable, Any] | None = None,
     ) -> SearchResult:
         text, key = _problem_text_and_key(problem)
         started = time.perf_counter()
-        tree = self._new_tree(text)
+        tree = self._new_tree(text, batch_state)
         search = ProblemSearch(
             tree,
             strategy,
@@ -279,7 +284,7 @@ class Searcher:
             index=index,
         )
 
-    def _new_tree(self, text: str) -> SearchTree:
+    def _new_tree(self, text: str, batch_state: dict[Hashable, Any] | None) -> SearchTree:
         if not text.strip():
             raise ProblemError("problem text is empty")
         prompt = self.policy.encode_problem(text)
@@ -288,7 +293,7 @@ class Searcher:
             raise ProblemError(
                 f"prompt is {len(prompt)} tokens but the policy's context is {limit}: nothing left to generate"
             )
-        return SearchTree(text, prompt)
+        return SearchTree(text, prompt, batch_state=batch_state)
 
 
 def _problem_text_and_key(problem: ProblemInput) -> tuple[str, str]:

@@ -119,7 +119,9 @@ class SearchTree:
     the strategy decides what to expand, prune or keep. Node ids are unique per tree.
     """
 
-    def __init__(self, problem: str, prompt_token_ids: list[int]) -> None:
+    def __init__(
+        self, problem: str, prompt_token_ids: list[int], *, batch_state: dict[Hashable, Any] | None = None
+    ) -> None:
         if not prompt_token_ids:
             raise ValueError("prompt_token_ids is empty")
         self.problem = problem
@@ -141,6 +143,10 @@ class SearchTree:
         # A strategy's own per-problem state, keyed by the strategy (one strategy object
         # serves every problem, so what it decides for this problem lives here).
         self.strategy_state: dict[Hashable, Any] = {}
+        # State a strategy shares with the other problems of the same batch (one
+        # `solve_all` / `run_jobs` call; `solve` is a batch of one), keyed by the strategy:
+        # e.g. adaptive best-of-N's budget pool.
+        self.batch_state: dict[Hashable, Any] = {} if batch_state is None else batch_state
 
     @property
     def frontier(self) -> list[Node]:

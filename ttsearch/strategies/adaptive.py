@@ -9,16 +9,17 @@ after its N samples draws further chunks from that pool, up to `max_samples`. Th
 never lends what was not deposited, so the batch never samples more than N x problems:
 at most the compute of uniform best-of-N, and the rest is reported as unused.
 
-One strategy object is one batch: its pool is shared by every problem it searches (use a
-new object per batch). Which uncertain problem gets a deposit depends on timing (first
-come, first served); the total never exceeds the budget.
+The batch is one `solve_all` / `run_jobs` call (`solve`: a batch of one): the pool lives
+in the trees' `batch_state`, so one strategy object serves any number of batches, each
+with its own pool (`pool_of(tree)`). Which uncertain problem gets a deposit depends on
+timing (first come, first served); the total never exceeds the budget.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.core.tree import Node, SearchTree
@@ -64,7 +65,6 @@ class AdaptiveBestOfN(Strategy):
     top_p: float = 1.0
     reduction: Reduction = "last"
     selection: Selection = "weighted"
-    pool: BudgetPool = field(default_factory=BudgetPool, compare=False)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -88,17 +88,23 @@ class AdaptiveBestOfN(Strategy):
     def cap(self) -> int:
         return self.max_samples if self.max_samples is not None else 4 * self.n
 
+    def pool_of(self, tree: SearchTree) -> BudgetPool:
+        """The budget pool of `tree`'s batch (shared by the batch's problems)."""
+        pool = tree.batch_state.setdefault(self, BudgetPool())
+        assert isinstance(pool, BudgetPool)
+        return pool
+
     def start(self, tree: SearchTree) -> Sequence[Expand]:
         return [self._sample(tree, self.initial)]
 
     def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
         drawn = len(tree.finished)
         if uncertainty(self, tree.finished) <= self.stop_uncertainty:
-            self.pool.deposit(max(0, self.n - drawn))
+            self.pool_of(tree).deposit(max(0, self.n - drawn))
             return ()
         if drawn < self.n:
             return [self._sample(tree, min(self.chunk, self.n - drawn))]
-        granted = self.pool.withdraw(min(self.chunk, self.cap - drawn))
+        granted = self.pool_of(tree).withdraw(min(self.chunk, self.cap - drawn))
         return [self._sample(tree, granted)] if granted else ()
 
     def _sample(self, tree: SearchTree, n: int) -> Expand:

@@ -12,7 +12,7 @@ from ttsearch.strategies.compute_optimal import ComputeOptimal
 STRATEGIES: dict[str, type[Strategy]] = {
     **SEARCH_STRATEGIES,
     "compute_optimal": ComputeOptimal,  # needs policy=<a PolicyTable: `ttsearch fit-policy`, then load_policy>
-    "adaptive_best_of_n": AdaptiveBestOfN,  # one object = one batch sharing a budget pool
+    "adaptive_best_of_n": AdaptiveBestOfN,  # a budget pool per batch (solve_all / run_jobs call)
 }
 
 
