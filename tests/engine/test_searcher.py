@@ -238,3 +238,20 @@ def test_search_limits_validate() -> None:
         SearchLimits(max_solution_tokens=0)
     with pytest.raises(ValueError):
         Searcher(ScriptedPolicy(SCRIPT), ScriptedVerifier(), max_concurrent_problems=0)
+
+
+async def test_tree_random_is_seeded_per_problem_and_reproducible() -> None:
+    # Strategies that draw (particle resampling) take their generator from the tree:
+    # the same seed and problem give the same draws; another seed or problem does not.
+    from ttsearch.strategies import BestOfN
+    from ttsearch.testing.scripted import EOS
+
+    async def draws(seed: int, problem: str) -> list[float]:
+        searcher = make_searcher(lambda call: f"x\n\n\\boxed{{1}}{EOS}")
+        result = await searcher.solve(problem, BestOfN(n=1), seed=seed)
+        rng = result.tree.random("depth", 3)
+        return [rng.random() for _ in range(3)]
+
+    assert await draws(0, "q") == await draws(0, "q")
+    assert await draws(0, "q") != await draws(1, "q")
+    assert await draws(0, "q") != await draws(0, "other q")

@@ -76,6 +76,7 @@ class ProblemSearch:
         if strategy.needs_verifier and verifier is None:
             raise ValueError(f"{strategy.name} needs a verifier (PRM); the searcher has none")
         self.tree = tree
+        tree.seed = request_seed(seed, problem_key, "strategy")
         self.strategy = strategy
         self.policy = policy
         self.verifier = verifier if strategy.needs_verifier else None

@@ -10,6 +10,7 @@ on every round.
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -147,6 +148,17 @@ class SearchTree:
         # `solve_all` / `run_jobs` call; `solve` is a batch of one), keyed by the strategy:
         # e.g. adaptive best-of-N's budget pool.
         self.batch_state: dict[Hashable, Any] = {} if batch_state is None else batch_state
+        # The search's seed for this problem (set by the search; None: unseeded), from
+        # which `random()` derives a strategy's own draws (e.g. resampling).
+        self.seed: int | None = None
+
+    def random(self, *parts: object) -> random.Random:
+        """A random generator for a strategy's own draws (e.g. particle resampling at a
+        depth): seeded from the search's seed for this problem and `parts`, so a run
+        reproduces whatever order requests complete in; unseeded when the search is."""
+        if self.seed is None:
+            return random.Random()
+        return random.Random("/".join(map(str, (self.seed, *parts))))
 
     @property
     def frontier(self) -> list[Node]:
