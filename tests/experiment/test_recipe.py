@@ -13,7 +13,7 @@ from ttsearch.cli.app import main
 from ttsearch.cli.experiment import TOY_RECIPE
 from ttsearch.errors import RecipeError
 from ttsearch.study import load_recipe, parse_recipe, plan_runs, prepare
-from ttsearch.study.recipe import changed_fields
+from ttsearch.study.recipe import DatasetSpec, ExecutionSpec, PolicySpec, SamplingSpec, changed_fields
 
 
 @pytest.fixture
@@ -250,3 +250,118 @@ def test_recipe_with_server_urls_connects_to_them(tmp_path: Path, llama3_tokeniz
     assert "no policy server answers" in err and url in err
     with pytest.raises(RecipeError, match=r"policy.url 'gpu1:8000' is not an http\(s\) URL"):
         load_recipe(write_recipe(tmp_path / "r2.yaml", dict(data, policy={"url": ["gpu1:8000"]})))
+
+
+# -- the schema (pydantic models): hashes unchanged, messages that name file, field and what is allowed
+
+# Computed before recipe parsing moved to pydantic (issue 17): a parser change must not change
+# any recipe's hash (runs/ of an experiment are keyed by it). A recipe edit changes its own.
+RECIPE_HASHES = {
+    "blog-llama-1b.yaml": "6b3ac31a79771056",
+    "blog-llama-3b.yaml": "b0a8ad9673c84061",
+    "toy-optimal-online.yaml": "eaa2cdaced75f9f3",
+    "toy-optimal.yaml": "90add49ef816e6dd",
+    "toy-quick.yaml": "102e57a2c5235eec",
+    "toy.yaml": "38674fbf6daca682",
+}
+EVERY_FIELD = {  # every field set, ints where floats go, a size string, one url as a string
+    "name": "every-field",
+    "policy": {
+        "url": "http://gpu1:8000",
+        "tokenizer": "tok",
+        "dtype": "bfloat16",
+        "max_model_len": 2048,
+        "kv_cache": "1.5GiB",
+        "memory_fraction": 1,
+        "tensor_parallel_size": 2,
+        "enforce_eager": True,
+        "engine_options": {"swap_space": 4},
+        "chat_format": "tokenizer",
+        "date_string": None,
+    },
+    "prm": {
+        "model": "a/b",
+        "format": {"base": "rlhflow", "label_tokens": ["+", "-"]},
+        "mode": "pooling",
+        "kv_cache": 1048576,
+        "data_parallel_size": 2,
+    },
+    "dataset": {"source": "toy", "start": 3, "end": 9, "sample": 4, "sample_seed": 7, "toy_seed": 11},
+    "sampling": {"temperature": 1, "top_p": 0.95, "max_tokens": 300, "max_step_tokens": 64, "system_prompt": "Hi."},
+    "strategies": [
+        {"strategy": "beam", "label": "beam-w2", "n": [16, 4], "width": 2, "per_n": {"4": {"width": 1}}},
+        {"strategy": "majority", "n": 8},
+    ],
+    "seeds": 3,
+    "execution": {"max_concurrent_problems": 2, "fsync_seconds": 1, "kv_admission": True},
+}
+
+
+def test_recipe_hashes_are_unchanged() -> None:
+    assert {p.name for p in TOY_RECIPE.parent.glob("*.yaml")} >= set(RECIPE_HASHES)
+    assert {name: load_recipe(TOY_RECIPE.parent / name).hash for name in RECIPE_HASHES} == RECIPE_HASHES
+    recipe = parse_recipe(EVERY_FIELD)
+    assert recipe.hash == "7f706fd23a296885"
+    assert recipe.policy.url == ("http://gpu1:8000",) and recipe.policy.kv_cache == 3 << 29
+    assert isinstance(recipe.policy.memory_fraction, float) and isinstance(recipe.sampling.temperature, float)
+    assert (
+        recipe.seeds == (3,) and recipe.strategies[0].n == (4, 16) and recipe.strategies[0].per_n == {4: {"width": 1}}
+    )
+
+
+def test_fields_left_out_take_the_dataclass_defaults() -> None:
+    recipe = parse_recipe({"policy": {"model": "x/y"}, "strategies": [{"strategy": "majority", "n": 1}]})
+    assert recipe.policy == PolicySpec(model="x/y") and recipe.prm is None
+    assert (recipe.dataset, recipe.sampling, recipe.execution) == (DatasetSpec(), SamplingSpec(), ExecutionSpec())
+    assert recipe.name == "experiment" and recipe.seeds == (0,)
+
+
+SCHEMA_BAD = [
+    ({"policy": {"model": "x/y", "max_model_len": True}}, r"^r.yaml: policy.max_model_len: expected an int, got True$"),
+    ({"policy": {"model": "x/y", "max_model_len": 8}}, r"^r.yaml: policy.max_model_len must be >= 16, got 8$"),
+    ({"prm": {"model": "x/y", "memory_fraction": 1.5}}, r"^r.yaml: prm.memory_fraction must be in \(0, 1\], got 1.5$"),
+    ({"policy": {"model": "x/y", "kv_cache": 0}}, r"^r.yaml: policy.kv_cache must be > 0, got 0$"),
+    (
+        {"policy": {"model": "x/y", "chat_format": "chatml"}},
+        r"^r.yaml: policy.chat_format must be one of \['auto', 'tokenizer'\], got 'chatml'$",
+    ),
+    ({"prm": {"model": "x/y", "mode": "x"}}, r"prm.mode must be one of \['auto', 'generative', 'pooling'\], got 'x'$"),
+    ({"policy": {"url": ["http://a:1", 3]}}, r"^r.yaml: policy.url\[1\]: expected a string, got 3$"),
+    ({"policy": {"url": 3}}, r"^r.yaml: policy.url: expected a list or a string, got 3$"),
+    ({"prm": {"model": "x/y", "format": 5}}, r"^r.yaml: prm.format: expected a string or a mapping, got 5$"),
+    ({"policy": {"model": "x/y", "engine_options": {1: 2}}}, r"^r.yaml: policy.engine_options: keys must be strings"),
+    ({"sampling": {"temperature": None}}, r"^r.yaml: sampling.temperature: must not be null$"),
+    ({"sampling": {"top_p": 0}}, r"^r.yaml: sampling.top_p must be in \(0, 1\], got 0$"),
+    ({"dataset": {"sample": 0}}, r"^r.yaml: dataset.sample must be >= 1, got 0$"),
+    ({"dataset": {"source": "x.jsonl", "start": 4, "end": 2}}, r"dataset needs 0 <= start < end, got start=4, end=2$"),
+    ({"execution": {"max_policy_requests": 0}}, r"^r.yaml: execution.max_policy_requests must be >= 1, got 0$"),
+    ({"execution": {"kv_admission": "yes"}}, r"^r.yaml: execution.kv_admission: expected true/false, got 'yes'$"),
+    ({"dataset": 3}, r"^r.yaml: dataset: expected a mapping, got 3$"),
+    ({"policy": None}, r"^r.yaml: missing required field 'policy'$"),
+    ({"seeds": "x"}, r"^r.yaml: seeds: expected a list or an int, got 'x'$"),
+    ({"seeds": [0, True]}, r"^r.yaml: seeds\[1\]: expected an int, got True$"),
+    ({"name": 3}, r"^r.yaml: name: expected a string, got 3$"),
+    (
+        {"sampling": {"temprature": 1.0, "max_tokens": "many"}},
+        r"^r.yaml: sampling: unknown field\(s\) \['temprature'\]; allowed: \['temperature', 'top_p', 'max_tokens', ",
+    ),
+    ({"policy": {"tokenizer": "t"}}, r"^r.yaml: policy: give model \(a path or Hugging Face id\) or url"),
+]
+
+
+@pytest.mark.parametrize("change, message", SCHEMA_BAD, ids=[m[:40] for _, m in SCHEMA_BAD])
+def test_schema_errors_name_the_file_the_field_and_what_is_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the message names the file as given: r.yaml
+    write_recipe(tmp_path / "r.yaml", recipe_data(tmp_path / "problems.jsonl", tmp_path, **change))
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("r.yaml")
+
+
+def test_schema_errors_name_where_the_recipe_came_from() -> None:
+    data = {"policy": {"model": "x/y", "gpus": 2}, "strategies": [{"strategy": "majority", "n": 1}]}
+    with pytest.raises(RecipeError, match=r"^ttsearch run: policy: unknown field\(s\) \['gpus'\]; allowed: \['model'"):
+        parse_recipe(data, where="ttsearch run")
+    with pytest.raises(RecipeError, match=r"^recipe: expected a mapping, got list$"):
+        parse_recipe([1, 2])  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Experiment recipes: one YAML file names the models, the data, the sampling and every
-(strategy, N, seed) point of a study. Parsing is strict and happens before any engine
-starts: an unknown field is named with the allowed ones, a value of the wrong type names
-its dotted path.
+(strategy, N, seed) point of a study. Parsing is strict (pydantic models made from the
+dataclasses below) and happens before any engine starts: an unknown field is named with the
+allowed ones, a bad value with its dotted path and what the field takes.
 
     policy:   {model: meta-llama/Llama-3.2-1B-Instruct, memory_fraction: 0.3}
     prm:      {model: RLHFlow/Llama3.1-8B-PRM-Deepseek-Data, format: rlhflow, memory_fraction: 0.6}
@@ -25,9 +25,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_type_hints
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import ErrorDetails
 
 from ttsearch.backends.prm_formats import PRM_FORMATS
 from ttsearch.errors import RecipeError
@@ -252,27 +254,25 @@ def _entry_by_label(entries: list[Any], label: str, key: str) -> dict[str, Any]:
 
 def parse_recipe(data: Mapping[str, Any], *, base_dir: Path = Path("."), where: str = "recipe") -> Recipe:
     """Validate plain data (a parsed YAML recipe, or `Recipe.to_dict()`) into a `Recipe`."""
-    top = _Fields(data, where, ("name", "policy", "prm", "dataset", "sampling", "strategies", "seeds", "execution"))
-    name = top.get("name", str, "experiment")
+    top = _validated(_RecipeFields, dict(data) if isinstance(data, Mapping) else data, where)
+    name = "experiment" if top.name is None else top.name
     if not name.strip():
         raise RecipeError(f"{where}: name is empty")
-    policy = _model_spec(PolicySpec, top.required("policy", dict), f"{where}: policy")
-    prm_data = top.get("prm", dict, None)
-    prm = None if prm_data is None else _model_spec(PrmSpec, prm_data, f"{where}: prm")
-    dataset = _simple(DatasetSpec, top.get("dataset", dict, {}), f"{where}: dataset")
-    sampling = _simple(SamplingSpec, top.get("sampling", dict, {}), f"{where}: sampling")
-    execution = _simple(ExecutionSpec, top.get("execution", dict, {}), f"{where}: execution")
-    entries_data = top.required("strategies", list)
-    if not entries_data:
+    policy = _spec(PolicySpec, top.policy, where, "policy")
+    prm = None if top.prm is None else _spec(PrmSpec, top.prm, where, "prm")
+    dataset = _spec(DatasetSpec, top.dataset, where, "dataset")
+    sampling = _spec(SamplingSpec, top.sampling, where, "sampling")
+    execution = _spec(ExecutionSpec, top.execution, where, "execution")
+    if not top.strategies:
         raise RecipeError(f"{where}: strategies is empty; list at least one, e.g. - {{strategy: best_of_n, n: [1, 4]}}")
-    entries = tuple(_entry(e, f"{where}: strategies[{i}]") for i, e in enumerate(entries_data))
+    entries = tuple(_entry(e, f"{where}: strategies[{i}]") for i, e in enumerate(top.strategies))
     labels = [e.label for e in entries]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
         raise RecipeError(f"{where}: strategy labels must be unique; repeated: {duplicated} (give each entry a label:)")
-    seeds = top.get("seeds", (list, int), [0])
-    seeds_t = tuple([seeds] if isinstance(seeds, int) else seeds)
-    if not seeds_t or any(not _is_int(s) or s < 0 for s in seeds_t) or len(set(seeds_t)) != len(seeds_t):
+    seeds = [0] if top.seeds is None else top.seeds
+    seeds_t = (seeds,) if isinstance(seeds, int) else tuple(seeds)
+    if not seeds_t or any(s < 0 for s in seeds_t) or len(set(seeds_t)) != len(seeds_t):
         raise RecipeError(f"{where}: seeds must be distinct non-negative ints, got {seeds!r}")
     recipe = Recipe(
         name=name,
@@ -289,106 +289,149 @@ def parse_recipe(data: Mapping[str, Any], *, base_dir: Path = Path("."), where: 
     return recipe
 
 
-class _Fields:
-    """A mapping whose keys must be among `allowed`."""
+# -- the schema: a strict pydantic model per section ------------------------------------------
+#
+# Each section's model is made from its dataclass's fields and annotations, plus what a field
+# needs beyond its type (bounds, a choice, sizes, one url or a list). Strict: an int field
+# refuses true and 1.0, a string field refuses 3; a float field takes an int, as a float. A
+# field left out is not passed on, so the dataclasses' defaults are the only ones (`_UNSET`
+# only makes a field optional in a model). `_validated` turns pydantic's ValidationError into
+# one RecipeError naming the file, the field, what is wrong and what is allowed.
 
-    def __init__(self, data: Any, where: str, allowed: Sequence[str]) -> None:
-        if not isinstance(data, Mapping):
-            raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__}")
-        unknown = [k for k in data if k not in allowed]
-        if unknown:
-            raise RecipeError(f"{where}: unknown field(s) {unknown}; allowed: {list(allowed)}")
-        self.data, self.where = data, where
-
-    def required(self, key: str, kind: type | tuple[type, ...]) -> Any:
-        if self.data.get(key) is None:
-            raise RecipeError(f"{self.where}: missing required field {key!r}")
-        return self.get(key, kind, None)
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not _isinstance(value, kind):
-            raise RecipeError(f"{self.where}.{key}: expected {_kind_name(kind)}, got {value!r}")
-        return value
+_UNSET: Any = None
 
 
-def _isinstance(value: Any, kind: type | tuple[type, ...]) -> bool:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    for k in kinds:
-        if k is int and _is_int(value):
-            return True
-        if k is float and (isinstance(value, float) or _is_int(value)):
-            return True
-        if k not in (int, float) and isinstance(value, k) and not (k is not bool and isinstance(value, bool)):
-            return True
-        if k is bool and isinstance(value, bool):
-            return True
-    return False
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class _RecipeFields(_Section):
+    name: str | None = None  # null: "experiment"
+    policy: dict[Any, Any]
+    prm: dict[Any, Any] | None = None
+    dataset: dict[Any, Any] | None = None
+    sampling: dict[Any, Any] | None = None
+    strategies: list[Any]  # the entries are checked by `_entry`
+    seeds: list[int] | int | None = None
+    execution: dict[Any, Any] | None = None
 
 
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an int", float: "a number", bool: "true/false", list: "a list", dict: "a mapping"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+def _as_size(value: Any) -> Any:
+    return parse_size(value) if isinstance(value, str) else value  # its ValueError names the text
 
 
-# The YAML type each dataclass field accepts (from its annotation text).
-_ANNOTATION_KINDS: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "str | None": (str,),
-    "int": (int,),
-    "int | None": (int,),
-    "float": (float,),
-    "float | None": (float,),
-    "bool": (bool,),
-    "dict[str, Any]": (dict,),
-    "tuple[str, ...]": (list, str),
-    "str | dict[str, Any]": (str, dict),
+def _as_tuple(value: list[str] | str) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _section_model(cls: type, **types: Any) -> type[BaseModel]:
+    """A strict model of dataclass `cls`: its fields' annotations, or `types[name]`."""
+    hints = get_type_hints(cls)
+    definitions: dict[str, Any] = {f.name: (types.get(f.name, hints[f.name]), _UNSET) for f in fields(cls)}
+    return create_model(f"_{cls.__name__}Fields", __base__=_Section, **definitions)
+
+
+_AT_LEAST_1 = Annotated[int, Field(ge=1)]
+_ENGINE_TYPES: dict[str, Any] = {
+    "url": Annotated[list[str] | str, AfterValidator(_as_tuple)],  # one server or a list
+    "max_model_len": Annotated[int, Field(ge=16)],
+    "kv_cache": Annotated[int | None, Field(gt=0), BeforeValidator(_as_size)],  # 8GiB, 96MiB or bytes
+    "memory_fraction": Annotated[float | None, Field(gt=0, le=1)],
+    "tensor_parallel_size": _AT_LEAST_1,
+    # data_parallel_size: checked with url by `_check_values`, one message for both
+}
+_SECTIONS: dict[type, type[BaseModel]] = {
+    PolicySpec: _section_model(PolicySpec, **_ENGINE_TYPES, chat_format=Literal[CHAT_FORMATS]),
+    # format: a preset's name is checked by `_check_values` (its message shows the other form)
+    PrmSpec: _section_model(PrmSpec, **_ENGINE_TYPES, mode=Literal[SCORER_MODES]),
+    # start < end: checked by `_check_values`, one message naming both
+    DatasetSpec: _section_model(DatasetSpec, sample=Annotated[int | None, Field(ge=1)]),
+    SamplingSpec: _section_model(
+        SamplingSpec,
+        temperature=Annotated[float, Field(ge=0)],
+        top_p=Annotated[float, Field(gt=0, le=1)],
+        max_tokens=_AT_LEAST_1,
+    ),
+    ExecutionSpec: _section_model(
+        ExecutionSpec,
+        max_concurrent_problems=_AT_LEAST_1,
+        max_policy_requests=_AT_LEAST_1,
+        max_verifier_requests=_AT_LEAST_1,
+    ),
+}
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_Spec = TypeVar("_Spec")
+
+
+def _spec(cls: type[_Spec], data: dict[Any, Any] | None, where: str, section: str) -> _Spec:
+    """The dataclass `cls` from a section's data (None: all defaults)."""
+    checked = _validated(_SECTIONS[cls], {} if data is None else data, where, section)
+    return cls(**{name: getattr(checked, name) for name in checked.model_fields_set})
+
+
+def _validated(model: type[_Model], data: Any, where: str, section: str = "") -> _Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise RecipeError(_message(model, error.errors(), where, section)) from None
+
+
+_KINDS = {
+    "string_type": "a string",
+    "int_type": "an int",
+    "float_type": "a number",
+    "bool_type": "true/false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
 }
 
 
-def _simple(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    names = [f.name for f in fields(cls)]
-    spec = _Fields(data, where, names)
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name not in data:
-            continue
-        if data[f.name] is None:
-            if "None" not in str(f.type):
-                raise RecipeError(f"{where}.{f.name}: must not be null")
-            values[f.name] = None
-            continue
-        kinds = _ANNOTATION_KINDS[str(f.type)]
-        value = spec.get(f.name, kinds, None)
-        if f.name in ("kv_cache",) and isinstance(value, str):
-            value = _parse_size(value, f"{where}.{f.name}")
-        elif str(f.type).startswith("float") and _is_int(value):
-            value = float(value)
-        if str(f.type) == "tuple[str, ...]":
-            value = (value,) if isinstance(value, str) else tuple(value)
-            if any(not isinstance(v, str) for v in value):
-                raise RecipeError(f"{where}.{f.name}: expected strings, got {list(value)!r}")
-        values[f.name] = value
-    return cls(**values)
+def _message(model: type[BaseModel], errors: list[ErrorDetails], where: str, section: str) -> str:
+    """One message for a failed validation, in the style of the hand-written checks:
+    "recipes/x.yaml: policy.max_model_len must be >= 16, got 8"."""
+    head = f"{where}: {section}: " if section else f"{where}: "
+    unknown = [e["loc"][0] for e in errors if e["type"] in ("extra_forbidden", "invalid_key")]
+    if unknown:
+        return f"{head}unknown field(s) {unknown}; allowed: {list(model.model_fields)}"
+    if not errors[0]["loc"]:
+        return f"{head}expected a mapping, got {type(errors[0]['input']).__name__}"
+    name = str(errors[0]["loc"][0])
+    info = model.model_fields[name]
+    # A union field (`list[str] | str`) fails once per member: the deepest error names the bad
+    # item (url[1]); errors at the field itself together name every type it takes.
+    mine = [e for e in errors if e["loc"][0] == name]
+    error = max(mine, key=lambda e: len(_path(e["loc"])))
+    loc = error["loc"][:-2] if error["loc"][-1] == "[key]" else error["loc"]  # (field, key, "[key]"): a key failed
+    path = (f"{section}." if section else "") + _path(loc)
+    value = error["input"]
+    if loc != error["loc"]:
+        return f"{where}: {path}: keys must be strings, got {value!r}"
+    if error["type"] == "missing" or (value is None and info.is_required()):
+        return f"{head}missing required field {name!r}"
+    if value is None:
+        return f"{where}: {path}: must not be null"
+    if error["type"] in ("greater_than", "greater_than_equal", "less_than_equal"):
+        return f"{where}: {path} must be {_bounds(info.metadata)}, got {value!r}"
+    if error["type"] == "literal_error":
+        return f"{where}: {path} must be one of {list(get_args(info.annotation))}, got {value!r}"
+    if error["type"] == "value_error":
+        return f"{where}: {path}: {error.get('ctx', {})['error']}"
+    kinds = [_KINDS.get(e["type"], e["msg"]) for e in mine if _path(e["loc"]) == _path(error["loc"])]
+    return f"{where}: {path}: expected {' or '.join(kinds)}, got {value!r}"
 
 
-def _model_spec(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    data = dict(data)
-    if isinstance(data.get("kv_cache"), str):
-        data["kv_cache"] = _parse_size(data["kv_cache"], f"{where}.kv_cache")
-    if isinstance(data.get("url"), str):
-        data["url"] = [data["url"]]
-    spec = _simple(cls, data, where)
-    if spec.model is None and not spec.url:
-        raise RecipeError(f"{where}: give model (a path or Hugging Face id) or url (vLLM servers)")
-    return spec
+def _path(loc: tuple[int | str, ...]) -> str:
+    """A field and its list indices ("url[1]"); the other parts name the members of a union."""
+    return str(loc[0]) + "".join(f"[{part}]" for part in loc[1:] if isinstance(part, int))
+
+
+def _bounds(metadata: list[Any]) -> str:
+    """A field's constraints: ">= 16", "> 0" or "in (0, 1]"."""
+    limits = {key: getattr(m, key) for m in metadata for key in ("gt", "ge", "le") if hasattr(m, key)}
+    if limits.keys() == {"gt", "le"}:
+        return f"in ({limits['gt']}, {limits['le']}]"
+    return " and ".join(f"{op} {limits[key]}" for key, op in (("gt", ">"), ("ge", ">="), ("le", "<=")) if key in limits)
 
 
 def parse_size(text: str) -> int:
@@ -403,14 +446,20 @@ def parse_size(text: str) -> int:
     return int(number * 1024 ** " kmgt".index(unit or " "))
 
 
-def _parse_size(text: str, where: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise RecipeError(f"{where}: {error}") from None
+# -- strategy entries: hand-written ---------------------------------------------------------------
+#
+# Not a pydantic model: the messages say what an entry looks like and name it by its label
+# ("strategies[2] (beam-w4): missing field 'n' (a budget or a list of budgets, e.g. [1, 4,
+# 16])", "unknown strategy 'beem'; choose from [...]"), where `_message` could only say
+# "missing required field 'n'" or "n: expected a list or an int". The options are free-form:
+# allowed by name here (the strategy class's fields), checked by the class in plan.py.
 
 
 _ENTRY_KEYS = ("label", "strategy", "n", "per_n")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _entry(data: Any, where: str) -> StrategyEntry:
@@ -457,19 +506,15 @@ def _entry(data: Any, where: str) -> StrategyEntry:
 
 
 def _check_values(recipe: Recipe, where: str) -> None:
+    """What the section models cannot say: fields checked together, and choices whose message
+    says more than "one of" (the PRM format presets)."""
     for name, spec in (("policy", recipe.policy), ("prm", recipe.prm)):
         if spec is None:
             continue
+        if spec.model is None and not spec.url:
+            raise RecipeError(f"{where}: {name}: give model (a path or Hugging Face id) or url (vLLM servers)")
         if spec.model is not None and not spec.model.strip():
             raise RecipeError(f"{where}: {name}.model is empty")
-        if spec.max_model_len < 16:
-            raise RecipeError(f"{where}: {name}.max_model_len must be >= 16, got {spec.max_model_len}")
-        if spec.memory_fraction is not None and not 0 < spec.memory_fraction <= 1:
-            raise RecipeError(f"{where}: {name}.memory_fraction must be in (0, 1], got {spec.memory_fraction}")
-        if spec.kv_cache is not None and spec.kv_cache <= 0:
-            raise RecipeError(f"{where}: {name}.kv_cache must be positive")
-        if spec.tensor_parallel_size < 1:
-            raise RecipeError(f"{where}: {name}.tensor_parallel_size must be >= 1")
         if spec.data_parallel_size < 1 or (spec.url and spec.data_parallel_size != 1):
             raise RecipeError(
                 f"{where}: {name}.data_parallel_size must be >= 1, and only for an in-process "
@@ -478,32 +523,17 @@ def _check_values(recipe: Recipe, where: str) -> None:
         for url in spec.url:
             if not re.match(r"^https?://", url):
                 raise RecipeError(f"{where}: {name}.url {url!r} is not an http(s) URL")
-    if recipe.policy.chat_format not in CHAT_FORMATS:
+    fmt = None if recipe.prm is None else recipe.prm.format
+    if isinstance(fmt, str) and fmt not in PRM_FORMAT_NAMES:
         raise RecipeError(
-            f"{where}: policy.chat_format must be one of {list(CHAT_FORMATS)}, got {recipe.policy.chat_format!r}"
+            f"{where}: prm.format {fmt!r} is not a preset; choose from {list(PRM_FORMAT_NAMES)} "
+            "or give {base: preset, step_tag: ..., label_tokens: [good, bad]}"
         )
-    if recipe.prm is not None:
-        if recipe.prm.mode not in SCORER_MODES:
-            raise RecipeError(f"{where}: prm.mode must be one of {list(SCORER_MODES)}, got {recipe.prm.mode!r}")
-        fmt = recipe.prm.format
-        if isinstance(fmt, str) and fmt not in PRM_FORMAT_NAMES:
-            raise RecipeError(
-                f"{where}: prm.format {fmt!r} is not a preset; choose from {list(PRM_FORMAT_NAMES)} "
-                "or give {base: preset, step_tag: ..., label_tokens: [good, bad]}"
-            )
     d = recipe.dataset
     if d.start < 0 or (d.end is not None and d.end <= d.start):
         raise RecipeError(f"{where}: dataset needs 0 <= start < end, got start={d.start}, end={d.end}")
-    if d.sample is not None and d.sample < 1:
-        raise RecipeError(f"{where}: dataset.sample must be >= 1, got {d.sample}")
     if d.source == "toy" and d.end is None:
         raise RecipeError(f"{where}: dataset.source 'toy' needs end (how many toy problems)")
-    s = recipe.sampling
-    if s.temperature < 0 or not 0 < s.top_p <= 1 or s.max_tokens < 1:
-        raise RecipeError(f"{where}: sampling needs temperature >= 0, 0 < top_p <= 1, max_tokens >= 1")
-    e = recipe.execution
-    if e.max_concurrent_problems < 1 or e.max_policy_requests < 1 or e.max_verifier_requests < 1:
-        raise RecipeError(f"{where}: execution limits must be >= 1")
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
