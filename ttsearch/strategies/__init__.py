@@ -10,6 +10,7 @@ from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.strategies.dvts import DVTS
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
+from ttsearch.strategies.rebase import REBASE
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "MajorityVoting",
     "PolicyChoice",
     "PolicyTable",
+    "REBASE",
     "Strategy",
 ]

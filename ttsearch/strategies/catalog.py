@@ -13,6 +13,7 @@ from typing import Any
 from ttsearch.core.strategy import Strategy
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.dvts import DVTS
+from ttsearch.strategies.rebase import REBASE
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
 SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
@@ -21,6 +22,7 @@ SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
     "beam": BeamSearch,
     "dvts": DVTS,
     "lookahead": LookaheadSearch,
+    "rebase": REBASE,
 }
 
 
