@@ -9,6 +9,7 @@ from ttsearch.strategies.adaptive import AdaptiveBestOfN
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.strategies.dvts import DVTS
+from ttsearch.strategies.mcts import MCTS, MCTSState
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
 from ttsearch.strategies.rebase import REBASE
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
@@ -21,6 +22,8 @@ __all__ = [
     "ComputeOptimal",
     "Expand",
     "LookaheadSearch",
+    "MCTS",
+    "MCTSState",
     "MajorityVoting",
     "PolicyChoice",
     "PolicyTable",

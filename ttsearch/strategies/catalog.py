@@ -13,6 +13,7 @@ from typing import Any
 from ttsearch.core.strategy import Strategy
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.dvts import DVTS
+from ttsearch.strategies.mcts import MCTS
 from ttsearch.strategies.rebase import REBASE
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
@@ -23,6 +24,7 @@ SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
     "dvts": DVTS,
     "lookahead": LookaheadSearch,
     "rebase": REBASE,
+    "mcts": MCTS,
 }
 
 
