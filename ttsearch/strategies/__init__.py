@@ -10,12 +10,14 @@ from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.strategies.dvts import DVTS
 from ttsearch.strategies.mcts import MCTS, MCTSState
+from ttsearch.strategies.particle_filtering import EntropicParticleFiltering, ParticleFiltering, ParticleGibbs
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
 from ttsearch.strategies.rebase import REBASE
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
 __all__ = [
     "DVTS",
+    "EntropicParticleFiltering",
     "AdaptiveBestOfN",
     "BeamSearch",
     "BestOfN",
@@ -25,6 +27,8 @@ __all__ = [
     "MCTS",
     "MCTSState",
     "MajorityVoting",
+    "ParticleFiltering",
+    "ParticleGibbs",
     "PolicyChoice",
     "PolicyTable",
     "REBASE",

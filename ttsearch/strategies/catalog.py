@@ -14,6 +14,7 @@ from ttsearch.core.strategy import Strategy
 from ttsearch.strategies.beam import BeamSearch, LookaheadSearch
 from ttsearch.strategies.dvts import DVTS
 from ttsearch.strategies.mcts import MCTS
+from ttsearch.strategies.particle_filtering import EntropicParticleFiltering, ParticleFiltering, ParticleGibbs
 from ttsearch.strategies.rebase import REBASE
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
@@ -25,6 +26,9 @@ SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
     "lookahead": LookaheadSearch,
     "rebase": REBASE,
     "mcts": MCTS,
+    "particle_filtering": ParticleFiltering,
+    "particle_gibbs": ParticleGibbs,
+    "entropic_particle_filtering": EntropicParticleFiltering,
 }
 
 
