@@ -40,6 +40,27 @@ def test_flags_build_a_one_entry_recipe(tmp_path: Path) -> None:
     assert recipe_from_run_flags(_args("--policy", "p", "--strategy", "majority", "--n", "4", "--out", "d")).prm is None
 
 
+def test_any_strategy_option_goes_through_option_flags() -> None:
+    args = _args(
+        "--policy", "p", "--prm", "r", "--strategy", "rebase", "--n", "8", "--out", "d",
+        "--option", "softmax_temperature=0.5", "--option", "max_depth=12",
+    )  # fmt: skip
+    (entry,) = recipe_from_run_flags(args).strategies
+    assert entry.options == {"softmax_temperature": 0.5, "max_depth": 12}
+    from ttsearch.study.plan import plan_runs
+
+    (run,) = plan_runs(recipe_from_run_flags(args))
+    assert run.strategy.options()["softmax_temperature"] == 0.5
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        recipe_from_run_flags(
+            _args("--policy", "p", "--strategy", "majority", "--n", "2", "--out", "d", "--option", "x")
+        )
+    bad = _args("--policy", "p", "--prm", "r", "--strategy", "mcts", "--n", "8", "--out", "d", "--option", "nope=1")
+    with pytest.raises(RecipeError, match=r"unknown field\(s\) \['nope'\]; allowed: .*'c_uct'") as error:
+        recipe_from_run_flags(bad)
+    assert "budget_kind" not in str(error.value)  # a class setting, not an option
+
+
 def test_bad_flags_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="pass a directory"):
         recipe_from_run_flags(_args("--policy", "p", "--strategy", "majority", "--n", "2", "--out", "o.jsonl"))

@@ -154,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lookahead", type=int, help="greedy rollout steps (lookahead)")
     run.add_argument("--temperature", type=float)
     run.add_argument("--top-p", type=float)
+    run.add_argument(
+        "--option",
+        dest="strategy_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other option of the strategy (YAML value), e.g. --option softmax_temperature=0.5 "
+        "--option iterations=4 --option c_uct=2",
+    )
     run.add_argument("--reduction", choices=("last", "min", "prod"))
     run.add_argument("--selection", choices=("majority", "naive", "weighted"))
     run.add_argument("--dataset", default="HuggingFaceH4/MATH-500", help="JSONL path or HF dataset id")

@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ttsearch.cli.experiment import print_results, run_recipe
 from ttsearch.strategies.registry import STRATEGIES
 from ttsearch.study.recipe import Recipe, apply_overrides, parse_recipe
@@ -63,6 +65,7 @@ def recipe_from_run_flags(args: argparse.Namespace) -> Recipe:
         }
     entry: dict[str, Any] = {"strategy": args.strategy, "n": [args.n]}
     entry.update({flag: getattr(args, flag) for flag in _STRATEGY_FLAGS if getattr(args, flag) is not None})
+    entry.update(_options(args.strategy_options))
     system_prompt = args.system_prompt_file.read_text(encoding="utf-8") if args.system_prompt_file else None
     data: dict[str, Any] = {
         "name": f"run-{args.strategy}-n{args.n}",
@@ -85,6 +88,20 @@ def run_command(args: argparse.Namespace) -> int:
     summary = run_recipe(recipe, args.out, args, shard=None)
     print_results(summary, args.out)
     return 0
+
+
+def _options(texts: list[str]) -> dict[str, Any]:
+    """`--option KEY=VALUE` pairs (YAML values); the plan checks them against the strategy."""
+    options: dict[str, Any] = {}
+    for text in texts:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option {text!r}: expected KEY=VALUE, e.g. --option softmax_temperature=0.5")
+        try:
+            options[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            raise ValueError(f"--option {text!r}: the value is not valid YAML: {error}") from None
+    return options
 
 
 def _engine_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,6 +6,7 @@ those that run others (compute-optimal, adaptive best-of-N), which build theirs 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import MISSING
 from typing import Any
@@ -32,9 +33,17 @@ SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+def option_fields(cls: type[Strategy]) -> dict[str, dataclasses.Field[Any]]:
+    """The options a strategy class takes: its dataclass fields that `__init__` takes
+    (class-level settings such as `budget_kind` are not options)."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
 def option_names(cls: type[Strategy]) -> set[str]:
-    """The options a strategy class takes (its dataclass fields)."""
-    return set(getattr(cls, "__dataclass_fields__", {}))
+    """The names of `option_fields(cls)`."""
+    return set(option_fields(cls))
 
 
 def build_strategy(catalog: Mapping[str, type[Strategy]], name: str, **options: Any) -> Strategy:
@@ -46,7 +55,7 @@ def build_strategy(catalog: Mapping[str, type[Strategy]], name: str, **options: 
         cls = catalog[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; choose from {sorted(catalog)}") from None
-    fields = getattr(cls, "__dataclass_fields__", {})
+    fields = option_fields(cls)
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - set(fields))
     if unknown:
@@ -54,7 +63,7 @@ def build_strategy(catalog: Mapping[str, type[Strategy]], name: str, **options: 
     required = sorted(
         field_name
         for field_name, f in fields.items()
-        if f.init and f.default is MISSING and f.default_factory is MISSING and field_name not in given
+        if f.default is MISSING and f.default_factory is MISSING and field_name not in given
     )
     if required:
         raise ValueError(f"strategy {name!r} needs option(s) {required}")

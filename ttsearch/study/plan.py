@@ -14,6 +14,7 @@ from typing import Any
 from ttsearch.core.strategy import Strategy
 from ttsearch.errors import RecipeError
 from ttsearch.evaluation.metrics import BudgetKind
+from ttsearch.strategies.catalog import option_fields
 from ttsearch.strategies.registry import STRATEGIES, budget_kind, make_strategy
 from ttsearch.study.optimal.policy_table import load_policy
 from ttsearch.study.recipe import Recipe, StrategyEntry
@@ -94,7 +95,7 @@ def plan_runs(recipe: Recipe) -> list[PlannedRun]:
 
 def _options(recipe: Recipe, entry: StrategyEntry, n: int) -> dict[str, Any]:
     """The entry's options at N: the recipe's sampling defaults, the entry's fields, then per_n."""
-    fields = getattr(STRATEGIES[entry.strategy], "__dataclass_fields__", {})
+    fields = option_fields(STRATEGIES[entry.strategy])
     options: dict[str, Any] = {}
     if "temperature" in fields:
         options["temperature"] = recipe.sampling.temperature

@@ -33,6 +33,7 @@ from pydantic_core import ErrorDetails
 
 from ttsearch.backends.prm_formats import PRM_FORMATS
 from ttsearch.errors import RecipeError
+from ttsearch.strategies.catalog import option_fields
 from ttsearch.strategies.registry import STRATEGIES
 
 __all__ = [
@@ -472,7 +473,7 @@ def _entry(data: Any, where: str) -> StrategyEntry:
     if strategy not in STRATEGIES:
         raise RecipeError(f"{where}: unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
     cls = STRATEGIES[strategy]
-    allowed_options = [f for f in getattr(cls, "__dataclass_fields__", {}) if f != "n"]
+    allowed_options = [f for f in option_fields(cls) if f != "n"]
     options = {k: v for k, v in data.items() if k not in _ENTRY_KEYS}
     unknown = [k for k in options if k not in allowed_options]
     if unknown:
