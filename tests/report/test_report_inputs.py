@@ -212,3 +212,17 @@ def test_cli_report_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
     shard = write_experiment(tmp_path / "other", recipe_hash="z" * 64)
     assert main(["report", str(exp), str(shard)]) == 2
     assert "not shards of one experiment" in capsys.readouterr().err
+
+
+def test_a_runs_own_selection_comes_from_its_records_when_the_recipe_leaves_it_out(tmp_path: Path) -> None:
+    # Particle filtering and MCTS select with "naive" by default; a recipe entry that does
+    # not say so left the manifest's config without it, and the report once labelled (and
+    # headlined) such runs with "weighted".
+    from ttsearch.study.load import _spec
+
+    declared = {"label": "pf", "strategy": "particle_filtering", "n": 4, "kind": "stepwise", "seed": 0}
+    declared["config"] = {"strategy": "particle_filtering", "n": 4}
+    record = {"unique_id": "p1", "strategy": "particle_filtering", "selection": "naive", "n": 4}
+    assert _spec("pf-n4-s0", declared, record, tmp_path / "pf.jsonl").selection == "naive"
+    declared["config"]["selection"] = "weighted"  # the recipe's own choice wins
+    assert _spec("pf-n4-s0", declared, record, tmp_path / "pf.jsonl").selection == "weighted"

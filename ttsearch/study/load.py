@@ -166,7 +166,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def _spec(run_id: str, declared: dict[str, Any] | None, record: dict[str, Any], file: Path) -> RunSpec:
     """The run's spec from the manifest, else from its first record (same fields)."""
     src = declared if declared is not None else record
-    config = src.get("config") or record.get("config") or {}
+    config = dict(src.get("config") or record.get("config") or {})
+    if "selection" not in config and isinstance(record.get("selection"), str):
+        # A recipe entry that leaves `selection` to the strategy's default: the records
+        # say which selection the strategy used (particle filtering and MCTS: "naive").
+        config["selection"] = record["selection"]
     n = src.get("n") if isinstance(src.get("n"), int) else record_n(record)
     if n is None:
         raise ExperimentError(f"{file}: run {run_id} does not say its N (no 'n' in the manifest or records)")
