@@ -157,7 +157,7 @@ def test_make_strategy_and_cli_parsing() -> None:
     beam = make_strategy("beam", n=16, width=4, lookahead=None)
     assert (beam.n, beam.width, beam.lookahead) == (16, 4, 0)
     with pytest.raises(ValueError, match="unknown strategy"):
-        make_strategy("mcts", n=4)
+        make_strategy("no_such_strategy", n=4)
     with pytest.raises(ValueError, match="no option"):
         make_strategy("majority", n=4, width=2)
     assert parse_size("128MiB") == 128 << 20 and parse_size("2g") == 2 << 30 and parse_size("4096") == 4096
