@@ -11,7 +11,7 @@ from ttsearch.core.tree import Node
 from ttsearch.evaluation.aggregation import REDUCTIONS, SELECTION_METHODS, Reduction
 from ttsearch.evaluation.aggregation import SelectionMethod as Selection
 
-__all__ = ["Expand", "SampledStrategy", "Selection", "StepwiseStrategy", "Strategy"]
+__all__ = ["DepthLimitedStrategy", "Expand", "SampledStrategy", "Selection", "StepwiseStrategy", "Strategy"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,27 +40,16 @@ class SampledStrategy(Strategy):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StepwiseStrategy(SampledStrategy):
-    """Shared configuration of strategies that grow solutions one step at a time.
-
-    `width` is the beam width M (N must be a multiple of it); the expansion that would
-    reach `max_depth` samples to EOS instead of stopping after one step.
-    """
+class DepthLimitedStrategy(SampledStrategy):
+    """Strategies that grow solutions one step at a time: the expansion that would reach
+    `max_depth` samples to EOS instead of stopping after one step (`expand`)."""
 
     budget_kind: ClassVar[Literal["sampling", "stepwise"]] = "stepwise"
 
-    width: int = 4
     max_depth: int = 40
-
-    @property
-    def live_prefixes(self) -> int:
-        """N/M kept beams: the M children of one beam share its prefix."""
-        return max(1, self.n // self.width)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.width < 1 or self.n % self.width:
-            raise ValueError(f"{self.name}: width must be >= 1 and divide n, got n={self.n}, width={self.width}")
         if self.max_depth < 1:
             raise ValueError(f"{self.name}: max_depth must be >= 1, got {self.max_depth}")
 
@@ -74,3 +63,21 @@ class StepwiseStrategy(SampledStrategy):
             lookahead=lookahead,
             group=group,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepwiseStrategy(DepthLimitedStrategy):
+    """Shared configuration of beam-style strategies: `width` is the beam width M (N must
+    be a multiple of it)."""
+
+    width: int = 4
+
+    @property
+    def live_prefixes(self) -> int:
+        """N/M kept beams: the M children of one beam share its prefix."""
+        return max(1, self.n // self.width)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.width < 1 or self.n % self.width:
+            raise ValueError(f"{self.name}: width must be >= 1 and divide n, got n={self.n}, width={self.width}")

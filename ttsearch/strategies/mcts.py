@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ttsearch.core.tree import Node, SearchTree
-from ttsearch.strategies.base import Expand, SampledStrategy, Selection
+from ttsearch.strategies.base import DepthLimitedStrategy, Expand, Selection
 
 
 @dataclass(eq=False)
@@ -63,7 +63,7 @@ class MCTSState:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MCTS(SampledStrategy):
+class MCTS(DepthLimitedStrategy):
     """MCTS over PRM-scored steps: UCT selection, `children` samples per expansion, PRM value.
 
     `n`: the budget, n samples per tree level (n (rollout + 1) with rollouts); `children`:
@@ -79,7 +79,6 @@ class MCTS(SampledStrategy):
     c_uct: float = 1.414  # ~sqrt(2): UCB1 for rewards in [0, 1], Scaffolding's default
     rollout: int = 0
     parallel: int | None = None
-    max_depth: int = 40
     selection: Selection = "naive"  # the best visited finished leaf (rStar, Scaffolding)
 
     def __post_init__(self) -> None:
@@ -92,8 +91,6 @@ class MCTS(SampledStrategy):
             raise ValueError(f"MCTS: rollout must be >= 0, got {self.rollout}")
         if self.parallel is not None and self.parallel < 1:
             raise ValueError(f"MCTS: parallel must be >= 1 (or None for n // children), got {self.parallel}")
-        if self.max_depth < 1:
-            raise ValueError(f"MCTS: max_depth must be >= 1, got {self.max_depth}")
 
     # -- budget and reporting ------------------------------------------------------------
 
@@ -170,14 +167,7 @@ class MCTS(SampledStrategy):
         for on_path in path:  # virtual loss: one visit of value 0 until the wave ends
             state.visits[on_path] += 1
         state.virtual.append(path)
-        return Expand(
-            node,
-            n=self.children,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            to_completion=node.depth + 1 >= self.max_depth,
-            lookahead=self.rollout,
-        )
+        return self.expand(node, self.children, lookahead=self.rollout)
 
     def _end_wave(self, state: MCTSState) -> None:
         for path in state.virtual:

@@ -49,7 +49,7 @@ from typing import ClassVar, Literal, get_args
 from ttsearch.core.strategy import Expand
 from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.aggregation import reduce_scores
-from ttsearch.strategies.base import SampledStrategy, Selection
+from ttsearch.strategies.base import DepthLimitedStrategy, Selection
 
 __all__ = ["EntropicParticleFiltering", "ParticleFiltering", "ParticleGibbs"]
 
@@ -113,7 +113,7 @@ def normalized_entropy(probabilities: Sequence[float]) -> float:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ParticleFiltering(SampledStrategy):
+class ParticleFiltering(DepthLimitedStrategy):
     """N particles, one step per round, resampled from softmax(PRM reward / T).
 
     `n`: particles (each round samples one step per open particle: at most N samples, as
@@ -129,7 +129,6 @@ class ParticleFiltering(SampledStrategy):
     budget_kind: ClassVar[Literal["sampling", "stepwise"]] = "stepwise"
 
     selection: Selection = "naive"
-    max_depth: int = 40
     temperature_resample: float = 1.0
     weighting: Weighting = "score"
     resample_finished: bool = True
@@ -137,8 +136,6 @@ class ParticleFiltering(SampledStrategy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_depth < 1:
-            raise ValueError(f"{self.name}: max_depth must be >= 1, got {self.max_depth}")
         if not (math.isfinite(self.temperature_resample) and self.temperature_resample > 0):
             raise ValueError(f"{self.name}: temperature_resample must be > 0, got {self.temperature_resample}")
         if self.weighting not in WEIGHTINGS:
@@ -216,7 +213,7 @@ class ParticleFiltering(SampledStrategy):
 
     def start(self, tree: SearchTree) -> Sequence[Expand]:
         tree.strategy_state[self] = _Particles()
-        return [self._expand(tree.root, self.n)]
+        return [self.expand(tree.root, self.n)]
 
     def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
         state: _Particles = tree.strategy_state[self]
@@ -229,15 +226,6 @@ class ParticleFiltering(SampledStrategy):
         """The last iteration's final particle set, copies included, in tree order."""
         state: _Particles | None = tree.strategy_state.get(self)
         return [] if state is None else list(state.result)
-
-    def _expand(self, node: Node, k: int) -> Expand:
-        return Expand(
-            node,
-            n=k,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            to_completion=node.depth + 1 >= self.max_depth,
-        )
 
     def _reference_weight_node(self, reference: Node, prefix: Node) -> Node:
         """Whose reward weighs the reference particle at this step: its prefix's."""
@@ -284,7 +272,7 @@ class ParticleFiltering(SampledStrategy):
             if node.is_terminal:
                 state.finished[node] = state.finished.get(node, 0) + copies
             else:
-                expansions.append(self._expand(node, copies))
+                expansions.append(self.expand(node, copies))
         if expansions:
             return expansions
         return self._end_iteration(tree, state)
@@ -302,13 +290,13 @@ class ParticleFiltering(SampledStrategy):
             return ()
         if not final:  # nothing finished (every sample dropped): start afresh
             state.reference = None
-            return [self._expand(tree.root, self.n)]
+            return [self.expand(tree.root, self.n)]
         # The next reference: drawn by final weight (plain softmax, no annealing), as its_hub.
         probabilities = softmax([self.log_weight(node) for node in final])
         rng = tree.random("reference", state.iteration - 1)
         (index,) = rng.choices(range(len(final)), weights=probabilities, k=1)
         state.reference = final[index]
-        return [self._expand(tree.root, self.n - 1)]
+        return [self.expand(tree.root, self.n - 1)]
 
 
 @dataclass(frozen=True, kw_only=True)

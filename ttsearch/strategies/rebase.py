@@ -26,7 +26,7 @@ from fractions import Fraction
 from typing import ClassVar, Literal
 
 from ttsearch.core.tree import Node, SearchTree
-from ttsearch.strategies.base import Expand, SampledStrategy
+from ttsearch.strategies.base import DepthLimitedStrategy, Expand
 
 __all__ = ["REBASE", "balance"]
 
@@ -77,13 +77,12 @@ class _State:
 
 
 @dataclass(frozen=True, kw_only=True)
-class REBASE(SampledStrategy):
+class REBASE(DepthLimitedStrategy):
     """Reward-balanced search: a width of N per depth, split by softmax(score / T)."""
 
     budget_kind: ClassVar[Literal["sampling", "stepwise"]] = "stepwise"
 
     softmax_temperature: float = 0.2  # T of the balance (the reference's default); `temperature` samples
-    max_depth: int = 40  # the depth that reaches it samples to EOS (the reference stops at 25)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,8 +90,6 @@ class REBASE(SampledStrategy):
             raise ValueError(
                 f"{self.name}: softmax_temperature must be a finite number > 0, got {self.softmax_temperature}"
             )
-        if self.max_depth < 1:
-            raise ValueError(f"{self.name}: max_depth must be >= 1, got {self.max_depth}")
 
     @property
     def generation_budget(self) -> int:
@@ -115,7 +112,7 @@ class REBASE(SampledStrategy):
 
     def start(self, tree: SearchTree) -> Sequence[Expand]:
         tree.strategy_state[self] = _State()
-        return [self._expand(tree.root, self.n)]
+        return [self.expand(tree.root, self.n)]
 
     def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
         state: _State = tree.strategy_state[self]
@@ -130,16 +127,7 @@ class REBASE(SampledStrategy):
             return ()
         counts = balance([self.weight(node) for node in nodes], left, self.softmax_temperature)
         tree.prune([node for node, k in zip(nodes, counts, strict=True) if k == 0])
-        return [self._expand(node, k) for node, k in zip(nodes, counts, strict=True) if k > 0]
-
-    def _expand(self, node: Node, n: int) -> Expand:
-        return Expand(
-            node,
-            n=n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            to_completion=node.depth + 1 >= self.max_depth,
-        )
+        return [self.expand(node, k) for node, k in zip(nodes, counts, strict=True) if k > 0]
 
     def candidates(self, tree: SearchTree) -> list[Node]:
         """Every finished solution (never more than N), best first."""
