@@ -71,7 +71,7 @@ def assert_stats_consistent(strategy: MCTS, tree: SearchTree) -> None:
     nodes = valued_nodes(tree)
     assert state.virtual == [] and state.scored == []
     assert state.visits[tree.root] == len(nodes)
-    assert state.value_sums[tree.root] == pytest.approx(sum(strategy.value(node) for node in nodes))
+    assert state.value_sums[tree.root] == pytest.approx(sum(strategy.node_value(node) for node in nodes))
     for node in nodes:
         below = [n for n in nodes if node in n.path()]
         assert state.visits[node] == len(below)
@@ -309,7 +309,7 @@ async def test_rollout_values_a_step_by_its_greedy_continuation() -> None:
     assert result.usage.rollout_samples == 2
     state = strategy.stats(result.tree)
     labels = by_label(result.tree)
-    assert strategy.value(labels["0"]) == 0.1 and labels["0"].step_scores == (0.9,)
+    assert strategy.node_value(labels["0"]) == 0.1 and labels["0"].step_scores == (0.9,)
     assert state.value_sums[labels["1"]] == pytest.approx(0.95 + 0.95 + 0.4)
     assert strategy.generation_budget == 8 and state.spent == 3 * 4
     greedy_only = await make_searcher(world(nodes)).solve("q", MCTS(n=4, children=2, parallel=1))
@@ -365,7 +365,13 @@ def _outcome(strategy: MCTS, result) -> tuple[object, ...]:
     return (
         result.answer,
         tuple((c.text, c.score) for c in result.candidates),
-        tuple(sorted((node.address, state.visits[node], state.value_sums[node]) for node in valued_nodes(result.tree))),
+        tuple(
+            sorted(
+                (node.address, state.visits[node], state.value_sums[node])
+                for node in valued_nodes(result.tree)
+                if node not in state.rollouts  # completions are candidates, never valued
+            )
+        ),
         state.spent,
     )
 
@@ -435,4 +441,99 @@ def test_bad_parameters_raise_value_error(options: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         MCTS(**options)
     with pytest.raises(ValueError):
+        build_strategy({"mcts": MCTS}, "mcts", **options)
+
+
+# -- value="rollout": each new node valued by one sampled completion, kept as a candidate ----
+
+
+def rollout_world(nodes: dict[str, Spec], completions: dict[str, tuple[float, str]]) -> Callable[[ScriptCall], str]:
+    """`world(nodes)` for one-step requests; a to-EOS request from node L writes the one-step
+    solution "n<L>r \\boxed{answer} [p=score]" of `completions[L]`."""
+    steps = world(nodes)
+
+    def script(call: ScriptCall) -> str:
+        if call.request.stop:
+            return steps(call)
+        label = parent_label(call.text)
+        score, answer = completions[label]
+        return f"n{label}r \\boxed{{{answer}}} [p={score}]{EOS}"
+
+    return script
+
+
+def requests_from(searcher: Searcher, *, to_completion: bool) -> list[str]:
+    """Labels of the nodes asked for one step (or, `to_completion`, for a completion)."""
+    return [
+        parent_label(decode(r.prompt_token_ids).partition("\nA: ")[2])
+        for r in searcher.policy.requests
+        if bool(r.stop) != to_completion
+    ]
+
+
+async def test_rollout_value_uct_choices_and_candidates() -> None:
+    # n=6 completions, 2 children, c=1, one selection at a time, reduction "last". By hand:
+    # wave 1: root -> "0" (0.9), "1" (0.3); their completions score 0.2 and 0.8: values.
+    # wave 2: N(root)=2: "0" 0.2+sqrt(ln2)=1.033 < "1" 0.8+0.833=1.633 -> "1": "10" (open,
+    #         completion 0.9) and "11" (finished in one step, 0.6: its own value). 4 spent.
+    # wave 3: N(root)=4: "0" 0.2+sqrt(ln4)=1.377 < "1" 2.3/3+sqrt(ln4/3)=1.446 -> "1"; under
+    #         it (N=3) "11" is finished, "10" is the only leaf -> "10": "100", "101" (6 spent).
+    # wave 4: 6 of 6 spent: stop. Candidates: the 5 completions and "11", n = 6 in all.
+    nodes: dict[str, Spec] = {"0": 0.9, "1": 0.3, "10": 0.5, "11": (0.6, "c"), "100": 0.4, "101": 0.7}
+    completions = {"0": (0.2, "a"), "1": (0.8, "b"), "10": (0.9, "d"), "100": (0.3, "e"), "101": (0.95, "f")}
+    strategy = MCTS(n=6, children=2, c_uct=1.0, parallel=1, value="rollout")
+    searcher = make_searcher(rollout_world(nodes, completions))
+    result = await searcher.solve("q", strategy)
+    assert requests_from(searcher, to_completion=False) == ["", "1", "10"]
+    assert requests_from(searcher, to_completion=True) == ["0", "1", "10", "100", "101"]
+    assert all(r.n == 1 for r in searcher.policy.requests if not r.stop)
+    state = strategy.stats(result.tree)
+    labels = by_label(result.tree)
+    expected = {"0": (1, 0.2), "1": (5, 0.8 + 0.9 + 0.6 + 0.3 + 0.95), "10": (3, 0.9 + 0.3 + 0.95), "11": (1, 0.6)}
+    for label, (visits, value_sum) in expected.items():
+        assert state.visits[labels[label]] == visits, label
+        assert state.value_sums[labels[label]] == pytest.approx(value_sum), label
+    assert state.visits[result.tree.root] == 6
+    assert all(labels[f"{label}r"] not in state.visits for label in completions)  # never selected or valued
+    assert state.spent == 6 and state.virtual == [] and state.pending == {} and state.rolling == {}
+    assert [c.answer for c in result.candidates] == ["f", "d", "b", "c", "e", "a"]  # best final reward first
+    assert result.answer == "f"
+
+
+@pytest.mark.parametrize(
+    ("n", "children", "parallel"), [(4, 2, None), (7, 3, None), (16, 4, None), (16, 2, 1), (5, 5, 2)]
+)
+async def test_rollout_value_spends_exactly_n_completions(n: int, children: int, parallel: int | None) -> None:
+    for seed in range(4):
+        strategy = MCTS(n=n, children=children, parallel=parallel, value="rollout")
+        searcher = make_searcher(random_world(seed))
+        result = await searcher.solve("q", strategy)
+        state = strategy.stats(result.tree)
+        step_requests = [r for r in searcher.policy.requests if r.stop]
+        # every child is a candidate: its own (finished in one step) or its completion's
+        assert state.spent == sum(r.n for r in step_requests) == len(result.tree.finished)
+        assert state.spent == n or not _open_leaf_left(result.tree, state)
+        assert all(r.n <= children for r in step_requests)
+        assert len(result.candidates) == state.spent and result.answer is not None
+        assert state.visits[result.tree.root] == state.spent  # each child valued once
+        assert state.virtual == [] and state.pending == {} and state.rolling == {}
+
+
+def _open_leaf_left(tree: SearchTree, state: MCTSState) -> bool:
+    return any(n.state != "finished" and n not in state.rollouts for n in tree.nodes() if not n.is_root)
+
+
+async def test_rollout_value_same_result_whatever_order_requests_finish_in() -> None:
+    outcomes = set()
+    for pattern in range(4):
+        strategy = MCTS(n=12, children=3, value="rollout")
+        searcher = make_searcher(random_world(5), delay=_random_latency(pattern))
+        result = await searcher.solve("q", strategy)
+        outcomes.add(_outcome(strategy, result))
+    assert len(outcomes) == 1
+
+
+@pytest.mark.parametrize("options", [{"n": 4, "value": "visits"}, {"n": 4, "value": "rollout", "rollout": 1}])
+def test_bad_value_options_raise_value_error(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="value"):
         build_strategy({"mcts": MCTS}, "mcts", **options)

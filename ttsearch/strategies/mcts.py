@@ -28,6 +28,15 @@ node's value up its path (visits + 1, value sum + value, up to the root).
 - The answer: `selection` over every finished leaf ("naive", the default: the best final
   reward; "weighted" / "majority": votes).
 
+`value="rollout"` is classic MCTS with simulations: each new open node is valued by the
+final reward of ONE completion sampled from it to EOS (at the search's temperature; one
+`Expand(to_completion=True)` per node), and that completion stays in the tree as a
+finished leaf, a candidate answer (it is never selected or expanded: the tree grows one
+step per child). The budget is then n completions, like best-of-N's n samples: each
+expansion charges its children (the last one gets only what is left), so every search
+ends with about n candidates. Selection descends while a node has step children; a node
+whose only child is its rollout is a leaf.
+
 Per-problem statistics live in the tree (`tree.strategy_state[self]`, an `MCTSState`),
 so one strategy object serves every problem at once.
 """
@@ -55,6 +64,11 @@ class MCTSState:
     waves: int = 0  # waves launched
     scored: list[tuple[Expand, list[Node]]] = field(default_factory=list)  # this wave's finished expansions
     virtual: list[list[Node]] = field(default_factory=list)  # paths carrying a virtual loss
+    # value="rollout": the completions (candidates, never selected), the rollout request of
+    # each node being valued, and the values waiting for the end of the wave.
+    rollouts: set[Node] = field(default_factory=set)
+    rolling: dict[Expand, Node] = field(default_factory=dict)
+    pending: dict[Node, float] = field(default_factory=dict)
 
     def q(self, node: Node) -> float:
         """Mean value of the node's subtree (0.0 before it is valued)."""
@@ -66,11 +80,13 @@ class MCTSState:
 class MCTS(DepthLimitedStrategy):
     """MCTS over PRM-scored steps: UCT selection, `children` samples per expansion, PRM value.
 
-    `n`: the budget, n samples per tree level (n (rollout + 1) with rollouts); `children`:
-    samples per expansion (1 <= children <= n); `c_uct`: the exploration constant (0 is
-    greedy on Q); `rollout`: greedy steps after each new step before the PRM values it;
-    `parallel`: selections per wave (None: n // children); `max_depth`: the expansion that
-    reaches it samples to EOS.
+    `n`: the budget: with `value="step"`, n samples per tree level (n (rollout + 1) with
+    rollouts); with `value="rollout"`, n sampled completions. `children`: samples per
+    expansion (1 <= children <= n); `c_uct`: the exploration constant (0 is greedy on Q);
+    `value`: "step" (a new node's PRM score) or "rollout" (the final reward of one
+    completion sampled from it, kept as a candidate); `rollout`: greedy steps after each new
+    step before the PRM values it (value="step" only); `parallel`: selections per wave
+    (None: n // children); `max_depth`: the expansion that reaches it samples to EOS.
     """
 
     budget_kind: ClassVar[Literal["sampling", "stepwise"]] = "stepwise"
@@ -80,6 +96,7 @@ class MCTS(DepthLimitedStrategy):
     rollout: int = 0
     parallel: int | None = None
     selection: Selection = "naive"  # the best visited finished leaf (rStar, Scaffolding)
+    value: Literal["step", "rollout"] = "step"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,17 +108,26 @@ class MCTS(DepthLimitedStrategy):
             raise ValueError(f"MCTS: rollout must be >= 0, got {self.rollout}")
         if self.parallel is not None and self.parallel < 1:
             raise ValueError(f"MCTS: parallel must be >= 1 (or None for n // children), got {self.parallel}")
+        if self.value not in ("step", "rollout"):
+            raise ValueError(f"MCTS: value must be 'step' or 'rollout', got {self.value!r}")
+        if self.value == "rollout" and self.rollout:
+            raise ValueError(
+                f"MCTS: rollout={self.rollout} greedy steps apply to value='step'; "
+                "value='rollout' already samples each node's completion"
+            )
 
     # -- budget and reporting ------------------------------------------------------------
 
     @property
     def generation_budget(self) -> int:
-        """Samples per tree level: n (rollout + 1), as beam search's N (lookahead: N(k+1))."""
+        """value="step": samples per tree level, n (rollout + 1), as beam search's N
+        (lookahead: N(k+1)); value="rollout": completions in all, n (as best-of-N's N)."""
         return self.n * (self.rollout + 1)
 
     @property
     def expansion_cost(self) -> int:
-        """Samples charged per expansion: each child and its greedy rollout steps."""
+        """Samples charged per expansion: each child and its greedy rollout steps (with
+        value="rollout": each child, which stands for its completion)."""
         return self.children * (self.rollout + 1)
 
     @property
@@ -110,7 +136,10 @@ class MCTS(DepthLimitedStrategy):
 
     @property
     def live_prefixes(self) -> int:
-        """One prefix per expansion of a wave (its children share it)."""
+        """One prefix per expansion of a wave (its children share it); with rollouts, one
+        per child being rolled out."""
+        if self.value == "rollout":
+            return self.selections_per_wave * self.children
         return self.selections_per_wave
 
     def options(self) -> dict[str, Any]:
@@ -125,8 +154,8 @@ class MCTS(DepthLimitedStrategy):
         assert isinstance(state, MCTSState)
         return state
 
-    def value(self, node: Node) -> float:
-        """A new node's value: its PRM score reduced (with the rollout's scores when it has
+    def node_value(self, node: Node) -> float:
+        """value="step": a new node's value: its PRM score reduced (with the rollout's scores when it has
         some); a finished node's final reward; 0.0 (the lowest) for an open child that added
         no step (whitespace only)."""
         if node.adds_step:
@@ -150,11 +179,35 @@ class MCTS(DepthLimitedStrategy):
 
     def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
         state = self.stats(tree)
-        state.scored.append((expansion, children))
-        if tree.in_flight:  # a wave ends when all of its expansions are scored
-            return ()
+        rollouts: list[Expand] = []
+        if expansion in state.rolling:
+            self._rolled_out(state, state.rolling.pop(expansion), children)
+        else:
+            state.scored.append((expansion, children))
+            if self.value == "rollout":
+                rollouts = self._roll_out(state, children)
+        if rollouts or tree.in_flight:  # a wave ends when all of its expansions are valued
+            return rollouts
         self._end_wave(state)
         return self._next_wave(tree, state)
+
+    def _roll_out(self, state: MCTSState, children: list[Node]) -> list[Expand]:
+        """One completion per new open child; a finished child is its own completion."""
+        requests = []
+        for child in children:
+            if child.is_terminal:
+                state.pending[child] = self.score(child)
+                continue
+            request = Expand(child, n=1, temperature=self.temperature, top_p=self.top_p, to_completion=True)
+            state.rolling[request] = child
+            requests.append(request)
+        return requests
+
+    def _rolled_out(self, state: MCTSState, node: Node, completions: list[Node]) -> None:
+        """The node's value is its completion's final reward (0.0, the lowest, when the
+        completion was dropped, e.g. too long for the PRM)."""
+        state.rollouts.update(completions)
+        state.pending[node] = self.score(completions[0]) if completions else 0.0
 
     def candidates(self, tree: SearchTree) -> list[Node]:
         """Every finished leaf, best final reward first."""
@@ -162,12 +215,15 @@ class MCTS(DepthLimitedStrategy):
 
     def _launch(self, state: MCTSState, path: list[Node]) -> Expand:
         node = path[-1]
-        state.spent += self.expansion_cost
+        children = self.children
+        if self.value == "rollout":  # the last expansion gets what is left of n completions
+            children = min(children, self.n - state.spent)
+        state.spent += children * (self.rollout + 1)
         state.levels = max(state.levels, node.depth + 1)
         for on_path in path:  # virtual loss: one visit of value 0 until the wave ends
             state.visits[on_path] += 1
         state.virtual.append(path)
-        return self.expand(node, self.children, lookahead=self.rollout)
+        return self.expand(node, children, lookahead=self.rollout)
 
     def _end_wave(self, state: MCTSState) -> None:
         for path in state.virtual:
@@ -177,7 +233,8 @@ class MCTS(DepthLimitedStrategy):
         # Back up in tree order (not completion order): float sums then do not depend on timing.
         for _, children in sorted(state.scored, key=lambda done: done[0].node.address):
             for child in children:
-                self._backup(state, child, self.value(child))
+                value = state.pending.pop(child) if self.value == "rollout" else self.node_value(child)
+                self._backup(state, child, value)
         state.scored.clear()
 
     @staticmethod
@@ -189,11 +246,13 @@ class MCTS(DepthLimitedStrategy):
             node = node.parent
 
     def _fits(self, state: MCTSState, node: Node) -> bool:
+        if self.value == "rollout":
+            return state.spent < self.n
         levels = max(state.levels, node.depth + 1)
         return state.spent + self.expansion_cost <= self.generation_budget * levels
 
     def _next_wave(self, tree: SearchTree, state: MCTSState) -> list[Expand]:
-        open_leaves = _open_leaf_counts(tree)
+        open_leaves = _open_leaf_counts(tree, state.rollouts)
         wave: list[Expand] = []
         while len(wave) < self.selections_per_wave and open_leaves[tree.root]:
             path = self._select(state, tree.root, open_leaves)
@@ -216,7 +275,7 @@ class MCTS(DepthLimitedStrategy):
         """UCT descent to an open leaf not yet chosen in this wave."""
         path = [root]
         node = root
-        while node.state != "open":
+        while open_leaves[node] and not _is_leaf(node, open_leaves):
             log_visits = math.log(state.visits[node])
             best: Node | None = None
             best_uct = -math.inf
@@ -237,14 +296,23 @@ class MCTS(DepthLimitedStrategy):
         return min(leaves, key=lambda node: (-node.depth, -state.q(node), node.address))
 
 
-def _open_leaf_counts(tree: SearchTree) -> dict[Node, int]:
-    """Open leaves under each node (itself included): 0 for exhausted subtrees."""
+def _open_leaf_counts(tree: SearchTree, rollouts: set[Node]) -> dict[Node, int]:
+    """Open leaves under each node (itself included): 0 for exhausted subtrees. A leaf is
+    an open node, or (value="rollout") a non-root node whose only children are its
+    completions; completions and finished or pruned nodes count 0."""
     counts: dict[Node, int] = {}
     for node in reversed(list(tree.nodes())):  # reversed pre-order: children before parents
-        if node.state == "open":
-            counts[node] = 1
-        elif node.state == "expanded":
-            counts[node] = sum(counts[child] for child in node.children)
-        else:
+        steps = [child for child in node.children if child not in rollouts]
+        if node in rollouts or node.state in ("finished", "pruned"):
             counts[node] = 0
+        elif node.state == "open" or (not steps and not node.is_root):
+            counts[node] = 1
+        else:
+            counts[node] = sum(counts[child] for child in steps)
     return counts
+
+
+def _is_leaf(node: Node, open_leaves: dict[Node, int]) -> bool:
+    """A node selection stops at: one with no child that has open leaves of its own
+    (open, or only its completions below it)."""
+    return not any(open_leaves.get(child, 0) for child in node.children)
