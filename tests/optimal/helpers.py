@@ -29,8 +29,12 @@ def write_run(
     with_correct: bool = True,
     gold: str = "7",
     errors: Sequence[str] = (),
+    usage: dict | None = None,
 ) -> str:
-    """One run's JSONL in DIR/runs, the docs/records.md way; returns its run_id."""
+    """One run's JSONL in DIR/runs, the docs/records.md way; returns its run_id.
+
+    `usage` replaces fields of every record's usage (default: generated tokens = the
+    candidates' tokens, verifier_tokens = 10 per scored candidate, no cache counts)."""
     run_id = f"{label}-n{n}-s{seed}"
     budgets = list(budgets or [n])
     config = {"n": n, "temperature": 0.8, "reduction": "last", "selection": "weighted", **(config or {})}
@@ -50,7 +54,11 @@ def write_run(
             if with_correct:
                 c["correct"] = correct
             candidates.append(c)
-        usage = {"generated_tokens": sum(c[3] for c in cands), "verifier_tokens": 10 * len(cands) if scored else 0}
+        record_usage = {
+            "generated_tokens": sum(c[3] for c in cands),
+            "verifier_tokens": 10 * len(cands) if scored else 0,
+            **(usage or {}),
+        }
         lines.append(
             {
                 "unique_id": uid,
@@ -65,7 +73,7 @@ def write_run(
                 "correct": False,
                 "error": "boom" if uid in errors else None,
                 "candidates": [] if uid in errors else candidates,
-                "usage": usage,
+                "usage": record_usage,
                 "run_id": run_id,
                 "label": label,
                 "n": n,

@@ -22,7 +22,8 @@ async def test_a_recipe_runs_compute_optimal_with_a_fitted_policy(tmp_path: Path
         load_recipe(first), tmp_path / "fit", progress=False, backends=scripted_backends(), report=False
     )
     (tmp_path / "study").mkdir()
-    assert main(["fit-policy", str(tmp_path / "fit"), "-o", str(tmp_path / "study" / "policy.json")]) == 0
+    policy = str(tmp_path / "study" / "policy.json")
+    assert main(["fit-policy", str(tmp_path / "fit"), "-o", policy, "--probe", "1"]) == 0  # the probe the entry runs
     table = load_policy(tmp_path / "study" / "policy.json")
 
     data = recipe_data(dataset, llama3_tokenizer_dir)

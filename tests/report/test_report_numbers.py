@@ -265,6 +265,20 @@ def test_compute_per_problem(report) -> None:  # type: ignore[no-untyped-def]
     assert [r.usage["verifier_tokens"] for r in beam.runs] == pytest.approx([90, 200])
 
 
+def test_compute_counts_prm_tokens_computed_and_cached_apart(report) -> None:  # type: ignore[no-untyped-def]
+    bon = report.strategy("bon")
+    # Neither bon run recorded verifier_computed_tokens: seed 0 has no cache count either
+    # (computed = sent, 100), seed 1 cached 40 of its 100 (computed 60).
+    assert [r.usage["verifier_computed_tokens"] for r in bon.runs] == pytest.approx([100, 60])
+    assert bon.compute[-1].usage["verifier_computed_tokens"] == pytest.approx(80)
+    assert [c.usage["verifier_computed_tokens"] for c in bon.compute] == pytest.approx([20, 40, 80])
+    text = format_table(report)
+    header = next(line for line in text.splitlines() if line.startswith("strategy") and "N" in line.split())
+    columns = header.split()
+    assert columns[4:7] == ["generated_tokens", "verifier_computed_tokens", "verifier_cached_tokens"]
+    assert "verifier_tokens - verifier_cached_tokens" in text and "what was sent" in text
+
+
 def test_per_problem_scores_are_data(report) -> None:  # type: ignore[no-untyped-def]
     rows = report.strategy("bon").problem_scores()
     assert len(rows) == 10
@@ -308,11 +322,13 @@ def test_write_report_outputs(report, tmp_path: Path) -> None:  # type: ignore[n
         "bins_level.png",
         "compute_optimal.png",  # issue #10: per-bin choice vs fixed strategies
     }
-    assert "compute-optimal, oracle bins (CV)" in (tmp_path / "out" / "compute_optimal.txt").read_text()
+    optimal_text = (tmp_path / "out" / "compute_optimal.txt").read_text()
+    assert "compute-optimal, oracle (gold answers, same samples) (CV)" in optimal_text
+    assert "compute-optimal, oracle (gold answers, another seed's samples) (CV)" in optimal_text
     page = files.html.read_text()
     assert page.count("data:image/png;base64,") == 6 and "<img" in page and 'src="http' not in page
     assert "disjoint groups" in page and "beam" in page
-    assert "Compute-optimal scaling" in page and "per-bin choice, predicted difficulty" in page
+    assert "Compute-optimal scaling" in page and "per-bin choice, predicted (PRM probe of 2" in page
     text = format_table(report)
     assert files.text.read_text() == text + "\n"
     assert "disjoint groups" in text

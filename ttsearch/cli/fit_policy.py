@@ -24,7 +24,12 @@ def add_fit_policy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
     fit.add_argument("-o", "--out", type=Path, required=True, help="policy table JSON to write")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds over problems (default 5)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
-    fit.add_argument("--probe", type=int, default=2, help="probe samples of the replayed online strategy (default 2)")
+    fit.add_argument(
+        "--probe",
+        type=int,
+        default=2,
+        help="probe samples the table is fitted for (compute_optimal must run with the same probe; default 2)",
+    )
     fit.add_argument("--plot", type=Path, help="save accuracy vs N (fixed strategies and compute-optimal) as PNG")
 
 
@@ -34,7 +39,7 @@ def run_fit_policy(args: argparse.Namespace) -> None:
     outcomes = build_outcomes(runs)
     analysis = analyse(outcomes, folds=args.folds, seed=args.seed, probe=args.probe, runs=runs)
     print(format_analysis(analysis))
-    table = fit_policy(outcomes, source={"dirs": [str(d) for d in args.dirs]})
+    table = fit_policy(outcomes, probe=args.probe, source={"dirs": [str(d) for d in args.dirs]})
     print(f"\npolicy table: {save_policy(table, args.out)}")
     if args.plot:
         print(f"plot: {plot_compute_optimal(analysis, args.plot)}")

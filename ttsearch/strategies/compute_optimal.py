@@ -2,8 +2,9 @@
 
 Per problem: sample `probe` full solutions at the table's temperature and score them with
 the PRM (one expansion of the root); their mean score (reduced as the table's predictor
-run reduced it) gives the predicted difficulty level through the table's thresholds. The
-strategy then runs the best option of that (level, N) that fits the budget left:
+run reduced it) gives the predicted difficulty level through the table's thresholds (a
+probe the PRM could not score at all, every sample too long for it, goes to the hardest
+level). The strategy then runs the best option of that (level, N) that fits the budget left:
 
 * a sampling option (majority / best-of-N) draws N - probe more samples; when it samples
   at the probe's temperature the probe samples join its candidates (they are draws from
@@ -39,7 +40,7 @@ _PROBE = "compute-optimal-probe"  # group of the probe's nodes
 class ProblemPlan:
     """What ComputeOptimal decided for one problem (readable with `plan(tree)`)."""
 
-    probe_score: float  # mean reduced PRM score of the probe samples
+    probe_score: float  # mean reduced PRM score of the probe samples (NaN: the PRM scored none)
     level: int  # predicted difficulty level (1 = easiest)
     choice: PolicyChoice
     inner: Strategy  # the strategy run with the budget left
@@ -74,6 +75,13 @@ class ComputeOptimal(Strategy):
             raise ValueError(f"probe must be >= 1 sample, got {self.probe}")
         if self.n <= self.probe:
             raise ValueError(f"n={self.n} leaves nothing after a probe of {self.probe} samples")
+        fitted_for = self.policy.probe
+        if fitted_for is not None and fitted_for != self.probe:
+            # Its thresholds are quantiles of a mean of `fitted_for` scores; another probe size spreads differently.
+            raise ValueError(
+                f"the policy table was fitted for a probe of {fitted_for} samples, not probe={self.probe}: "
+                f"run with probe={fitted_for}, or refit it with `ttsearch fit-policy DIR -o policy.json --probe {self.probe}`"
+            )
         self.table.budget_for(self.n)  # raises if n is below the table's budgets
 
     @property
@@ -125,9 +133,7 @@ class ComputeOptimal(Strategy):
         return self if plan is None else plan.inner
 
     def _decide(self, tree: SearchTree, probe_nodes: list[Node]) -> ProblemPlan:
-        scores = [reduce_scores(node.step_scores, self.reduction) if node.step_scores else 0.0 for node in probe_nodes]
-        probe_score = math.fsum(scores) / len(scores)
-        level = self.table.level_of(probe_score)
+        probe_score, level = self._predict_level(probe_nodes)
         left = self.n - self.probe
         for choice in self.table.options(self.n, level):
             built = self._build(choice, left)
@@ -136,6 +142,21 @@ class ComputeOptimal(Strategy):
                 view = _ProbeHidden(tree, set(probe_nodes))
                 return ProblemPlan(probe_score, level, choice, inner, pooled, view, list(probe_nodes))
         raise ValueError(f"no option of the policy table fits a budget of {left} after the probe (level {level})")
+
+    def _predict_level(self, probe_nodes: list[Node]) -> tuple[float, int]:
+        """The probe's mean reduced score and the level the table's thresholds give it.
+
+        `probe_nodes` are the probe samples the engine kept: one too long for the PRM is
+        dropped unscored. When it dropped every one there is no score to bin by; the
+        problem then goes to the hardest level (score NaN): that is where an unscored
+        sample already counts (a score of 0.0), and a solution too long for the PRM is
+        more likely a hard problem's.
+        """
+        if not probe_nodes:
+            return math.nan, len(self.table.thresholds) + 1
+        scores = [reduce_scores(node.step_scores, self.reduction) if node.step_scores else 0.0 for node in probe_nodes]
+        probe_score = math.fsum(scores) / len(scores)
+        return probe_score, self.table.level_of(probe_score)
 
     def _build(self, choice: PolicyChoice, left: int) -> tuple[Strategy, bool] | None:
         cls = SEARCH_STRATEGIES.get(choice.strategy)

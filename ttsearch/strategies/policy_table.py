@@ -5,6 +5,12 @@ It is fitted from an experiment by `ttsearch.study.optimal.policy_table.fit_poli
 read from / written to policy.json by that module's `load_policy` / `save_policy`
 (`ttsearch fit-policy DIR -o policy.json`); `policy_from_dict` / `policy_to_dict` are the
 JSON shape.
+
+Version 2 (issue 20) records `probe`, the probe size the thresholds were fitted for (the
+mean PRM score of that many samples); `ComputeOptimal` refuses a table fitted for another
+probe. Version 1 tables still load, with `probe` None: their thresholds were fitted on each
+problem's mean score over all its recorded samples, which a probe does not reproduce, so
+refit them (`ttsearch fit-policy DIR -o policy.json --probe P`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from typing import Any
 
 from ttsearch.errors import PolicyFileError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no probe size (see the module doc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +48,13 @@ class PolicyTable:
     budgets: tuple[int, ...]  # increasing
     ranked: dict[int, dict[int, tuple[PolicyChoice, ...]]]  # N -> level -> options, best first
     source: dict[str, Any] = field(default_factory=dict)  # provenance: dirs, problems, seeds
+    # The probe size (samples) the thresholds were fitted for; None: unknown (a version-1
+    # file, or a table built by hand), which no probe is checked against.
+    probe: int | None = None
 
     def __post_init__(self) -> None:
+        if self.probe is not None and (isinstance(self.probe, bool) or self.probe < 1):
+            raise ValueError(f"probe must be a number of samples >= 1, got {self.probe!r}")
         if list(self.thresholds) != sorted(self.thresholds, reverse=True):
             raise ValueError(f"thresholds must be non-increasing, got {self.thresholds}")
         if not self.budgets or list(self.budgets) != sorted(set(self.budgets)):
@@ -78,6 +90,7 @@ def policy_to_dict(table: PolicyTable) -> dict[str, Any]:
         "reduction": table.reduction,
         "temperature": table.temperature,
         "budgets": list(table.budgets),
+        "probe": table.probe,
         "table": [
             {"n": n, "level": level, "options": [asdict(c) for c in options]}
             for n, by_level in sorted(table.ranked.items())
@@ -88,8 +101,11 @@ def policy_to_dict(table: PolicyTable) -> dict[str, Any]:
 
 
 def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> PolicyTable:
-    if data.get("format") != "ttsearch-policy" or data.get("version") != FORMAT_VERSION:
-        raise PolicyFileError(f"{where}: not a ttsearch policy table (version {FORMAT_VERSION})")
+    if data.get("format") != "ttsearch-policy" or data.get("version") not in READABLE_VERSIONS:
+        raise PolicyFileError(
+            f"{where}: not a ttsearch policy table (versions {', '.join(map(str, READABLE_VERSIONS))}); "
+            "make one with `ttsearch fit-policy DIR -o policy.json`"
+        )
     try:
         ranked: dict[int, dict[int, tuple[PolicyChoice, ...]]] = {}
         for row in data["table"]:
@@ -102,6 +118,7 @@ def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Polic
             budgets=tuple(int(n) for n in data["budgets"]),
             ranked=ranked,
             source=dict(data.get("source", {})),
+            probe=None if data.get("probe") is None else int(data["probe"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise PolicyFileError(f"{where}: {error}") from None

@@ -11,6 +11,7 @@ from ttsearch.study.optimal.outcomes import Option, Outcomes, build_outcomes
 from ttsearch.study.optimal.plot import plot_compute_optimal
 from ttsearch.study.optimal.policy_table import fit_policy, load_policy, save_policy
 from ttsearch.study.optimal.probe import replay_online
+from ttsearch.study.optimal.probe_bins import Membership, held_out_oracle_binner, probe_binner
 from ttsearch.study.optimal.records import load_runs
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "CrossValidation",
     "CurvePoint",
     "DifficultyBins",
+    "Membership",
     "Option",
     "Outcomes",
     "analyse",
@@ -29,10 +31,12 @@ __all__ = [
     "fit_bins",
     "fit_policy",
     "format_analysis",
+    "held_out_oracle_binner",
     "level_of",
     "load_policy",
     "load_runs",
     "plot_compute_optimal",
+    "probe_binner",
     "replay_online",
     "save_policy",
     "simulate_adaptive",

@@ -7,7 +7,14 @@ n // k disjoint groups of k consecutive candidates (sample order); a stepwise ru
 only its own N. Every number is then averaged over the seeds that ran it.
 
 Also per problem: the two difficulty statistics of arXiv 2408.03314 over the samples of
-the sampling runs (oracle pass@1, and the mean PRM score of the predictor run).
+the sampling runs (oracle pass@1, and the mean PRM score of the predictor run), and, per
+seed, what the leak-free bins of `ttsearch.study.optimal.probe_bins` need: the predictor
+run's scores in sample order and the sampling runs' correct-sample counts.
+
+PRM tokens are the tokens the PRM *computed* (`verifier_computed_tokens`, docs/records.md):
+records without that field fall back to `verifier_tokens - verifier_cached_tokens`, or to
+`verifier_tokens` (sent, cached included) without cache counts; `prm_tokens_source` says
+which. Cached tokens are kept apart: they are not the cost.
 
 Only problems that every run finished without error are compared (like the report, which
 leaves failed problems out of accuracy); the others are listed in `dropped`.
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +58,32 @@ class Cell:
 
     accuracy: np.ndarray  # mean over seeds (and disjoint groups) of 1.0 solved / 0.0 not
     generated_tokens: np.ndarray  # policy tokens generated per problem
-    verifier_tokens: np.ndarray  # tokens the PRM processed per problem
+    verifier_tokens: np.ndarray  # PRM tokens computed per problem (the cost; module doc)
+    verifier_cached_tokens: np.ndarray | None = None  # PRM tokens read from its caches (not in the cost)
+    # Accuracy per seed (mean over disjoint groups), for bins drawn from another seed's samples.
+    seed_accuracy: Mapping[int, np.ndarray] = field(default_factory=dict)
+
+    def accuracy_at(self, seed: int) -> np.ndarray:
+        """Per-problem accuracy of the run at `seed`; the seed mean where the option has no such run."""
+        return self.seed_accuracy.get(seed, self.accuracy)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedCounts:
+    """Correct samples and samples per (seed, problem) of the sampling runs: the held-out
+    oracle bins a seed's problems from the other seeds' pass rate."""
+
+    seeds: tuple[int, ...]
+    correct: np.ndarray  # (seeds, problems)
+    total: np.ndarray  # (seeds, problems)
+
+    def pass_rate_without(self, seed: int) -> np.ndarray | None:
+        """Pass@1 per problem over every seed but `seed` (None when no other seed has samples)."""
+        others = [k for k, s in enumerate(self.seeds) if s != seed]
+        total = self.total[others].sum(axis=0) if others else np.zeros(0)
+        if not others or (total == 0).any():
+            return None
+        return np.asarray(self.correct[others].sum(axis=0) / total, dtype=float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +110,11 @@ class Outcomes:
     # order, so a probe of p samples can be replayed (`ttsearch.study.optimal.probe`).
     predictor_scores: tuple[np.ndarray, ...] = ()
     predictor_tokens: np.ndarray | None = None  # mean generated tokens of one predictor sample, per problem
+    predictor_seeds: tuple[int, ...] = ()  # the seed of each `predictor_scores` entry
+    predictor_prm_tokens: np.ndarray | None = None  # PRM tokens computed per predictor sample, per problem
+    seeds: tuple[int, ...] = ()  # every seed of the fixed runs (the seeds a run is graded at)
+    oracle_counts: SeedCounts | None = None  # per-seed correct counts of the sampling runs
+    prm_tokens_source: str = "computed"  # how PRM tokens were counted (module doc)
     # Runs of a strategy that picks per problem (compute_optimal itself): measured as run,
     # with each record's own selection, and never offered as an option. (label, N) -> cell.
     delegating: dict[tuple[str, int], Cell] = field(default_factory=dict)
@@ -129,7 +166,7 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
                 cells[(option.name, n)] = _cell(group, n, selection, problems)
     fixed_runs = [r for group in by_label.values() for r in group]
     pass_rate, mean_score, predictor = _difficulty_statistics(fixed_runs, problems)
-    scores, tokens = _predictor_samples(fixed_runs, problems, predictor)
+    scores, tokens, score_seeds, prm_tokens = _predictor_samples(fixed_runs, problems, predictor)
     delegating = {
         (label, n): _as_run_cell([r for r in group if r.n == n], problems)
         for label, group in delegating_runs.items()
@@ -148,7 +185,49 @@ def build_outcomes(runs: Sequence[RunRecords]) -> Outcomes:
         predictor_scores=scores,
         predictor_tokens=tokens,
         delegating=delegating,
+        predictor_seeds=score_seeds,
+        predictor_prm_tokens=prm_tokens,
+        seeds=tuple(sorted({r.seed for r in fixed_runs})),
+        oracle_counts=_oracle_counts(fixed_runs, problems),
+        prm_tokens_source=_prm_tokens_source(fixed_runs),
     )
+
+
+def prm_tokens(usage: Mapping[str, float]) -> tuple[float, float]:
+    """(PRM tokens computed, PRM tokens read from cache) of one record's usage (module doc)."""
+    sent = usage.get("verifier_tokens", 0.0)
+    cached = usage.get("verifier_cached_tokens", 0.0)
+    computed = usage.get("verifier_computed_tokens")
+    if computed is None:
+        computed = sent - cached
+    return computed, cached
+
+
+def _prm_tokens_source(runs: Sequence[RunRecords]) -> str:
+    """In words, how the PRM tokens of these runs were counted (the weakest fallback used)."""
+    usages = [p.usage for r in runs for p in r.problems.values() if p.usage.get("verifier_tokens", 0.0) > 0]
+    if all("verifier_computed_tokens" in u for u in usages):
+        return "computed"
+    if all("verifier_computed_tokens" in u or "verifier_cached_tokens" in u for u in usages):
+        return "computed; verifier_tokens - verifier_cached_tokens where a record lacks verifier_computed_tokens"
+    return (
+        "computed where recorded; records without cache counts give verifier_tokens "
+        "(sent, cached included: an overstatement)"
+    )
+
+
+def _oracle_counts(runs: Sequence[RunRecords], problems: tuple[str, ...]) -> SeedCounts:
+    sampling = [r for r in runs if r.kind == "sampling"] or list(runs)
+    seeds = tuple(sorted({r.seed for r in sampling}))
+    correct = np.zeros((len(seeds), len(problems)))
+    total = np.zeros((len(seeds), len(problems)))
+    for run in sampling:
+        k = seeds.index(run.seed)
+        for i, uid in enumerate(problems):
+            cands = run.problems[uid].candidates
+            correct[k, i] += sum(c.correct for c in cands)
+            total[k, i] += len(cands)
+    return SeedCounts(seeds, correct, total)
 
 
 def _as_run_cell(group: list[RunRecords], problems: tuple[str, ...]) -> Cell:
@@ -157,49 +236,60 @@ def _as_run_cell(group: list[RunRecords], problems: tuple[str, ...]) -> Cell:
     return Cell(
         accuracy=np.mean([[float(r.correct and r.error is None) for r in rs] for rs in records], axis=0),
         generated_tokens=np.mean([[r.usage.get("generated_tokens", 0.0) for r in rs] for rs in records], axis=0),
-        verifier_tokens=np.mean([[r.usage.get("verifier_tokens", 0.0) for r in rs] for rs in records], axis=0),
+        verifier_tokens=np.mean([[prm_tokens(r.usage)[0] for r in rs] for rs in records], axis=0),
+        verifier_cached_tokens=np.mean([[prm_tokens(r.usage)[1] for r in rs] for rs in records], axis=0),
     )
 
 
 def _predictor_samples(
     runs: Sequence[RunRecords], problems: tuple[str, ...], predictor: Predictor | None
-) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+) -> tuple[tuple[np.ndarray, ...], np.ndarray | None, tuple[int, ...], np.ndarray | None]:
+    """Per seed of the predictor run its scores (problems x samples, sample order), and per
+    problem the generated and PRM-computed tokens of one of its samples (seed means)."""
     if predictor is None:
-        return (), None
+        return (), None, (), None
     source = sorted((r for r in runs if r.label == predictor.label), key=lambda r: r.seed)
-    per_seed = []
+    per_seed, seeds = [], []
     for run in source:
         records = [run.problems[uid] for uid in problems]
         if any(r.error is not None for r in records):
             continue  # a failed problem has no samples to replay
         width = min(len(r.candidates) for r in records)
         per_seed.append(np.array([[c.score for c in r.candidates[:width]] for r in records]))
+        seeds.append(run.seed)
     tokens = np.array(
         [np.mean([c.num_tokens for r in source for c in r.problems[uid].candidates] or [0]) for uid in problems]
     )
-    return tuple(per_seed), tokens
+    prm = np.array(
+        [
+            np.mean([prm_tokens(r.problems[uid].usage)[0] / max(1, len(r.problems[uid].candidates)) for r in source])
+            for uid in problems
+        ]
+    )
+    return tuple(per_seed), tokens, tuple(seeds), prm
 
 
 def _cell(group: list[RunRecords], n: int, selection: SelectionMethod, problems: tuple[str, ...]) -> Cell:
     """Mean over the label's seeds of each problem's accuracy and tokens at budget n."""
     per_seed = [r for r in group if n in r.budgets]
-    acc = np.zeros(len(problems))
-    gen = np.zeros(len(problems))
-    ver = np.zeros(len(problems))
-    for run in per_seed:
-        for i, uid in enumerate(problems):
-            a, g, v = _score_record(run, run.problems[uid], n, selection)
-            acc[i] += a
-            gen[i] += g
-            ver[i] += v
-    k = len(per_seed)
-    return Cell(accuracy=acc / k, generated_tokens=gen / k, verifier_tokens=ver / k)
+    # (accuracy, generated, PRM computed, PRM cached) per run and problem
+    table = np.array([[_score_record(run, run.problems[uid], n, selection) for uid in problems] for run in per_seed])
+    by_seed: dict[int, list[np.ndarray]] = defaultdict(list)
+    for run, rows in zip(per_seed, table):
+        by_seed[run.seed].append(rows[:, 0])
+    return Cell(
+        accuracy=table[:, :, 0].mean(axis=0),
+        generated_tokens=table[:, :, 1].mean(axis=0),
+        verifier_tokens=table[:, :, 2].mean(axis=0),
+        verifier_cached_tokens=table[:, :, 3].mean(axis=0),
+        seed_accuracy={seed: np.mean(rows, axis=0) for seed, rows in by_seed.items()},
+    )
 
 
 def _score_record(
     run: RunRecords, record: ProblemRecord, n: int, selection: SelectionMethod
-) -> tuple[float, float, float]:
-    """(accuracy, generated tokens, verifier tokens) of one record at budget n."""
+) -> tuple[float, float, float, float]:
+    """(accuracy, generated tokens, PRM tokens computed, PRM tokens cached) of one record at budget n."""
     cands = record.candidates
     if run.kind == "stepwise":
         groups = [cands]
@@ -207,8 +297,9 @@ def _score_record(
         if record.error is None and len(cands) < n:
             raise ExperimentError(f"run {run.run_id}: problem {record.unique_id} has {len(cands)} samples < N={n}")
         groups = [cands[g * n : (g + 1) * n] for g in range(len(cands) // n)]
+    computed, cached = prm_tokens(record.usage)
     if record.error is not None or not groups or not cands:
-        return 0.0, record.usage.get("generated_tokens", 0.0), record.usage.get("verifier_tokens", 0.0)
+        return 0.0, record.usage.get("generated_tokens", 0.0), computed, cached
     answers = [c.answer for c in cands]
     keys = candidate_keys(answers)
     solved = 0.0
@@ -221,12 +312,12 @@ def _score_record(
         start = end
     if run.kind == "stepwise":
         generated = record.usage.get("generated_tokens", float(sum(c.num_tokens for c in cands)))
-        verified = record.usage.get("verifier_tokens", 0.0)
+        share = 1.0
     else:
         # One group of k samples costs its own tokens; the PRM's share is pro rata.
         generated = math.fsum(sum(c.num_tokens for c in chunk) for chunk in groups) / len(groups)
-        verified = record.usage.get("verifier_tokens", 0.0) * n / len(cands)
-    return solved / len(groups), generated, verified
+        share = n / len(cands)
+    return solved / len(groups), generated, computed * share, cached * share
 
 
 def _difficulty_statistics(

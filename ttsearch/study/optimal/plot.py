@@ -8,7 +8,10 @@ from ttsearch.study.optimal.analysis import ComputeOptimalAnalysis
 
 
 def plot_compute_optimal(analysis: ComputeOptimalAnalysis, path: str | Path) -> Path:
-    """Save the plot as PNG: thin lines for each strategy as configured, thick for compute-optimal."""
+    """Save the plot as PNG: thin lines for each strategy as configured, thick for compute-optimal.
+
+    Accuracy against N; each compute-optimal point's tokens (generated + PRM computed, the
+    probe's included) are in `format_analysis`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,16 +28,18 @@ def plot_compute_optimal(analysis: ComputeOptimalAnalysis, path: str | Path) -> 
         ns = [p.n for p in curve.points]
         accuracy = [100 * p.accuracy for p in curve.points]
         ax.plot(ns, accuracy, marker="*", markersize=10, linewidth=2, label=f"{curve.option} (as run)")
-    styles = {"oracle": "-", "predicted": "--"}
+    # The same-samples oracle is grey: an upper reference, not something a policy can reach.
+    styles = {"oracle": ("-", "grey"), "oracle_held_out": ("-", "black"), "predicted": ("--", "black")}
     for heuristic, cv in analysis.cross_validations.items():
+        linestyle, color = styles.get(heuristic, (":", "black"))
         ax.plot(
             [p.n for p in cv.optimal],
             [100 * p.accuracy for p in cv.optimal],
-            linestyle=styles.get(heuristic, ":"),
-            color="black",
+            linestyle=linestyle,
+            color=color,
             linewidth=2.5,
             marker="s",
-            label=f"compute-optimal ({heuristic} bins, CV)",
+            label=f"compute-optimal, {analysis.label(heuristic)}, CV",
         )
     if analysis.online:
         ax.plot(

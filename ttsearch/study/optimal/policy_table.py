@@ -1,11 +1,15 @@
 """The fitted policy table: which strategy to run for a predicted difficulty bin and budget.
 
-`fit_policy` bins the experiment's problems by the model-predicted heuristic (the mean
-PRM score of a scored sampling run: no gold answer is needed, so a new problem can be
-binned the same way from a probe) and ranks every option per (bin, N) on all problems.
-The ranking, not only the winner, is stored: the online strategy takes the best option
-that fits the budget left after its probe. `save_policy` / `load_policy` round-trip it
-through JSON (`ttsearch fit-policy DIR -o policy.json`).
+`fit_policy` bins the experiment's problems the way `ComputeOptimal` bins a new one: by the
+mean PRM score of `probe` samples (no gold answer needed). Every disjoint group of `probe`
+consecutive samples of every seed of the predictor run (a scored sampling run) gives one
+probe value; the thresholds are the equal-count quantiles of those values, and a problem
+counts in a level's ranking with the share of its probe values there, drawn from another
+seed than the run graded (`ttsearch.study.optimal.probe_bins`). Every option is ranked per
+(level, N) on all problems; the ranking, not only the winner, is stored: the online
+strategy takes the best option that fits the budget left after its probe. The table
+records the probe size it was fitted for. `save_policy` / `load_policy` round-trip it
+through JSON (`ttsearch fit-policy DIR -o policy.json --probe 2`).
 """
 
 from __future__ import annotations
@@ -19,36 +23,36 @@ import numpy as np
 
 from ttsearch.errors import PolicyFileError
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable, policy_from_dict, policy_to_dict
-from ttsearch.study.optimal.bins import fit_bins
-from ttsearch.study.optimal.crossval import rank_options
+from ttsearch.study.optimal.crossval import rank_by_level
 from ttsearch.study.optimal.outcomes import Outcomes
+from ttsearch.study.optimal.probe_bins import Membership, graded_seeds, probe_binner
 
 
-def fit_policy(outcomes: Outcomes, *, source: Mapping[str, Any] | None = None) -> PolicyTable:
-    """Rank every option per (model-predicted bin, N) on all of the experiment's problems.
+def fit_policy(outcomes: Outcomes, *, probe: int = 2, source: Mapping[str, Any] | None = None) -> PolicyTable:
+    """Rank every option per (probe-predicted level, N) on all of the experiment's problems.
 
-    A bin without problems (fewer problems than bins) takes the ranking over all problems.
+    A level no probe value reaches takes the ranking over all problems.
 
+    :param probe: the probe size (samples) the online strategy will run with.
     :raises ValueError: the experiment has no sampling run scored by the PRM (needed to
-        predict difficulty without the answer).
+        predict difficulty without the answer), or fewer samples per problem than `probe`.
     """
-    if outcomes.mean_score is None or outcomes.predictor is None:
+    if outcomes.predictor is None or not outcomes.predictor_scores:
         raise ValueError(
             "fitting a policy needs a sampling run scored by the PRM (e.g. a best_of_n entry) "
             "to predict difficulty from; this experiment has none"
         )
-    bins = fit_bins("predicted", outcomes.mean_score, keys=outcomes.problems)
     everyone = np.arange(len(outcomes.problems))
+    membership = probe_binner(outcomes, probe)(everyone)
     ranked: dict[int, dict[int, tuple[PolicyChoice, ...]]] = {}
     for n in outcomes.budgets:
-        ranked[n] = {}
-        for level in range(1, bins.num_levels + 1):
-            members = everyone[bins.levels == level]
-            if members.size == 0:
-                members = everyone
-            ranked[n][level] = tuple(_choice(outcomes, name, n, members) for name in rank_options(outcomes, n, members))
+        rankings = rank_by_level(outcomes, n, membership, everyone)
+        ranked[n] = {
+            level: tuple(_choice(outcomes, name, n, _level_weights(membership, level)) for name in names)
+            for level, names in rankings.items()
+        }
     return PolicyTable(
-        thresholds=bins.thresholds,
+        thresholds=membership.thresholds,
         reduction=outcomes.predictor.reduction,
         temperature=outcomes.predictor.temperature,
         budgets=outcomes.budgets,
@@ -58,19 +62,29 @@ def fit_policy(outcomes: Outcomes, *, source: Mapping[str, Any] | None = None) -
             "predictor": outcomes.predictor.label,
             "problems": len(outcomes.problems),
             "seeds": outcomes.num_seeds,
+            "statistic": f"mean PRM score of {probe} samples (every disjoint group of {probe} of every seed)",
         },
+        probe=probe,
     )
 
 
-def _choice(outcomes: Outcomes, name: str, n: int, members: np.ndarray) -> PolicyChoice:
+def _level_weights(membership: Membership, level: int) -> np.ndarray:
+    """(seeds, problems) weights of the level; uniform where no probe value reached it."""
+    weights = membership.level_weights(level)
+    return weights if weights.sum() > 0 else np.ones_like(weights)
+
+
+def _choice(outcomes: Outcomes, name: str, n: int, weights: np.ndarray) -> PolicyChoice:
     option = outcomes.option(name)
+    cell = outcomes.cells[(name, n)]
+    accuracy = np.stack([cell.accuracy_at(s) for s in graded_seeds(outcomes)])
     return PolicyChoice(
         label=option.label,
         strategy=option.strategy,
         config=dict(option.config),
         selection=option.selection,
         kind=option.kind,
-        accuracy=float(outcomes.cells[(name, n)].accuracy[members].mean()),
+        accuracy=float((weights * accuracy).sum() / weights.sum()),
     )
 
 

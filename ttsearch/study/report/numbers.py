@@ -16,6 +16,10 @@ Everything here is data (frozen dataclasses); `render`, `plots` and `html` only 
 * Compute per problem: the mean over a run's problems of every numeric field of the
   records' `usage` (generated and PRM tokens, wall seconds, ...), failed problems
   included. A sampling run's budget k is charged k/N of its run (k of its N samples).
+  The PRM's cost is `verifier_computed_tokens` (what it computed); `verifier_cached_tokens`
+  (read from its prefix cache or score memo) is shown apart, and `verifier_tokens` is what
+  was sent (both). Records older than that field get it derived (`prm_computed`), and the
+  report's notes say so.
 
 Records without per-candidate "correct" are graded here, once per distinct canonical
 answer and gold (`GradeCache`); records that carry it are never re-graded.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ttsearch.evaluation.aggregation import candidate_keys
 from ttsearch.evaluation.difficulty import NUM_LEVELS, quantile_levels
@@ -66,6 +70,8 @@ class RunSummary:
     problems: int  # records in the run (failed included)
     failed: int
     usage: Mapping[str, float]  # per problem, mean of each numeric usage field
+    # How verifier_computed_tokens was had where a record lacks it (None: every record has it).
+    prm_fallback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +150,14 @@ NOTES = (
     "Mean +- std over seeds (sample std); pass@N is the oracle (a perfect verifier).",
     "Failed problems (an error recorded) are left out of accuracy; their compute counts.",
     "Compute of a sampling strategy at budget N is its run's scaled by N / (the N it ran with).",
+    "PRM tokens: verifier_computed_tokens is what the PRM computed (the cost); verifier_cached_tokens were "
+    "read from its prefix cache or score memo; verifier_tokens is what was sent (both). Runs of one experiment "
+    "share the PRM's cache and memo, so a run's computed tokens depend on the runs before it.",
 )
+
+# Where a record lacks verifier_computed_tokens (docs/records.md: added 2026-12-02).
+SENT_MINUS_CACHED = "verifier_tokens - verifier_cached_tokens"
+SENT = "verifier_tokens (sent, cached included: no cache count recorded)"
 
 
 def build_report(experiment: Experiment, *, grader: Grader | None = None, cache: GradeCache | None = None) -> Report:
@@ -158,7 +171,40 @@ def build_report(experiment: Experiment, *, grader: Grader | None = None, cache:
     bins = _difficulty_bins(experiment, cache)
     strategies = tuple(_strategy_report(experiment, label, cache, bins) for label in experiment.labels)
     problems = len({str(r["unique_id"]) for run in experiment.runs for r in run.records if r.get("error") is None})
-    return Report(experiment=experiment, strategies=strategies, bins=bins, problems=problems, notes=NOTES)
+    return Report(
+        experiment=experiment,
+        strategies=strategies,
+        bins=bins,
+        problems=problems,
+        notes=NOTES + _fallback_notes(strategies),
+    )
+
+
+def prm_computed(usage: Mapping[str, Any]) -> tuple[float, str | None] | None:
+    """(PRM tokens computed, how they were had: None if recorded) of one record's usage;
+    None when the record has no PRM token count at all."""
+    recorded = usage.get("verifier_computed_tokens")
+    if _is_number(recorded):
+        return float(recorded), None
+    sent = usage.get("verifier_tokens")
+    if not _is_number(sent):
+        return None
+    cached = usage.get("verifier_cached_tokens")
+    if _is_number(cached):
+        return float(sent) - float(cached), SENT_MINUS_CACHED
+    return float(sent), SENT
+
+
+def _fallback_notes(strategies: tuple[StrategyReport, ...]) -> tuple[str, ...]:
+    used = {r.prm_fallback for s in strategies for r in s.runs if r.prm_fallback}
+    if not used:
+        return ()
+    how = " or ".join(sorted(used))
+    return (f"Some records predate verifier_computed_tokens: for them it is {how}.",)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _record_known_grades(experiment: Experiment, cache: GradeCache) -> None:
@@ -240,10 +286,17 @@ def _strategy_report(
 
 def _run_summary(run: Run) -> RunSummary:
     totals: dict[str, float] = {}
+    fallbacks = set()
     for r in run.records:
-        for name, value in (r.get("usage") or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+        usage = r.get("usage") or {}
+        for name, value in usage.items():
+            if _is_number(value):
                 totals[name] = totals.get(name, 0.0) + float(value)
+        computed = prm_computed(usage)
+        if computed is not None and computed[1] is not None:
+            # An older record: derive the PRM's cost so every run has the same column.
+            totals["verifier_computed_tokens"] = totals.get("verifier_computed_tokens", 0.0) + computed[0]
+            fallbacks.add(computed[1])
     count = len(run.records)
     return RunSummary(
         run_id=run.spec.run_id,
@@ -252,6 +305,7 @@ def _run_summary(run: Run) -> RunSummary:
         problems=count,
         failed=run.failed,
         usage={name: total / count for name, total in totals.items()},
+        prm_fallback=" or ".join(sorted(fallbacks)) or None,
     )
 
 

@@ -78,11 +78,12 @@ def plot_accuracy_vs_compute(
     report: Report,
     path: str | Path,
     *,
-    fields: tuple[str, ...] = ("generated_tokens", "verifier_tokens"),
+    fields: tuple[str, ...] = ("generated_tokens", "verifier_computed_tokens"),
     dpi: int = 120,
 ) -> Path:
     """Accuracy (each strategy's own selection) vs mean compute per problem, log x-axis:
-    one panel per usage field that any strategy spent (generated tokens, PRM tokens)."""
+    one panel per usage field that any strategy spent (generated tokens, PRM tokens the PRM
+    computed: cached ones cost nothing and are not on the axis)."""
     shown = [f for f in fields if any(c.usage.get(f, 0) > 0 for s in report.strategies for c in s.compute)]
     shown = shown or list(fields[:1])
     fig = _figure(6.0 * len(shown), 4.4)

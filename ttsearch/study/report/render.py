@@ -12,8 +12,9 @@ from ttsearch.study.report.numbers import Report, StrategyReport
 
 SCHEMA_VERSION = 1  # bump when the layout of summary.json changes
 
-# Usage fields shown in the compute table, in this order when present; others follow.
-_MAIN_USAGE = ("generated_tokens", "verifier_tokens", "seconds")
+# Usage fields shown in the compute table, in this order when present; others follow. The
+# PRM's cost is what it computed; cached tokens and what was sent (both) come next.
+_MAIN_USAGE = ("generated_tokens", "verifier_computed_tokens", "verifier_cached_tokens", "verifier_tokens", "seconds")
 
 
 def format_table(report: Report, *, digits: int = 1) -> str:

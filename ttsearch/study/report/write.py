@@ -35,7 +35,7 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
     text = _write_text(out / "report.txt", format_table(report) + "\n")
     images: dict[str, Path] = {
         "accuracy vs N": plot_accuracy_vs_n(report, out / "accuracy_vs_n.png"),
-        "accuracy vs compute (policy and PRM tokens per problem)": plot_accuracy_vs_compute(
+        "accuracy vs compute (policy tokens and PRM tokens computed, per problem)": plot_accuracy_vs_compute(
             report, out / "accuracy_vs_compute.png"
         ),
     }
