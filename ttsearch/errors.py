@@ -52,3 +52,8 @@ class BackendError(TTSearchError, RuntimeError):
 
 class PromptTooLongError(BackendError):
     """The prompt (plus anything to generate) does not fit the model's context."""
+
+
+class GradingError(TTSearchError, RuntimeError):
+    """An answer could not be graded: the grader itself cannot run (e.g. its worker
+    process does not start). Never a verdict: the answer is neither right nor wrong."""

@@ -24,11 +24,16 @@ _SAMPLING_BEFORE_V2 = frozenset({"majority", "best_of_n", "MajorityVoting", "Bes
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a results file. A torn last line (a run killed mid-write) is dropped."""
+    """Records of a results file, one per problem, in the order they were written.
+
+    A torn last line (a run killed mid-write) is dropped. A later record of a problem
+    replaces its earlier one (a retried or regraded problem is appended, never rewritten
+    in place, so a kill during the retry loses nothing) and takes its place in the order.
+    """
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").split("\n")
-    records = []
+    records: dict[str, dict[str, Any]] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -42,8 +47,10 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             raise RecordsError(f"{path}:{number}: not valid JSON ({error.msg})") from None
         if not isinstance(record, dict) or "unique_id" not in record:
             raise RecordsError(f"{path}:{number}: not a ttsearch result record (no unique_id)")
-        records.append(record)
-    return records
+        uid = str(record["unique_id"])
+        records.pop(uid, None)  # the replacement goes where it was written: last
+        records[uid] = record
+    return list(records.values())
 
 
 def record_kind(record: dict[str, Any]) -> BudgetKind:

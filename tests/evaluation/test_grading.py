@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from ttsearch.errors import GradingError
+from ttsearch.evaluation import grading
 from ttsearch.evaluation.grading import Grader, is_equivalent, quick_verdict
 
 # A comparison math-verify cannot finish in a second: a factorial of a million-digit number.
@@ -193,3 +195,15 @@ def test_module_level_is_equivalent() -> None:
     assert is_equivalent("(x+1)^2", "x^2+2x+1") is True
     assert is_equivalent("\\frac{1}{2}", "0.5") is True
     assert is_equivalent("1", "2") is False
+
+
+def test_a_grader_whose_worker_cannot_start_raises_instead_of_saying_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker that exits at once (a broken install, say): the answer is not "not
+    # equivalent", it is ungraded. It used to come back False with a logged warning.
+    monkeypatch.setattr(grading, "_WORKER_BOOT", "import sys; sys.exit(3)")
+    with Grader() as g:
+        with pytest.raises(GradingError, match=r"grader worker did not start \(exit status 3;"):
+            g.is_equivalent("(x+1)^2", "x^2+2x+1")
+        assert g.is_equivalent("\\frac{1}{2}", "0.5") is True  # decided in-process, no worker needed
+        monkeypatch.undo()  # the grader works again: the next comparison starts a worker
+        assert g.is_equivalent("(x+1)^2", "x^2+2x+1") is True

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
 from ttsearch.strategies.adaptive import AdaptiveBestOfN, BudgetPool
 from ttsearch.strategies.registry import budget_kind, make_strategy
-from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
+from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier, decode
 
 
 def _script(call: ScriptCall) -> str:
@@ -88,3 +90,54 @@ async def test_its_records_are_json_like_every_strategys(tmp_path) -> None:
     await run_benchmark(_searcher(), problems, AdaptiveBestOfN(n=4, initial=2, chunk=2), out, progress=False)
     config = json.loads(out.read_text().splitlines()[0])["config"]
     assert config["n"] == 4 and "pool" not in config  # the pool is the batch's, not an option
+
+
+# Samples the PRM cannot score (too long for it) are dropped by the engine: drawn and paid
+# for, but never among the problem's finished samples.
+def _script_with_long_samples(call: ScriptCall) -> str:
+    if call.problem == "sure":  # sample 0 runs past the PRM's input limit; sample 1 answers 7
+        return f"{'x' * 200}\n\n\\boxed{{7}}{EOS}" if call.index == 0 else f"work\n\n\\boxed{{7}}{EOS}"
+    if call.problem == "too long":
+        return f"{'x' * 200}\n\n\\boxed{{{call.index}}}{EOS}"
+    return f"work\n\n\\boxed{{{call.index}}}{EOS}"
+
+
+def _searcher_with_a_prm_limit(*, slow: str | None = None) -> Searcher:
+    async def delay(request) -> None:
+        # Adversarial order: `slow`'s samples come back only after every other problem's.
+        await asyncio.sleep(0.05 if slow and f"Q: {slow}\n" in decode(request.prompt_token_ids) else 0)
+
+    return Searcher(
+        ScriptedPolicy(_script_with_long_samples, delay=delay),
+        ScriptedVerifier(lambda problem, steps: 0.9 if problem == "sure" else 0.3, max_input_chars=100),
+        limits=SearchLimits(max_solution_tokens=1000),
+        seed=0,
+    )
+
+
+async def test_a_dropped_sample_counts_as_drawn_so_the_batch_never_exceeds_n_per_problem() -> None:
+    # "sure" draws 2, the PRM drops one, the other settles it: it used only 2 of its 4, so it
+    # deposits 2 (it deposited 4 - 1 finished = 3, and "unsure" drew 4 + 3: 9 > 2 x 4).
+    strategy = AdaptiveBestOfN(n=4, initial=2, chunk=2, max_samples=8)
+    searcher = _searcher_with_a_prm_limit(slow="unsure")
+    results = {r.problem: r async for r in searcher.solve_all(["sure", "unsure"], strategy)}
+    assert results["sure"].usage.policy_samples == 2 and results["sure"].answer == "7"
+    pool = strategy.pool_of(results["sure"].tree)
+    assert (pool.deposited, pool.withdrawn, pool.balance) == (2, 2, 0)
+    assert results["unsure"].usage.policy_samples == 6
+    assert sum(r.usage.policy_samples for r in results.values()) == 8 == 4 * 2
+
+
+async def test_a_problem_whose_samples_the_prm_never_scores_stops_at_its_n() -> None:
+    # Every sample of "too long" is dropped: counted by finished samples it never reached N
+    # and sampled forever (the wait_for below ended it).
+    strategy = AdaptiveBestOfN(n=4, initial=2, chunk=2, max_samples=8)
+    searcher = _searcher_with_a_prm_limit()
+
+    async def solve() -> list:
+        return [r async for r in searcher.solve_all(["too long", "unsure"], strategy)]
+
+    results = {r.problem: r for r in await asyncio.wait_for(solve(), timeout=10)}
+    assert results["too long"].usage.policy_samples == 4 and results["too long"].candidates == ()
+    assert results["unsure"].usage.policy_samples == 4
+    assert strategy.pool_of(results["unsure"].tree).deposited == 0

@@ -159,3 +159,30 @@ async def test_no_verifier_is_an_error() -> None:
     searcher = make_searcher(_script, verifier=False)
     with pytest.raises(ValueError, match="needs a verifier"):
         await searcher.solve("easy", ComputeOptimal(n=8, policy=_table()))
+
+
+def _long_probe_script(call: ScriptCall) -> str:
+    # A full solution (the probe's request: no stop string) opens with a step too long for
+    # the PRM; step-by-step search writes short steps the PRM can score.
+    if not call.request.stop:
+        return f"{'x' * 200}\n\n\\boxed{{{call.index % 3}}}{EOS}"
+    return _script(call)
+
+
+async def test_a_probe_the_prm_could_not_score_at_all_falls_back_to_the_hardest_level() -> None:
+    # Every probe sample is too long for the PRM (dropped unscored): there is no probe score
+    # to bin by. It used to divide by zero (the problem failed with ZeroDivisionError).
+    policy = ScriptedPolicy(_long_probe_script)
+    verifier = ScriptedVerifier(lambda problem, steps: DIFFICULTY[problem], max_input_chars=100)
+    searcher = Searcher(policy, verifier, limits=SearchLimits(max_solution_tokens=1000))
+    strategy = ComputeOptimal(n=8, policy=_table(), probe=2)
+    result = await searcher.solve("easy", strategy)
+    assert result.error is None
+    plan = strategy.plan(result.tree)
+    assert plan is not None and plan.probe_nodes == []
+    # The hardest level (5) and its best option that fits: WIDE_DVTS cannot, so beam search.
+    assert plan.level == 5 and plan.choice == BEAM and plan.inner.n == 6
+    assert plan.probe_score != plan.probe_score  # NaN: no probe score exists
+    assert len(result.candidates) == 6 and result.answer is not None
+    # The unscored probe still cost its 2 samples: at most n samples in all.
+    assert result.usage.policy_samples == 2 + 12

@@ -21,7 +21,7 @@ from ttsearch.cli.demo import run_demo
 from ttsearch.cli.experiment import run_experiment_command
 from ttsearch.cli.fit_policy import add_fit_policy_parser, run_fit_policy
 from ttsearch.cli.run import run_command
-from ttsearch.errors import BackendError, SearchError
+from ttsearch.errors import BackendError, GradingError, SearchError
 from ttsearch.evaluation.tables import format_table as format_accuracy_table
 from ttsearch.evaluation.tables import plot_accuracy, save_report_json
 from ttsearch.strategies.registry import STRATEGIES
@@ -83,6 +83,12 @@ def _add_experiment_flags(parser: argparse.ArgumentParser) -> None:
         help="override a recipe field (YAML value), e.g. --set sampling.temperature=1.0 --set strategies.beam.width=8",
     )
     parser.add_argument("--restart", action="store_true", help="the recipe changed: move old results aside, start over")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="search again the problems whose record has an error (a plain rerun keeps them as done); "
+        "their new records replace the old",
+    )
     parser.add_argument("--verbose", action="store_true", help="show vLLM's own log lines (hidden by default)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -248,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"ttsearch {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (BackendError, SearchError) as error:  # a model engine or server failed; finished work is saved
+    except (BackendError, SearchError, GradingError) as error:  # an engine or the grader failed; work is saved
         print(f"ttsearch {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -85,6 +85,7 @@ def run_recipe(
                     out,
                     shard=shard,
                     restart=args.restart,
+                    retry_failed=args.retry_failed,
                     progress=not args.quiet,
                     verbose=args.verbose,
                     report=not args.no_report,
@@ -97,12 +98,26 @@ def run_recipe(
         raise type(error)(f"{error} (engine output: {log})") from error
     print(
         f"{summary.runs} runs x {summary.problems} problems in {out}: {summary.searched} searched "
-        f"({summary.failed} failed), {summary.resumed} already done; engines started in "
+        f"({_searched_detail(summary)}), {summary.resumed} already done; engines started in "
         f"{summary.engine_seconds:.0f} s, searched in {summary.seconds:.0f} s "
         f"({summary.usage.generated_tokens} tokens generated, {summary.usage.verifier_tokens} PRM tokens); "
         f"{time.perf_counter() - started:.0f} s in all"
     )
+    if summary.failed_kept:
+        print(
+            f"{summary.failed_kept} problem(s) kept the error their earlier search recorded; "
+            "--retry-failed searches them again"
+        )
     return summary
+
+
+def _searched_detail(summary: ExperimentSummary) -> str:
+    detail = [f"{summary.failed} failed"]
+    if summary.retried:
+        detail.append(f"{summary.retried} of them failed before and retried")
+    if summary.regraded:
+        detail.append(f"{summary.regraded} answers of earlier searches graded")
+    return ", ".join(detail)
 
 
 def print_results(summary: ExperimentSummary, out: Path) -> None:

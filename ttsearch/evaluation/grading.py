@@ -8,7 +8,9 @@ unmaintained. Two things math-verify does not give us:
   thread, and a sympy call stuck in C (``10^{10^{10}}``) cannot be interrupted by a signal
   at all. So every math-verify call runs in a small pool of worker processes; a comparison
   that overruns its deadline gets its worker killed (and lazily replaced) and counts as not
-  equivalent.
+  equivalent. A worker that cannot start at all is no verdict: `GradingError` (the caller
+  records the answer as ungraded, never as wrong); the next comparison tries to start one
+  again.
 * Speed. Before any worker is involved, answers are compared in-process by their canonical
   keys (`ttsearch.evaluation.canonical`): equal keys are equivalent, and two different plain
   exact rationals (``3`` vs ``\\frac{5}{2}``) are not.
@@ -36,6 +38,7 @@ from typing import Any
 
 import sympy
 
+from ttsearch.errors import GradingError
 from ttsearch.evaluation.canonical import (
     canonical_form,
     normalize_answer,
@@ -43,9 +46,7 @@ from ttsearch.evaluation.canonical import (
     strip_wrappers,
 )
 
-__all__ = ["Grader", "is_equivalent", "quick_verdict"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["Grader", "GradingError", "is_equivalent", "quick_verdict"]
 
 _STARTUP_TIMEOUT_S = 120.0  # a fresh worker importing sympy + math-verify; not a grading deadline
 _DEFAULT_MEMORY_LIMIT_MB = 4096
@@ -212,10 +213,6 @@ _WORKER_BOOT = (
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding `ttsearch/`
 
 
-class _WorkerStartError(Exception):
-    pass
-
-
 class _Worker:
     """One worker process, started on first use and again after every kill."""
 
@@ -235,7 +232,7 @@ class _Worker:
             self._proc = subprocess.Popen(args, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         except OSError as e:
             parent_sock.close()
-            raise _WorkerStartError("cannot start grader worker") from e
+            raise GradingError(f"cannot start the grader worker ({sys.executable}): {e}") from e
         finally:
             child_sock.close()
         self._conn = conn = multiprocessing.connection.Connection(parent_sock.detach())
@@ -244,11 +241,23 @@ class _Worker:
         except (EOFError, OSError):
             ready = False
         if not ready:
-            self.stop()
-            raise _WorkerStartError("grader worker did not start")
+            raise self._start_failed()
         return conn
 
+    def _start_failed(self) -> GradingError:
+        """Stop the worker that did not start and say why: it exited, or it stayed silent."""
+        proc = self._proc
+        try:
+            status = proc.wait(timeout=1.0) if proc is not None else None
+        except subprocess.TimeoutExpired:
+            status = None
+        self.stop()
+        why = f"exit status {status}" if status is not None else f"no answer in {_STARTUP_TIMEOUT_S:.0f} s"
+        return GradingError(f"grader worker did not start ({why}; its error output went to stderr)")
+
     def compare(self, gold: str, pred: str, timeout: float) -> bool:
+        """The worker's verdict; False when it overran `timeout` or died mid-comparison.
+        Raises `GradingError` when no worker can start (no verdict at all)."""
         try:
             conn = self._conn
             if conn is None or self._proc is None or self._proc.poll() is not None:
@@ -259,9 +268,8 @@ class _Worker:
             conn.send((gold, pred, timeout))
             if conn.poll(timeout):
                 return bool(conn.recv())
-        except _WorkerStartError:
-            logger.warning("grader worker failed to start; counting the answer as not equivalent")
-            return False
+        except GradingError:
+            raise
         except Exception:
             pass
         # Overran the deadline (e.g. stuck in C code that a signal cannot interrupt) or died:
@@ -318,7 +326,8 @@ class Grader:
         self._finalizer = weakref.finalize(self, _shut_down, self._workers)
 
     def is_equivalent(self, gold: str, pred: str, *, timeout: float | None = None) -> bool:
-        """True when `pred` is mathematically equivalent to `gold`. Never raises on any input.
+        """True when `pred` is mathematically equivalent to `gold`. Never raises on any input;
+        raises `GradingError` when the comparison needs a worker and none can start.
 
         Blocks for at most about `timeout` seconds (plus queueing behind other threads and, on
         first use or after a kill, a worker start).
@@ -371,7 +380,8 @@ def _get_default_grader() -> Grader:
 
 
 def is_equivalent(gold: str, pred: str, *, timeout: float = 5.0) -> bool:
-    """`Grader.is_equivalent` on a shared default grader (one worker, stopped at exit)."""
+    """`Grader.is_equivalent` on a shared default grader (one worker, stopped at exit);
+    raises `GradingError` when the grader cannot run."""
     verdict = quick_verdict(gold, pred)
     if verdict is not None:
         return verdict

@@ -13,6 +13,11 @@ The batch is one `solve_all` / `run_jobs` call (`solve`: a batch of one): the po
 in the trees' `batch_state`, so one strategy object serves any number of batches, each
 with its own pool (`pool_of(tree)`). Which uncertain problem gets a deposit depends on
 timing (first come, first served); the total never exceeds the budget.
+
+Samples are counted when they are drawn (`drawn(tree)`), not when they come back
+finished: a sample the engine drops (e.g. too long for the PRM) was generated and paid
+for all the same, so it counts against the problem's N, and a problem whose samples are
+all dropped stops at N instead of sampling forever.
 """
 
 from __future__ import annotations
@@ -97,8 +102,14 @@ class AdaptiveBestOfN(Strategy):
     def start(self, tree: SearchTree) -> Sequence[Expand]:
         return [self._sample(tree, self.initial)]
 
+    def drawn(self, tree: SearchTree) -> int:
+        """Samples this problem has asked for so far, in flight included."""
+        count = tree.strategy_state.get(self, 0)
+        assert isinstance(count, int)
+        return count
+
     def update(self, tree: SearchTree, expansion: Expand, children: list[Node]) -> Sequence[Expand]:
-        drawn = len(tree.finished)
+        drawn = self.drawn(tree)
         if uncertainty(self, tree.finished) <= self.stop_uncertainty:
             self.pool_of(tree).deposit(max(0, self.n - drawn))
             return ()
@@ -108,6 +119,8 @@ class AdaptiveBestOfN(Strategy):
         return [self._sample(tree, granted)] if granted else ()
 
     def _sample(self, tree: SearchTree, n: int) -> Expand:
+        # Counted here, when asked for: what comes back finished can be fewer (dropped samples).
+        tree.strategy_state[self] = self.drawn(tree) + n
         return Expand(tree.root, n=n, temperature=self.temperature, top_p=self.top_p, to_completion=True)
 
 

@@ -4,12 +4,20 @@ The engines start once. All unfinished (run, problem) searches form one stream t
 searcher admits `execution.max_concurrent_problems` at a time, so the engines see one
 large batch of work across runs and seeds instead of one run after another. Each problem's
 record is appended to its run's file the moment it finishes.
+
+Grading never turns into a silent "wrong": when the grader cannot run, an answer it was
+needed for is recorded ungraded (`"correct": null` with `"grade_error"`), the search goes
+on, and the run ends with `GradingError`; the next run of the same recipe grades those
+records first (from the record, no search) once the grader works. `retry_failed` searches
+again the problems whose record has an error, and their new records replace the old.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +26,9 @@ from typing import Any
 from ttsearch.core.scheduler import Usage
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher, SearchJob
-from ttsearch.errors import ExperimentError
+from ttsearch.errors import ExperimentError, GradingError
 from ttsearch.evaluation.datasets import Problem
-from ttsearch.evaluation.grading import is_equivalent
+from ttsearch.evaluation.grading import is_equivalent, quick_verdict
 from ttsearch.study.benchmark import result_record
 from ttsearch.study.engines import quiet_vllm_logs, start_backends
 from ttsearch.study.plan import PlannedRun
@@ -28,9 +36,11 @@ from ttsearch.study.preflight import Prepared, prepare
 from ttsearch.study.progress import ExperimentProgress
 from ttsearch.study.recipe import Recipe
 from ttsearch.study.report import build_report, load_experiment, write_report
-from ttsearch.study.store import ExperimentStore
+from ttsearch.study.store import RUNS_DIR, ExperimentStore, StoredRun
 
 __all__ = ["ExperimentSummary", "run_experiment"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class ExperimentSummary:
     seconds: float  # wall time of this call's searching (engine start not included)
     engine_seconds: float  # engine start-up
     report_html: Path | None
+    retried: int = 0  # of `searched`: failed problems searched again (`retry_failed`)
+    regraded: int = 0  # ungraded answers of earlier runs graded by this call
+    failed_kept: int = 0  # problems whose error record was kept (not retried)
 
 
 async def run_experiment(
@@ -53,6 +66,7 @@ async def run_experiment(
     *,
     shard: tuple[int, int] | None = None,
     restart: bool = False,
+    retry_failed: bool = False,
     progress: bool = True,
     verbose: bool = False,
     report: bool = True,
@@ -64,10 +78,19 @@ async def run_experiment(
     Every input is checked before an engine starts (`prepare`); a directory holding a
     different recipe is refused unless `restart`. An engine failure stops the run with
     `SearchError`; every finished problem is already on disk, and rerunning resumes.
+    A problem whose record has an error counts as done, unless `retry_failed`: then it
+    is searched again and its new record replaces the old. Answers left ungraded by an
+    earlier run are graded first; if the grader cannot run, the search still finishes,
+    and then `GradingError` says how many answers are ungraded (rerunning grades them).
     `backends`: a (policy, verifier) pair to use instead of the recipe's models (left
     open; e.g. engines you keep warm across experiments, or scripted ones in tests).
     `prepared`: `prepare(recipe, shard=shard)` if the caller has already checked it.
     """
+    if restart and retry_failed:
+        raise ValueError(
+            "restart (--restart) moves every record aside, so retry_failed (--retry-failed) would find "
+            "no failed problem to retry; use one or the other"
+        )
     if prepared is None:
         prepared = prepare(recipe, shard=shard)
     out = Path(out_dir)
@@ -75,12 +98,15 @@ async def run_experiment(
     store.check(restart=restart)  # before any engine starts
     if not verbose:
         quiet_vllm_logs()
-    done = store.open(restart=restart)
-    todo = [(run, p) for run in prepared.runs for p in prepared.problems if p.unique_id not in done[run.run_id]]
+    stored = store.open(restart=restart, retry_failed=retry_failed)
+    todo = [(run, p) for run in prepared.runs for p in prepared.problems if p.unique_id not in stored[run.run_id].done]
+    retried = sum(p.unique_id in stored[run.run_id].retry for run, p in todo)
     resumed = len(prepared.runs) * len(prepared.problems) - len(todo)
-    usage, failed, seconds, engine_seconds = Usage(), 0, 0.0, 0.0
-    finished = False
+    grader = _AnswerGrader()
+    usage, failed, seconds, engine_seconds, regraded = Usage(), 0, 0.0, 0.0, 0
+    searched = False
     try:
+        regraded = await _regrade(store, stored, grader)
         if todo:
             t0 = time.perf_counter()
             if backends is None:
@@ -89,18 +115,32 @@ async def run_experiment(
                 policy, verifier = backends
             engine_seconds = time.perf_counter() - t0
             failed, seconds = await _search(
-                prepared, store, policy, verifier, todo, done, usage, progress, close_backends=backends is None
+                prepared,
+                store,
+                policy,
+                verifier,
+                todo,
+                usage,
+                grader,
+                progress=progress,
+                retried=retried,
+                close_backends=backends is None,
             )
-        finished = True
+        searched = True
     finally:
         store.close(
-            finished=finished,
+            finished=searched and not grader.ungraded,  # an ungraded answer is unfinished work
             stats={
-                "searched": len(todo) if finished else None,
+                "searched": len(todo) if searched else None,
+                "retried": retried if searched else None,
+                "regraded": regraded,
+                "ungraded": grader.ungraded,
                 "engine_seconds": round(engine_seconds, 1),
                 "search_seconds": round(seconds, 1),
             },
         )
+    if grader.ungraded:
+        raise grader.error(out / RUNS_DIR)
     html = _write_report(out) if report else None
     return ExperimentSummary(
         out_dir=out,
@@ -113,7 +153,69 @@ async def run_experiment(
         seconds=seconds,
         engine_seconds=engine_seconds,
         report_html=html,
+        retried=retried,
+        regraded=regraded,
+        failed_kept=sum(len(run.failed) for run in stored.values()),
     )
+
+
+class _AnswerGrader:
+    """Grades a selected answer against the gold one; says so when it cannot.
+
+    Once the grader has failed to run, it is not asked again in this run (each try may
+    wait out a worker's start-up, minutes, while the search stalls): only the answers the
+    in-process fast path settles are graded, the rest are left ungraded for the next run.
+    """
+
+    def __init__(self) -> None:
+        self.failure: str | None = None  # why the grader cannot run
+        self.ungraded = 0  # answers left without a grade by this run
+
+    async def grade(self, gold: str, answer: str | None) -> tuple[bool | None, str | None]:
+        """(correct, None), or (None, why) when the answer could not be graded."""
+        if answer is None:
+            return False, None
+        if self.failure is None:
+            try:
+                return await asyncio.to_thread(is_equivalent, gold, answer), None
+            except GradingError as error:
+                self.failure = str(error)
+                logger.error("the grader cannot run (%s): answers it is needed for are recorded ungraded", error)
+        verdict = quick_verdict(gold, answer)
+        if verdict is not None:
+            return verdict, None
+        self.ungraded += 1
+        return None, self.failure
+
+    def error(self, runs_dir: Path) -> GradingError:
+        answers = "1 answer" if self.ungraded == 1 else f"{self.ungraded} answers"
+        return GradingError(
+            f"{answers} could not be graded ({self.failure}); their records are kept ungraded "
+            f'("correct": null, "grade_error") in {runs_dir}: rerun the same command to grade them '
+            "once the grader works (nothing is searched again)"
+        )
+
+
+def _with_grade(record: dict[str, Any], correct: bool | None, grade_error: str | None) -> dict[str, Any]:
+    """`record` with its grade: "correct", and "grade_error" only while there is no grade."""
+    graded = {k: v for k, v in record.items() if k != "grade_error"}
+    graded["correct"] = correct
+    if grade_error is not None:
+        graded["grade_error"] = grade_error
+    return graded
+
+
+async def _regrade(store: ExperimentStore, stored: dict[str, StoredRun], grader: _AnswerGrader) -> int:
+    """Grade the answers earlier runs left ungraded; their new records replace the old.
+    Returns how many were graded."""
+    regraded = 0
+    for run_id, run in stored.items():
+        for record in run.ungraded:
+            correct, grade_error = await grader.grade(str(record["gold"]), record.get("answer"))
+            if grade_error is None:
+                store.writer(run_id).write(_with_grade(record, correct, None))
+                regraded += 1
+    return regraded
 
 
 async def _search(
@@ -122,10 +224,11 @@ async def _search(
     policy: Any,
     verifier: Any,
     todo: list[tuple[PlannedRun, Problem]],
-    done: dict[str, set[str]],
     usage: Usage,
-    progress: bool,
+    grader: _AnswerGrader,
     *,
+    progress: bool,
+    retried: int,
     close_backends: bool,
 ) -> tuple[int, float]:
 
@@ -146,12 +249,14 @@ async def _search(
         kv_admission=recipe.execution.kv_admission,
     )
     date_string = getattr(policy, "date_string", None)
-    left = {run.run_id: len(prepared.problems) - len(done[run.run_id]) for run in prepared.runs}
+    to_search = Counter(run.run_id for run, _ in todo)
+    left = {run.run_id: to_search[run.run_id] for run in prepared.runs}
     bar = ExperimentProgress(
         total=len(prepared.runs) * len(prepared.problems),
-        done=sum(map(len, done.values())),
+        done=len(prepared.runs) * len(prepared.problems) - len(todo),
         runs=len(prepared.runs),
         runs_done=sum(v == 0 for v in left.values()),
+        retried=retried,
         enabled=progress,
     )
 
@@ -165,10 +270,9 @@ async def _search(
         async with searcher:
             async for result in searcher.run_jobs(jobs()):
                 run, problem = todo[result.index or 0]
-                correct = result.answer is not None and await asyncio.to_thread(
-                    is_equivalent, problem.answer, result.answer
-                )
-                record = result_record(result, problem, run.strategy, correct, date_string=date_string)
+                correct, grade_error = await grader.grade(problem.answer, result.answer)
+                record = result_record(result, problem, run.strategy, bool(correct), date_string=date_string)
+                record = _with_grade(record, correct, grade_error)
                 record.update(
                     run_id=run.run_id,
                     label=run.label,
@@ -182,7 +286,7 @@ async def _search(
                 usage.add(result.usage)
                 failed += result.error is not None
                 left[run.run_id] -= 1
-                bar.update(result.usage, run_finished=left[run.run_id] == 0)
+                bar.update(result.usage, run_finished=left[run.run_id] == 0, ungraded=grade_error is not None)
     finally:
         bar.close()
     return failed, time.perf_counter() - started

@@ -8,6 +8,12 @@ loses at most the problems in flight (and the last seconds of records on a power
 never an earlier one). Reopening resumes: finished problems are never redone; a torn last
 line is dropped with a warning. A directory holding a different recipe is refused with the
 changed fields, unless `restart`, which moves the old results aside (never deletes them).
+
+A problem's record is replaced by appending its new one (`read_records` keeps a problem's
+last record): a failed problem rerun with `retry_failed`, or an ungraded answer graded on
+resume. Until the new record is on disk the old one stands, so a kill during a retry loses
+nothing. The superseded lines are dropped later by an atomic rewrite of the file (a
+temporary file, fsynced, then renamed over it) when the store closes or next opens.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ttsearch.records import read_records
 from ttsearch.study.plan import PlannedRun
 from ttsearch.study.recipe import Recipe, changed_fields
 
-__all__ = ["ExperimentStore", "RunWriter", "environment"]
+__all__ = ["ExperimentStore", "RunWriter", "StoredRun", "environment"]
 
 MANIFEST = "manifest.json"
 RUNS_DIR = "runs"
@@ -75,15 +81,24 @@ def environment() -> dict[str, Any]:
 
 
 class RunWriter:
-    """Appends records to one run's file: flushed per record, fsynced every `fsync_seconds`."""
+    """Appends records to one run's file: flushed per record, fsynced every `fsync_seconds`.
 
-    def __init__(self, path: Path, fsync_seconds: float) -> None:
+    `recorded`: the problems the file already holds; a record for one of them replaces
+    its old one (`replaced` then tells the store to drop the superseded line at close).
+    """
+
+    def __init__(self, path: Path, fsync_seconds: float, recorded: set[str] | None = None) -> None:
         self.path = path
         self._file: IO[str] = path.open("a", encoding="utf-8")
         self._fsync_seconds = fsync_seconds
         self._last_sync = time.monotonic()
+        self._recorded = set(recorded or ())
+        self.replaced = False
 
     def write(self, record: dict[str, Any]) -> None:
+        uid = str(record["unique_id"])
+        self.replaced |= uid in self._recorded
+        self._recorded.add(uid)
         # One write call per line: a kill mid-write tears at most this line.
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
@@ -100,6 +115,27 @@ class RunWriter:
             self._file.close()
 
 
+@dataclass(frozen=True)
+class StoredRun:
+    """One run's file as the store found it on opening: what to skip and what to redo."""
+
+    done: frozenset[str]  # problems recorded and not to be searched again
+    retry: frozenset[str]  # problems whose error record a new search replaces (`retry_failed`)
+    failed: frozenset[str]  # problems whose error record is kept (opened without `retry_failed`)
+    ungraded: tuple[dict[str, Any], ...]  # records whose grade could not be computed ("grade_error")
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]], *, retry_failed: bool) -> StoredRun:
+        ids = {str(r["unique_id"]) for r in records}
+        failed = frozenset(str(r["unique_id"]) for r in records if r.get("error") is not None)
+        return cls(
+            done=frozenset(ids - failed if retry_failed else ids),
+            retry=failed if retry_failed else frozenset(),
+            failed=frozenset() if retry_failed else failed,
+            ungraded=tuple(r for r in records if r.get("grade_error") is not None),
+        )
+
+
 @dataclass
 class ExperimentStore:
     root: Path
@@ -109,6 +145,7 @@ class ExperimentStore:
     fsync_seconds: float = 5.0
     manifest: dict[str, Any] = field(default_factory=dict)
     _writers: dict[str, RunWriter] = field(default_factory=dict)
+    _recorded: dict[str, set[str]] = field(default_factory=dict)  # run_id -> problems its file holds
 
     @property
     def runs_dir(self) -> Path:
@@ -147,8 +184,12 @@ class ExperimentStore:
             )
         return changes
 
-    def open(self, *, restart: bool = False) -> dict[str, set[str]]:
-        """Create or resume the directory; returns the finished unique_ids of each run."""
+    def open(self, *, restart: bool = False, retry_failed: bool = False) -> dict[str, StoredRun]:
+        """Create or resume the directory; returns what each run's file holds (by run_id).
+
+        `retry_failed`: the problems whose record has an error are not done but to be
+        searched again; their new records replace the old ones.
+        """
         changes = self.check(restart=restart)
         old = self._read_manifest()
         if restart and (old is not None or self.runs_dir.is_dir()):
@@ -157,7 +198,7 @@ class ExperimentStore:
         elif old is not None and changes:  # pragma: no cover - check() refused already
             raise AssertionError(changes)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        done: dict[str, set[str]] = {}
+        stored: dict[str, StoredRun] = {}
         for run in self.runs:
             path = self.run_path(run.run_id)
             try:
@@ -165,8 +206,9 @@ class ExperimentStore:
             except RecordsError as error:
                 raise RecipeError(f"cannot resume: {error}") from None
             if path.exists():
-                _rewrite_if_torn(path, records)
-            done[run.run_id] = {str(r["unique_id"]) for r in records}
+                _compact(path, records)
+            stored[run.run_id] = StoredRun.from_records(records, retry_failed=retry_failed)
+            self._recorded[run.run_id] = {str(r["unique_id"]) for r in records}
         self.manifest = {
             "name": self.recipe.name,
             "recipe_hash": self.recipe.hash,
@@ -179,16 +221,22 @@ class ExperimentStore:
             "runs": [r.manifest_entry() for r in self.runs],
         }
         self.write_manifest()
-        return done
+        return stored
 
     def writer(self, run_id: str) -> RunWriter:
         if run_id not in self._writers:
-            self._writers[run_id] = RunWriter(self.run_path(run_id), self.fsync_seconds)
+            recorded = self._recorded.get(run_id, set())
+            self._writers[run_id] = RunWriter(self.run_path(run_id), self.fsync_seconds, recorded)
         return self._writers[run_id]
 
     def close(self, *, finished: bool, stats: dict[str, Any] | None = None) -> None:
         for w in self._writers.values():
             w.close()
+            if w.replaced:  # drop the superseded lines now that the replacements are on disk
+                try:
+                    _compact(w.path, read_records(w.path))
+                except OSError:
+                    pass  # e.g. a full disk: the file stays as appended, which reads the same
         self._writers.clear()
         if not self.manifest:
             return
@@ -231,8 +279,13 @@ def _shard_text(shard: Any) -> str:
     return "none" if not shard else f"{shard[0]}/{shard[1]}"
 
 
-def _rewrite_if_torn(path: Path, records: list[dict[str, Any]]) -> None:
-    """Drop a torn last line from the file itself, so appends start on a clean line."""
+def _compact(path: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite the file as `records` (its `read_records`) when it holds more lines: a torn
+    last line (so appends start on a clean line) or records replaced by later ones.
+
+    Atomic: the new file is written and fsynced beside the old one, then renamed over it,
+    so a kill at any moment leaves the old file or the new one, never a mix.
+    """
     text = path.read_text(encoding="utf-8")
     clean = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if text == clean:
@@ -241,5 +294,8 @@ def _rewrite_if_torn(path: Path, records: list[dict[str, Any]]) -> None:
     if len(lines) == len(records) and text.endswith("\n"):
         return  # same records, different formatting: leave the file as written
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text(clean, encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as file:
+        file.write(clean)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(tmp, path)
