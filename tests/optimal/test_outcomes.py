@@ -153,3 +153,21 @@ def test_bad_directories_and_records_are_named(tmp_path):
     (tmp_path / "runs" / "x-n1-s0.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(ExperimentError, match="run x-n1-s0, record 1: lacks a field the analysis needs"):
         load_runs([tmp_path])
+
+
+def test_answers_the_runner_could_not_grade_are_graded_here_not_read_as_wrong(tmp_path):
+    # A run whose grader was down records `"correct": null` and a `grade_error`
+    # (docs/records.md); reading null as False would count right answers as wrong.
+    write_run(
+        tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0, problems={"a": RIGHT[:2]}
+    )
+    path = next((tmp_path / "runs").glob("*.jsonl"))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        record.update(correct=None, answer="7", grade_error="grader worker did not start")
+        for candidate in record["candidates"]:
+            candidate["correct"] = None
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run,) = load_runs([tmp_path])
+    assert run.problems["a"].correct is True
+    assert [c.correct for c in run.problems["a"].candidates] == [True, True]

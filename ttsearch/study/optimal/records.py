@@ -105,14 +105,22 @@ def _config(declared: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict
     return {k: v for k, v in {**declared, **recorded}.items() if k not in ("strategy", "label")}
 
 
+def _record_correct(record: dict[str, Any], gold: str, cache: GradeCache) -> bool:
+    """The record's own grade; graded here when the runner could not (`correct` null)."""
+    if record.get("correct") is not None:
+        return bool(record["correct"])
+    answer = record.get("answer")
+    return answer is not None and grade_candidates(gold, [answer], cache=cache)[0]
+
+
 def _problem(run_id: str, number: int, record: dict[str, Any], cache: GradeCache) -> ProblemRecord:
     try:
         gold = str(record["gold"])
         raw = record["candidates"]
         answers = [c["answer"] for c in raw]
-        if all("correct" in c for c in raw):
+        if all(c.get("correct") is not None for c in raw):
             correct = [bool(c["correct"]) for c in raw]
-        else:  # records written before the runner graded candidates
+        else:  # written before the runner graded candidates, or while its grader was down
             correct = grade_candidates(gold, answers, cache=cache)
         candidates = tuple(
             CandidateRecord(
@@ -131,7 +139,7 @@ def _problem(run_id: str, number: int, record: dict[str, Any], cache: GradeCache
             candidates=candidates,
             error=record.get("error"),
             usage=usage,
-            correct=bool(record.get("correct", False)),
+            correct=_record_correct(record, gold, cache),
         )
     except (KeyError, TypeError) as error:
         raise ExperimentError(f"run {run_id}, record {number}: lacks a field the analysis needs ({error})") from None
