@@ -106,7 +106,7 @@ async def test_uct_choices_visits_and_backed_up_values() -> None:
     # wave 4: N(root)=6: "0" 0.5+0.773=1.273 < "1" Q=1.8/3 + 0.773=1.373; then under "1"
     #         (N=3): "10" 0.8+sqrt(ln3)=1.848 > "11" 1.748 -> "10" (finished 0.95 and 0.5)
     # wave 5: 8 samples spent, 3 levels: any choice (all at depth 2) costs 10 > 3 x 3: stop.
-    strategy = MCTS(n=3, children=2, c_uct=1.0, parallel=1)
+    strategy = MCTS(value="step", n=3, children=2, c_uct=1.0, parallel=1)
     searcher = make_searcher(world(DEEP))
     result = await searcher.solve("q", strategy)
     assert expanded(searcher) == ["", "0", "1", "10"]
@@ -138,7 +138,7 @@ async def test_c_uct_zero_is_greedy_and_skips_exhausted_subtrees() -> None:
     # c=0: always the best Q. Wave 3: "0" (Q 0.5) over "1" (0.3), then "01" (0.4) over "00".
     # Wave 4: "0" (Q 2.2/5 = 0.44) still leads; inside it "01" has only finished children,
     # so "00" is chosen although Q("01") = 1.1/3 > 0.2. Wave 5: only "1" is left, 10 > 9: stop.
-    strategy = MCTS(n=3, children=2, c_uct=0.0, parallel=1)
+    strategy = MCTS(value="step", n=3, children=2, c_uct=0.0, parallel=1)
     searcher = make_searcher(world(DEEP))
     result = await searcher.solve("q", strategy)
     assert expanded(searcher) == ["", "0", "01", "00"]
@@ -161,7 +161,7 @@ async def test_budget_exhaustion_before_any_solution_deepens_the_deepest_leaf() 
     # (1.477 > 1.180), which would cost 6 > 2 x 2 with no solution finished yet: the best
     # open leaf of the deepest level, "01" (0.4 > 0.2), is expanded instead (6 <= 2 x 3).
     # Its children finish; the next choice does not fit (8 > 6): stop.
-    strategy = MCTS(n=2, children=2, c_uct=1.0, parallel=1)
+    strategy = MCTS(value="step", n=2, children=2, c_uct=1.0, parallel=1)
     searcher = make_searcher(world(DEEP))
     result = await searcher.solve("q", strategy)
     assert expanded(searcher) == ["", "0", "01"]
@@ -190,7 +190,7 @@ async def test_samples_never_exceed_n_per_level_and_a_solution_always_finishes(
     n: int, children: int, rollout: int
 ) -> None:
     for seed in range(4):
-        strategy = MCTS(n=n, children=children, rollout=rollout)
+        strategy = MCTS(value="step", n=n, children=children, rollout=rollout)
         searcher = make_searcher(random_world(seed))
         result = await searcher.solve("q", strategy)
         state = strategy.stats(result.tree)
@@ -208,7 +208,7 @@ async def test_every_leaf_terminal_ends_the_search_early() -> None:
     # "1" finishes at once; "0"'s children both finish: nothing is left to expand long
     # before the budget (100 samples per level) is spent.
     nodes: dict[str, Spec] = {"0": 0.5, "1": (0.9, "4"), "00": (0.1, "3"), "01": (0.2, "3")}
-    strategy = MCTS(n=100, children=2)
+    strategy = MCTS(value="step", n=100, children=2)
     searcher = make_searcher(world(nodes))
     result = await searcher.solve("q", strategy)
     assert expanded(searcher) == ["", "0"]
@@ -217,12 +217,12 @@ async def test_every_leaf_terminal_ends_the_search_early() -> None:
     assert result.answer == "4"  # naive: the best finished leaf
     assert result.select("weighted") == "4"  # 0.9 > 0.1 + 0.2
     assert result.select("majority") == "3"
-    voted = await make_searcher(world(nodes)).solve("q", MCTS(n=100, children=2, selection="majority"))
+    voted = await make_searcher(world(nodes)).solve("q", MCTS(value="step", n=100, children=2, selection="majority"))
     assert voted.answer == "3"
 
 
 async def test_a_root_whose_children_all_finish_is_one_expansion() -> None:
-    strategy = MCTS(n=8, children=2)
+    strategy = MCTS(value="step", n=8, children=2)
     searcher = make_searcher(world({"0": (0.7, "3"), "1": (0.2, "4")}))
     result = await searcher.solve("q", strategy)
     assert expanded(searcher) == [""]
@@ -242,7 +242,7 @@ async def test_truncated_steps_are_finished_leaves_valued_by_their_score() -> No
             return "n0 [p=0.99] " + "x" * 200
         return world({"1": 0.5, "10": (0.6, "5"), "11": (0.3, "6")})(call)
 
-    strategy = MCTS(n=8, children=2)
+    strategy = MCTS(value="step", n=8, children=2)
     limits = SearchLimits(max_solution_tokens=10_000, max_step_tokens=100)
     searcher = make_searcher(script, limits=limits)
     result = await searcher.solve("q", strategy)
@@ -263,7 +263,7 @@ async def test_whitespace_only_child_is_valued_zero() -> None:
             return "   \n\n"
         return world({"0": 0.3, "00": (0.6, "5"), "01": (0.2, "6")})(call)
 
-    strategy = MCTS(n=2, children=2, parallel=1)
+    strategy = MCTS(value="step", n=2, children=2, parallel=1)
     searcher = make_searcher(script)
     result = await searcher.solve("q", strategy)
     blank = result.tree.root.children[1]
@@ -274,7 +274,7 @@ async def test_whitespace_only_child_is_valued_zero() -> None:
 
 
 async def test_max_depth_samples_to_completion() -> None:
-    strategy = MCTS(n=4, children=2, max_depth=3)
+    strategy = MCTS(value="step", n=4, children=2, max_depth=3)
     searcher = make_searcher(stepwise_script(lambda d, i, text: 0.5 + 0.1 * i, steps=50))
     result = await searcher.solve("q", strategy)
     # the expansions of depth-2 nodes sample to EOS, every other one a single step
@@ -300,7 +300,7 @@ async def test_rollout_values_a_step_by_its_greedy_continuation() -> None:
         "10": (0.95, "5"),
         "11": (0.4, "6"),
     }
-    strategy = MCTS(n=4, children=2, rollout=1, parallel=1)
+    strategy = MCTS(value="step", n=4, children=2, rollout=1, parallel=1)
     searcher = make_searcher(world(nodes))
     result = await searcher.solve("q", strategy)
     assert expanded(searcher) == ["", "1", "0"]
@@ -312,7 +312,7 @@ async def test_rollout_values_a_step_by_its_greedy_continuation() -> None:
     assert strategy.node_value(labels["0"]) == 0.1 and labels["0"].step_scores == (0.9,)
     assert state.value_sums[labels["1"]] == pytest.approx(0.95 + 0.95 + 0.4)
     assert strategy.generation_budget == 8 and state.spent == 3 * 4
-    greedy_only = await make_searcher(world(nodes)).solve("q", MCTS(n=4, children=2, parallel=1))
+    greedy_only = await make_searcher(world(nodes)).solve("q", MCTS(value="step", n=4, children=2, parallel=1))
     assert greedy_only.tree.root.children[0].state == "expanded"  # without rollouts "0" (0.9) goes first
 
 
@@ -327,7 +327,7 @@ async def test_parallel_selections_use_a_virtual_loss() -> None:
     # choice is "10"; without it, it would have been "01" (1.473 > 1.273 again).
     nodes: dict[str, Spec] = {"0": 0.9, "1": 0.5, "00": 0.6, "01": 0.6, "10": 0.5, "11": 0.5}
     nodes |= {f"{parent}{i}": (0.5, "7") for parent in ("00", "01", "10", "11") for i in (0, 1)}
-    strategy = MCTS(n=16, children=2, c_uct=1.0, parallel=2)
+    strategy = MCTS(value="step", n=16, children=2, c_uct=1.0, parallel=2)
     searcher = make_searcher(world(nodes))
     result = await searcher.solve("q", strategy)
     labels = expanded(searcher)
@@ -340,11 +340,11 @@ async def test_parallel_selections_use_a_virtual_loss() -> None:
 
 
 async def test_sequential_and_default_parallelism() -> None:
-    assert MCTS(n=16, children=4).selections_per_wave == 4  # n // children: beam's request shape
-    assert MCTS(n=4, children=4).selections_per_wave == 1
-    assert MCTS(n=16, children=4, parallel=1).selections_per_wave == 1
+    assert MCTS(value="step", n=16, children=4).selections_per_wave == 4  # n // children: beam's request shape
+    assert MCTS(value="step", n=4, children=4).selections_per_wave == 1
+    assert MCTS(value="step", n=16, children=4, parallel=1).selections_per_wave == 1
     searcher = make_searcher(random_world(1))
-    await searcher.solve("q", MCTS(n=8, children=2, parallel=1))
+    await searcher.solve("q", MCTS(value="step", n=8, children=2, parallel=1))
     assert searcher.policy.max_in_flight == 1
 
 
@@ -379,7 +379,7 @@ def _outcome(strategy: MCTS, result) -> tuple[object, ...]:
 async def test_same_result_whatever_order_requests_finish_in() -> None:
     outcomes = set()
     for pattern in range(6):
-        strategy = MCTS(n=16, children=4)
+        strategy = MCTS(value="step", n=16, children=4)
         searcher = make_searcher(random_world(3), delay=_random_latency(pattern))
         result = await searcher.solve("q", strategy)
         outcomes.add(_outcome(strategy, result))
@@ -392,7 +392,7 @@ async def test_solve_all_keeps_each_problems_statistics_apart() -> None:
     def script(call: ScriptCall) -> str:
         return random_world(int(call.problem[1:]))(call)
 
-    strategy = MCTS(n=8, children=2, rollout=1, parallel=1)  # at most 2 requests in flight per problem
+    strategy = MCTS(value="step", n=8, children=2, rollout=1, parallel=1)  # at most 2 requests in flight per problem
     problems = ["p0", "p1", "p2"]
     searcher = make_searcher(script, delay=_random_latency(7))
     together = {r.index: r async for r in searcher.solve_all(problems, strategy)}
@@ -408,13 +408,13 @@ async def test_solve_all_keeps_each_problems_statistics_apart() -> None:
 
 
 def test_budget_reporting_and_options() -> None:
-    strategy = MCTS(n=16, children=4, rollout=2)
+    strategy = MCTS(value="step", n=16, children=4, rollout=2)
     assert strategy.budget_kind == "stepwise"
     assert strategy.generation_budget == 48  # n (rollout + 1), as lookahead's N(k+1)
     assert strategy.expansion_cost == 12
     assert strategy.live_prefixes == 4
     options = strategy.options()
-    assert options["parallel"] == 4 and options["children"] == 4 and options["selection"] == "naive"
+    assert options["parallel"] == 4 and options["children"] == 4 and options["selection"] == "weighted"
     rebuilt = build_strategy({"mcts": MCTS}, "mcts", **options)
     assert rebuilt.options() == options
     built = build_strategy({"mcts": MCTS}, "mcts", n=8, children=2, c_uct=0.5, parallel=None)
@@ -471,6 +471,13 @@ def requests_from(searcher: Searcher, *, to_completion: bool) -> list[str]:
     ]
 
 
+def test_defaults_are_rollout_values_and_a_weighted_vote() -> None:
+    # the variant that beat sampling on the toy world over three seeds (docs/methods/results.md)
+    strategy = MCTS(n=16)
+    assert (strategy.value, strategy.selection, strategy.children, strategy.c_uct) == ("rollout", "weighted", 4, 1.414)
+    assert strategy.live_prefixes == 16  # 4 selections x 4 children rolled out at once
+
+
 async def test_rollout_value_uct_choices_and_candidates() -> None:
     # n=6 completions, 2 children, c=1, one selection at a time, reduction "last". By hand:
     # wave 1: root -> "0" (0.9), "1" (0.3); their completions score 0.2 and 0.8: values.
@@ -481,7 +488,7 @@ async def test_rollout_value_uct_choices_and_candidates() -> None:
     # wave 4: 6 of 6 spent: stop. Candidates: the 5 completions and "11", n = 6 in all.
     nodes: dict[str, Spec] = {"0": 0.9, "1": 0.3, "10": 0.5, "11": (0.6, "c"), "100": 0.4, "101": 0.7}
     completions = {"0": (0.2, "a"), "1": (0.8, "b"), "10": (0.9, "d"), "100": (0.3, "e"), "101": (0.95, "f")}
-    strategy = MCTS(n=6, children=2, c_uct=1.0, parallel=1, value="rollout")
+    strategy = MCTS(n=6, children=2, c_uct=1.0, parallel=1, value="rollout", selection="naive")
     searcher = make_searcher(rollout_world(nodes, completions))
     result = await searcher.solve("q", strategy)
     assert requests_from(searcher, to_completion=False) == ["", "1", "10"]

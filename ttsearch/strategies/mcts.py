@@ -95,8 +95,13 @@ class MCTS(DepthLimitedStrategy):
     c_uct: float = 1.414  # ~sqrt(2): UCB1 for rewards in [0, 1], Scaffolding's default
     rollout: int = 0
     parallel: int | None = None
-    selection: Selection = "naive"  # the best visited finished leaf (rStar, Scaffolding)
-    value: Literal["step", "rollout"] = "step"
+    # A weighted vote over the candidates: on the toy world it beats the best final reward
+    # (rStar's and Scaffolding's answer) in both value modes (docs/methods/results.md).
+    selection: Selection = "weighted"
+    # "rollout": classic simulation, one sampled completion per new node; "step" (the PRM
+    # score of the new step) finishes about one distinct solution per search on the toy
+    # world and loses to plain sampling there (docs/methods/mcts.md).
+    value: Literal["step", "rollout"] = "rollout"
 
     def __post_init__(self) -> None:
         super().__post_init__()
