@@ -8,6 +8,9 @@ with no PRM and no request waiting for another, and times them. The search's wal
 over that time is how far the search is from what its own policy work costs on this
 engine; `benchmarks/throughput.py` prints it per method (issue 18's target: <= 1.2x).
 
+`PreemptionCounter` counts the requests a vLLM engine preempted (its KV cache was full, so
+it dropped their cache and recomputes it later), for engines started with stats on.
+
 `PrefillCounter` wraps the vLLM engine under a `VLLMPolicy` and sums, per request, the
 prompt tokens and the ones vLLM reports as prefix-cache hits, so the prefill work of the
 search and of its replay can be compared. What the limit does and does not include is in
@@ -25,7 +28,7 @@ from typing import Any
 
 from ttsearch.core.backend import Policy, Sample, SampleRequest
 
-__all__ = ["PrefillCounter", "RecordingPolicy", "Replay", "count_prefill", "replay"]
+__all__ = ["PreemptionCounter", "PrefillCounter", "RecordingPolicy", "Replay", "count_prefill", "replay"]
 
 
 class RecordingPolicy:
@@ -46,6 +49,11 @@ class RecordingPolicy:
     @property
     def max_model_len(self) -> int:
         return self._policy.max_model_len
+
+    @property
+    def kv_cache_tokens(self) -> int | None:
+        # Spelled out (not left to __getattr__): `KVCacheSized` checks may look it up statically.
+        return getattr(self._policy, "kv_cache_tokens", None)
 
     def encode_problem(self, problem: str) -> list[int]:
         return self._policy.encode_problem(problem)
@@ -187,3 +195,43 @@ def count_prefill(policy: Any) -> Any:
         yield counter
     finally:
         policy._engine = engine
+
+
+class PreemptionCounter:
+    """Counts the sequences a vLLM `AsyncLLM` preempts, from the per-iteration stats vLLM
+    hands its stat loggers (`IterationStats.num_preempted_reqs`; a request with n > 1 runs
+    as n sequences, each counted). vLLM computes those stats only for an engine started
+    with `disable_log_stats=False`; `attach` returns None for one without."""
+
+    def __init__(self) -> None:
+        self.preemptions = 0
+
+    @classmethod
+    def attach(cls, engine: Any) -> PreemptionCounter | None:
+        """A counter fed by `engine`'s stat-logger manager from now on (vLLM has no public
+        hook for a logger added after start-up, so it joins the manager's list)."""
+        manager = getattr(engine, "logger_manager", None)
+        if manager is None:
+            return None
+        counter = cls()
+        manager.stat_loggers.append(counter)
+        return counter
+
+    # The calls vLLM's StatLoggerManager makes on each of its loggers.
+    def record(
+        self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+    ) -> None:
+        if iteration_stats is not None:
+            self.preemptions += iteration_stats.num_preempted_reqs
+
+    def log(self) -> None:
+        pass
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+    def record_sleep_state(self, sleep: int = 0, level: int = 0) -> None:
+        pass
+
+    def record_admission_rejection(self, reason: str) -> None:
+        pass

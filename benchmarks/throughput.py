@@ -57,14 +57,30 @@ That time is the limit; each run's wall time over it is the ratio (issue 18's ta
   KV cache is the same size in both; a replay that fills it is preempted (recomputed),
   which the counts do not show.
 
+`--order ttsearch ttsearch-kv` (any of `ttsearch`, `ttsearch-kv`, `lockstep`, in the
+order to run them) adds a ttsearch run with `Searcher(kv_admission=True)`: problems are
+admitted while their estimated KV working set fits the smaller engine's cache, instead of
+`--max-concurrent` at once. `--count-preemptions` starts both engines with vLLM's stats on
+and reports the sequences each engine preempted per run (its KV cache was full: it dropped
+their cache and recomputes it), which is what admission by KV cache is for.
+
+The checks, enforced: every other run of a method must produce the same candidates as its
+ttsearch run (the same strategy at the same seed samples the same steps), problem by
+problem, on the problems both ran; a run that differs is listed at the end and the
+benchmark exits with status 1. Rates are compared over the same problems only: when
+`--lockstep-time-limit` cut the lockstep run to its first k problems, ttsearch is run again
+on those k (`ttsearch_on_compared` in the JSON) and the speed-up is over them.
+
 Prints, per method and N: wall time, problems/s, generated tok/s, PRM tokens sent /
 read from the cache / computed per problem (and computed / generated), PRM requests,
-candidates (checked equal between the two), the speed-up; then the decode limit and the
-ratios; at the end one table of every run (method, N, run, wall s, limit s, ratio,
-within target, tokens generated, PRM tokens computed); plus machine and versions.
-Writes everything as JSON (`--out`; per row: `ttsearch` / `lockstep` with `seconds`,
-`generated_tokens`, `prm_computed_tokens`, `policy_requests`, `policy_prefill`,
-`over_decode_limit`; `decode_limit` with `seconds`, `requests`, `sequences`,
+candidates, preemptions (with `--count-preemptions`), the checks and the speed-ups; then
+the decode limit and the ratios; at the end one table of every run (method, N, run, wall
+s, limit s, ratio, within target, tokens generated, PRM tokens computed); plus machine and
+versions. Writes everything as JSON (`--out`; `failed_checks`; per row: `ttsearch` /
+`ttsearch-kv` / `lockstep` with `seconds`, `generated_tokens`, `prm_computed_tokens`,
+`policy_requests`, `policy_prefill`, `policy_preemptions`, `prm_preemptions`,
+`over_decode_limit`; `checked_lockstep` / `checked_ttsearch-kv`, `speedup`,
+`kv_admission_speedup`; `decode_limit` with `seconds`, `requests`, `sequences`,
 `prompt_tokens`, `generated_tokens`, `same_generated_tokens`, `policy_prefill`).
 
     .venv/bin/python benchmarks/throughput.py                      # the toy world, 100 problems, N=16
@@ -86,7 +102,8 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -102,6 +119,9 @@ LOCKSTEP_METHODS = ("beam", "dvts", "bon")
 NEW_METHODS = ("pf", "pgibbs", "epf", "rebase", "mcts")
 METHODS = LOCKSTEP_METHODS + NEW_METHODS
 DEFAULT_METHODS = list(LOCKSTEP_METHODS)
+# The ways to run a method: ttsearch, ttsearch admitting problems by KV cache
+# (`Searcher(kv_admission=True)`), and the lockstep baseline.
+WAYS = ("ttsearch", "ttsearch-kv", "lockstep")
 
 
 def _strategies(name: str, n: int, width: int, temperature: float, reduction: str) -> Any:
@@ -172,141 +192,278 @@ def _summary(results: list[Any], seconds: float) -> dict[str, Any]:
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.decode_limit import count_prefill
 
-    policy, prm_engine_verifier, problems, limits, fmt, settings = await _start(args)
-    print(f"engines started; {len(problems)} problems; {settings}", flush=True)
-    rows: list[dict[str, Any]] = []
+    # The problems first: a dataset that fails to load must not leave both engines running.
+    problems, limits, fmt, settings = _workload(args)
+    policy, prm_engine_verifier = await _start_engines(args, settings)
     try:
+        print(f"engines started; {len(problems)} problems; {settings}", flush=True)
+        preemptions = _count_preemptions(policy, prm_engine_verifier) if args.count_preemptions else {}
         with count_prefill(policy) as prefill:
-            await _bench_rows(args, policy, prm_engine_verifier, problems, limits, fmt, settings, prefill, rows)
+            run = _Bench(args, policy, prm_engine_verifier, problems, limits, fmt, settings, prefill, preemptions)
+            await _bench_rows(run)
     finally:
-        await prm_engine_verifier.close()
-        await policy.close()
-    report = {"settings": settings, "machine": _machine(), "rows": rows}
-    _print_table(rows)
-    return report
+        try:
+            await prm_engine_verifier.close()
+        finally:  # the policy's engine too, whatever closing the PRM's did
+            await policy.close()
+    _print_table(run.rows)
+    return run.report()
 
 
-async def _bench_rows(
-    args: argparse.Namespace,
-    policy: Any,
-    prm_engine_verifier: Any,
-    problems: list[Any],
-    limits: Any,
-    fmt: Any,
-    settings: dict[str, Any],
-    prefill: Any,
-    rows: list[dict[str, Any]],
-) -> None:
-    from benchmarks.baselines.lockstep import run_lockstep
-    from benchmarks.decode_limit import RecordingPolicy
-    from ttsearch.backends.vllm.verifier import VLLMVerifier
-    from ttsearch.core.searcher import Searcher
+def _count_preemptions(policy: Any, prm_engine_verifier: Any) -> dict[str, Any]:
+    """A `PreemptionCounter` on each engine ("policy", "prm"); the engines were started
+    with stats on (`--count-preemptions`)."""
+    from benchmarks.decode_limit import PreemptionCounter
 
-    def verifier(reuse: bool) -> VLLMVerifier:
+    counters = {
+        "policy": PreemptionCounter.attach(policy.engine),
+        "prm": PreemptionCounter.attach(prm_engine_verifier.engine),
+    }
+    missing = [name for name, counter in counters.items() if counter is None]
+    if missing:
+        raise RuntimeError(f"--count-preemptions: the {' and '.join(missing)} engine has no stat loggers")
+    return counters
+
+
+@dataclass
+class _Bench:
+    """What every run of one benchmark shares, and what it has found so far."""
+
+    args: argparse.Namespace
+    policy: Any  # the VLLMPolicy
+    prm: Any  # the PRM engine's VLLMVerifier (each run builds its own verifier on its engine)
+    problems: list[Any]
+    limits: Any
+    fmt: Any  # the PRM's input format
+    settings: dict[str, Any]
+    prefill: Any  # a PrefillCounter on the policy's engine, or None
+    preemptions: dict[str, Any]  # "policy" / "prm": a PreemptionCounter (empty: not counted)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # checks that failed, one line each
+
+    @property
+    def engines(self) -> tuple[Any, Any]:
+        return self.policy.engine, self.prm.engine
+
+    def verifier(self, *, reuse_prefix: bool) -> Any:
+        from ttsearch.backends.vllm.verifier import VLLMVerifier
+
         return VLLMVerifier(
-            prm_engine_verifier.engine,
-            prm_engine_verifier.tokenizer,
-            format=fmt,
-            max_in_flight=args.prm_in_flight,
-            reuse_prefix=reuse,
+            self.prm.engine,
+            self.prm.tokenizer,
+            format=self.fmt,
+            max_in_flight=self.args.prm_in_flight,
+            reuse_prefix=reuse_prefix,
         )
 
-    engines = (policy.engine, prm_engine_verifier.engine)
+    def report(self) -> dict[str, Any]:
+        return {"settings": self.settings, "machine": _machine(), "rows": self.rows, "failed_checks": self.failures}
+
+    def save(self) -> None:
+        """Rewrite the JSON with everything so far (a run cut short keeps what it measured)."""
+        _write(self.args.out, self.report())
+
+
+async def _bench_rows(bench: _Bench) -> None:
     # Every method at the smallest N first: a run cut short by a time limit still has
-    # every method (the JSON is rewritten after every row).
-    for n in args.ns:
-        for method in args.methods:
-            strategy = _strategies(method, n, args.width, args.temperature, args.reduction)
-            has_baseline = method in LOCKSTEP_METHODS
-            ways = [w for w in args.order if has_baseline or w == "ttsearch"] or ["ttsearch"]
-            row: dict[str, Any] = {
-                "method": method,
-                "n": n,
-                "strategy": repr(strategy),
-                "baseline": "lockstep"
-                if has_baseline
-                else "none (ttsearch only: no lockstep baseline for this method)",
-            }
-            tag = "" if has_baseline else " (ttsearch only: no lockstep baseline)"
-            results_by_way: dict[str, list[Any]] = {}
-            recorded: dict[str, RecordingPolicy] = {}
-            for way in ways:
-                await _reset_caches(*engines)
-                before = prefill.snapshot() if prefill is not None else None
-                started = time.perf_counter()
-                recorder = RecordingPolicy(policy)
-                counted_policy, counted_prm = _Counted(recorder), _Counted(verifier(way == "ttsearch"))
-                async with _Heartbeat(
-                    f"{method} N={n} {way}", len(problems), args.heartbeat, counted_policy, counted_prm
-                ) as progress:
-                    if way == "ttsearch":
-                        searcher = Searcher(
-                            counted_policy,
-                            counted_prm,
-                            limits=limits,
-                            seed=args.seed,
-                            keep_trees=False,
-                            close_backends=False,
-                            max_concurrent_problems=args.max_concurrent,
-                            max_policy_requests=args.max_policy_requests,
-                        )
-                        results = []
-                        async for r in searcher.solve_all(problems, strategy):
-                            results.append(r)
-                            progress.done = len(results)
-                    else:
-                        deadline = started + args.lockstep_time_limit if args.lockstep_time_limit else None
-                        results = await run_lockstep(
-                            problems,
-                            strategy,
-                            counted_policy,
-                            counted_prm,
-                            limits=limits,
-                            seed=args.seed,
-                            deadline=deadline,
-                            on_batch=progress.set,
-                        )
-                results_by_way[way] = results
-                recorded[way] = recorder
-                row[way] = _summary(results, time.perf_counter() - started)
-                s = row[way]
-                s["policy_requests"] = len(recorder.requests)
-                if before is not None:
-                    s["policy_prefill"] = prefill.since(before)
-                partial = (
-                    f" (time limit: {s['problems']} of {len(problems)} problems)"
-                    if s["problems"] < len(problems)
-                    else ""
-                )
-                print(
-                    f"  {method:6s} N={n:<4d} {way:9s} {s['seconds']:7.1f} s  {s['problems_per_s']:6.2f} problems/s  "
-                    f"{s['generated_tok_per_s']:7.0f} gen tok/s  per problem: {s['generated_per_problem']:7.0f} generated, "
-                    f"PRM {s['prm_computed_per_problem']:7.0f} computed + {s['prm_cached_per_problem']:6.0f} cached "
-                    f"({s['prm_computed_over_generated']:.2f}x generated), {s['prm_requests_per_problem']:5.1f} requests; "
-                    f"{s['candidates']} candidates{partial}{tag}",
-                    flush=True,
-                )
-            rows.append(row)
-            _write(args.out, {"settings": settings, "machine": _machine(), "rows": rows})  # so far
-            if args.decode_limit:
-                await _decode_limit(args, row, ways, recorded, policy, engines, prefill, len(problems))
-                _write(args.out, {"settings": settings, "machine": _machine(), "rows": rows})
-            if len(ways) < 2:
-                continue
-            # Per-problem rates, so a lockstep run cut by --lockstep-time-limit (the first k
-            # problems) still compares; candidates are compared on those k problems.
-            row["speedup"] = row["ttsearch"]["problems_per_s"] / row["lockstep"]["problems_per_s"]
-            covered = {r.index for r in results_by_way["lockstep"]}
-            ours = sum(len(r.candidates) for r in results_by_way["ttsearch"] if r.index in covered)
-            theirs = row["lockstep"]["candidates"]
-            row["same_candidate_count"] = ours == theirs
-            row["compared_problems"] = len(covered)
-            print(
-                f"  {method:6s} N={n:<4d} speed-up {row['speedup']:.2f}x (problems/s); candidates "
-                f"{'equal' if ours == theirs else 'DIFFER'} ({ours} vs {theirs} on {len(covered)} problems)",
-                flush=True,
+    # every method.
+    for n in bench.args.ns:
+        for method in bench.args.methods:
+            await _bench_row(bench, method, n)
+
+
+async def _bench_row(bench: _Bench, method: str, n: int) -> None:
+    """Run one method at one N every way asked for, then its decode limit and its checks."""
+    args = bench.args
+    strategy = _strategies(method, n, args.width, args.temperature, args.reduction)
+    has_baseline = method in LOCKSTEP_METHODS
+    ways = [w for w in args.order if has_baseline or w != "lockstep"] or ["ttsearch"]
+    row: dict[str, Any] = {
+        "method": method,
+        "n": n,
+        "strategy": repr(strategy),
+        "baseline": "lockstep" if has_baseline else "none (ttsearch only: no lockstep baseline for this method)",
+    }
+    bench.rows.append(row)
+    results: dict[str, list[Any]] = {}
+    recorded: dict[str, Any] = {}
+    for way in ways:
+        results[way], recorded[way], row[way] = await _run(
+            bench, way, strategy, bench.problems, f"{method} N={n} {way}"
+        )
+        _print_run(row, way, len(bench.problems))
+        bench.save()
+    if args.decode_limit:
+        await _decode_limit(args, row, ways, recorded, bench.policy, bench.engines, bench.prefill, len(bench.problems))
+        bench.save()
+    await _check_row(bench, row, strategy, results)
+    bench.save()
+
+
+async def _run(
+    bench: _Bench, way: str, strategy: Any, problems: list[Any], label: str
+) -> tuple[list[Any], Any, dict[str, Any]]:
+    """One run of `strategy` over `problems`, `way` ("ttsearch", "ttsearch-kv" or
+    "lockstep"), after a prefix-cache reset and with fresh verifier wrappers, so it reads
+    nothing another run computed. Returns its results, its `RecordingPolicy` and its summary."""
+    from benchmarks.baselines.lockstep import run_lockstep
+    from benchmarks.decode_limit import RecordingPolicy
+
+    await _reset_caches(*bench.engines)
+    prefill_before = bench.prefill.snapshot() if bench.prefill is not None else None
+    preempted_before = {name: counter.preemptions for name, counter in bench.preemptions.items()}
+    started = time.perf_counter()
+    recorder = RecordingPolicy(bench.policy)
+    policy, prm = _Counted(recorder), _Counted(bench.verifier(reuse_prefix=way != "lockstep"))
+    async with _Heartbeat(label, len(problems), bench.args.heartbeat, policy, prm) as progress:
+        if way == "lockstep":
+            limit = bench.args.lockstep_time_limit
+            results = await run_lockstep(
+                problems,
+                strategy,
+                policy,
+                prm,
+                limits=bench.limits,
+                seed=bench.args.seed,
+                deadline=started + limit if limit else None,
+                on_batch=progress.set,
             )
-            _write(args.out, {"settings": settings, "machine": _machine(), "rows": rows})
+        else:
+            results = await _search(bench, strategy, problems, policy, prm, way == "ttsearch-kv", progress)
+    summary = _summary(results, time.perf_counter() - started)
+    summary["policy_requests"] = len(recorder.requests)
+    if prefill_before is not None:
+        summary["policy_prefill"] = bench.prefill.since(prefill_before)
+    for name, counter in bench.preemptions.items():
+        summary[f"{name}_preemptions"] = counter.preemptions - preempted_before[name]
+    return results, recorder, summary
+
+
+async def _search(
+    bench: _Bench, strategy: Any, problems: list[Any], policy: Any, prm: Any, kv_admission: bool, progress: _Heartbeat
+) -> list[Any]:
+    from ttsearch.core.searcher import Searcher
+
+    searcher = Searcher(
+        policy,
+        prm,
+        limits=bench.limits,
+        seed=bench.args.seed,
+        keep_trees=False,  # as the experiment runner builds it
+        close_backends=False,
+        max_concurrent_problems=bench.args.max_concurrent,
+        max_policy_requests=bench.args.max_policy_requests,
+        kv_admission=kv_admission,
+    )
+    results = []
+    async for result in searcher.solve_all(problems, strategy):
+        results.append(result)
+        progress.done = len(results)
+    return results
+
+
+def _print_run(row: dict[str, Any], way: str, problems: int) -> None:
+    s = row[way]
+    cut = f" (time limit: {s['problems']} of {problems} problems)" if s["problems"] < problems else ""
+    tag = "" if row["baseline"] == "lockstep" else " (ttsearch only: no lockstep baseline)"
+    preempted = ""
+    if "policy_preemptions" in s:
+        preempted = f"; preemptions: policy {s['policy_preemptions']}, PRM {s['prm_preemptions']}"
+    print(
+        f"  {row['method']:6s} N={row['n']:<4d} {way:11s} {s['seconds']:7.1f} s  {s['problems_per_s']:6.2f} problems/s  "
+        f"{s['generated_tok_per_s']:7.0f} gen tok/s  per problem: {s['generated_per_problem']:7.0f} generated, "
+        f"PRM {s['prm_computed_per_problem']:7.0f} computed + {s['prm_cached_per_problem']:6.0f} cached "
+        f"({s['prm_computed_over_generated']:.2f}x generated), {s['prm_requests_per_problem']:5.1f} requests; "
+        f"{s['candidates']} candidates{preempted}{cut}{tag}",
+        flush=True,
+    )
+
+
+async def _check_row(bench: _Bench, row: dict[str, Any], strategy: Any, results: dict[str, list[Any]]) -> None:
+    """Check the row's other runs against its ttsearch run, which ran the same strategy
+    at the same seed and so sampled the same steps: the same candidates on every problem
+    both ran (a failure is recorded in `bench.failures`), and the rate over the same
+    problems (`speedup`, lockstep; `kv_admission_speedup`, ttsearch-kv)."""
+    if "ttsearch" not in results:
+        return
+    label = f"{row['method']} N={row['n']}"
+    for way in ("lockstep", "ttsearch-kv"):
+        if way not in results:
+            continue
+        mismatches = candidate_mismatches(results["ttsearch"], results[way])
+        compared = len(results[way])
+        row[f"checked_{way}"] = {
+            "compared_problems": compared,
+            "same_candidates": not mismatches,
+            "mismatches": mismatches,
+        }
+        if mismatches:
+            bench.failures.append(
+                f"{label} ttsearch vs {way}: {len(mismatches)} of {compared} problems differ ({'; '.join(mismatches[:3])})"
+            )
+        ours, ours_seconds = results["ttsearch"], row["ttsearch"]["seconds"]
+        if compared < len(ours):  # lockstep cut by --lockstep-time-limit: ttsearch on the same problems
+            ours, _, row["ttsearch_on_compared"] = await _run(
+                bench, "ttsearch", strategy, bench.problems[:compared], f"{label} ttsearch on lockstep's {compared}"
+            )
+            ours_seconds = row["ttsearch_on_compared"]["seconds"]
+        if way == "lockstep":  # ttsearch over the baseline
+            key, rate = "speedup", speedup_on_same_problems(ours, ours_seconds, results[way], row[way]["seconds"])
+        else:  # admission by KV cache over ttsearch without it
+            key, rate = (
+                "kv_admission_speedup",
+                speedup_on_same_problems(results[way], row[way]["seconds"], ours, ours_seconds),
+            )
+        row[key] = rate
+        print(
+            f"  {row['method']:6s} N={row['n']:<4d} ttsearch vs {way}: {key} {row[key]:.2f}x (problems/s, over "
+            f"{compared} problems); candidates {'DIFFER' if mismatches else 'equal'} on "
+            f"{compared - len(mismatches)} of {compared} problems",
+            flush=True,
+        )
+
+
+def candidate_mismatches(ours: Sequence[Any], theirs: Sequence[Any]) -> list[str]:
+    """How two runs of one strategy at one seed disagree, one line per problem: every
+    problem `theirs` ran must be in `ours` with the same candidate solutions (the same
+    texts, in any order). Empty when they agree."""
+    by_index = {result.index: result for result in ours}
+    mismatches = []
+    for result in sorted(theirs, key=lambda r: r.index):
+        mine = by_index.get(result.index)
+        if mine is None:
+            mismatches.append(f"problem {result.index}: missing from the first run")
+        elif len(mine.candidates) != len(result.candidates):
+            mismatches.append(f"problem {result.index}: {len(mine.candidates)} candidates vs {len(result.candidates)}")
+        elif sorted(c.text for c in mine.candidates) != sorted(c.text for c in result.candidates):
+            mismatches.append(f"problem {result.index}: different candidate solutions")
+    return mismatches
+
+
+def speedup_on_same_problems(
+    ours: Sequence[Any], ours_seconds: float, theirs: Sequence[Any], theirs_seconds: float
+) -> float:
+    """Our problems/s over theirs. Raises ValueError unless both runs covered the same
+    problems: a rate over other problems (say, lockstep's first k of a time-limited run
+    against all of ours) compares different work."""
+    mine, other = {r.index for r in ours}, {r.index for r in theirs}
+    if mine != other:
+        raise ValueError(
+            f"rates over different problems: {len(mine)} problems vs {len(other)} ({len(mine ^ other)} not in both)"
+        )
+    return (len(ours) / ours_seconds) / (len(theirs) / theirs_seconds)
+
+
+def exit_on_failed_checks(failures: Sequence[str], *, exit_with: Callable[[int], Any] = sys.exit) -> None:
+    """Print the failed checks to stderr and exit with status 1; return if none failed."""
+    if not failures:
+        return
+    print(f"throughput benchmark: {len(failures)} check(s) FAILED:", file=sys.stderr)
+    for failure in failures:
+        print(f"  {failure}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exit_with(1)
 
 
 DECODE_LIMIT_TARGET = 1.2  # issue 18: every method within 1.2x of the policy's decode limit
@@ -376,7 +533,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         flush=True,
     )
     header = (
-        f"  {'method':6s} {'N':>4s} {'run':9s} {'wall s':>8s} {'limit s':>8s} {'ratio':>6s} {'ok':3s} "
+        f"  {'method':6s} {'N':>4s} {'run':11s} {'wall s':>8s} {'limit s':>8s} {'ratio':>6s} {'ok':3s} "
         f"{'generated':>10s} {'PRM computed':>12s}  baseline"
     )
     print(header)
@@ -384,14 +541,14 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         limit = row.get("decode_limit")
         if limit is None:
             continue
-        for way in ("ttsearch", "lockstep"):
+        for way in WAYS:
             s = row.get(way)
             if s is None:
                 continue
             ratio = s.get("over_decode_limit")
             ok = "" if ratio is None else ("yes" if ratio <= DECODE_LIMIT_TARGET else "NO")
             print(
-                f"  {row['method']:6s} {row['n']:4d} {way:9s} {s['seconds']:8.1f} {limit['seconds']:8.1f} "
+                f"  {row['method']:6s} {row['n']:4d} {way:11s} {s['seconds']:8.1f} {limit['seconds']:8.1f} "
                 f"{'n/a' if ratio is None else f'{ratio:.2f}x':>6s} {ok:3s} {s['generated_tokens']:10d} "
                 f"{s['prm_computed_tokens']:12d}  {'lockstep' if row['baseline'] == 'lockstep' else 'none'}"
             )
@@ -408,6 +565,11 @@ class _Counted:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
+
+    @property
+    def kv_cache_tokens(self) -> int | None:
+        # Spelled out (not left to __getattr__): `KVCacheSized` checks may look it up statically.
+        return getattr(self._backend, "kv_cache_tokens", None)
 
     async def sample(self, request: Any) -> Any:
         self.requests += 1
@@ -472,10 +634,9 @@ class _Heartbeat:
             self._task.cancel()
 
 
-async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, Any, dict[str, Any]]:
-    from ttsearch.backends.startup import start_together
-    from ttsearch.backends.vllm.policy import VLLMPolicy
-    from ttsearch.backends.vllm.verifier import VLLMVerifier
+def _workload(args: argparse.Namespace) -> tuple[list[Any], Any, Any, dict[str, Any]]:
+    """The problems, search limits and PRM format of the run, and its settings so far;
+    loads the dataset (no engine is started here)."""
     from ttsearch.core.search import SearchLimits
 
     settings = {
@@ -487,31 +648,54 @@ async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, An
         "problems": args.problems,
         "seed": args.seed,
         "methods": args.methods,
+        "order": args.order,
+        "max_concurrent": args.max_concurrent,
         "max_policy_requests": args.max_policy_requests,
         "decode_limit": args.decode_limit,
+        "count_preemptions": args.count_preemptions,
     }
     if str(args.models) == "toy":
-        from ttsearch.toy.backends import TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
+        from ttsearch.toy.backends import TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT
         from ttsearch.toy.task import HELD_OUT_SEED, make_problems
 
-        policy, verifier = await start_toy_engines(
+        settings["dataset"] = "toy held-out problems"
+        limits = SearchLimits(max_solution_tokens=TOY_MAX_SOLUTION_TOKENS)
+        return make_problems(args.problems, seed=HELD_OUT_SEED), limits, TOY_PRM_FORMAT, settings
+
+    from ttsearch import RLHFLOW, load_math500
+
+    problems = load_math500(args.dataset, limit=args.problems)
+    settings.update(dataset=str(args.dataset), max_tokens=args.max_tokens, prm_format="rlhflow")
+    return problems, SearchLimits(max_solution_tokens=args.max_tokens), RLHFLOW, settings
+
+
+async def _start_engines(args: argparse.Namespace, settings: dict[str, Any]) -> tuple[Any, Any]:
+    """Start the policy and the PRM engine side by side (adds their sizes to `settings`)."""
+    from ttsearch.backends.startup import start_together
+    from ttsearch.backends.vllm.policy import VLLMPolicy
+    from ttsearch.backends.vllm.verifier import VLLMVerifier
+
+    # Stats on only where preemptions are counted: vLLM computes them per engine step.
+    stats = {"disable_log_stats": False} if args.count_preemptions else {}
+    if str(args.models) == "toy":
+        from ttsearch.toy.backends import start_toy_engines
+
+        settings.update(policy_kv_mib=args.policy_kv_mib, prm_kv_mib=args.prm_kv_mib, max_num_seqs=args.max_num_seqs)
+        return await start_toy_engines(
             seed=args.seed,
             policy_kv_bytes=args.policy_kv_mib << 20,
             prm_kv_bytes=args.prm_kv_mib << 20,
             max_num_seqs=args.max_num_seqs,
+            engine_options=stats,
         )
-        settings.update(policy_kv_mib=args.policy_kv_mib, prm_kv_mib=args.prm_kv_mib, max_num_seqs=args.max_num_seqs)
-        problems = make_problems(args.problems, seed=HELD_OUT_SEED)
-        limits = SearchLimits(max_solution_tokens=TOY_MAX_SOLUTION_TOKENS)
-        settings["dataset"] = "toy held-out problems"
-        return policy, verifier, problems, limits, TOY_PRM_FORMAT, settings
 
-    from ttsearch import RLHFLOW, load_math500
+    from ttsearch import RLHFLOW
 
     models = Path(args.models)
-    engine = dict(dtype="bfloat16", max_model_len=args.max_model_len, enforce_eager=args.eager, seed=args.seed)
-    if args.block_size:
-        engine["engine_options"] = {"block_size": args.block_size}
+    engine: dict[str, Any] = dict(
+        dtype="bfloat16", max_model_len=args.max_model_len, enforce_eager=args.eager, seed=args.seed
+    )
+    engine["engine_options"] = {**stats, **({"block_size": args.block_size} if args.block_size else {})}
     import torch
 
     if torch.cuda.is_available():  # fractions of GPU memory; exact KV sizes when given
@@ -529,16 +713,10 @@ async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, An
         ]
     prm_engine = dict(engine)
     if args.prm_dummy_weights:  # vLLM draws random weights: same cost, nothing to load
-        prm_engine["engine_options"] = {**prm_engine.get("engine_options", {}), "load_format": "dummy"}
+        prm_engine["engine_options"] = {**prm_engine["engine_options"], "load_format": "dummy"}
         settings["prm_weights"] = "dummy (vLLM load_format)"
     policy, verifier = await start_together(
-        partial(
-            VLLMPolicy.from_pretrained,
-            models / "policy",
-            max_num_seqs=args.max_num_seqs,
-            **memory[0],
-            **engine,
-        ),
+        partial(VLLMPolicy.from_pretrained, models / "policy", max_num_seqs=args.max_num_seqs, **memory[0], **engine),
         partial(
             VLLMVerifier.from_pretrained,
             models / "prm",
@@ -548,10 +726,7 @@ async def _start(args: argparse.Namespace) -> tuple[Any, Any, list[Any], Any, An
             **prm_engine,
         ),
     )
-    problems = load_math500(args.dataset, limit=args.problems)
-    limits = SearchLimits(max_solution_tokens=args.max_tokens)
-    settings.update(dataset=str(args.dataset), max_tokens=args.max_tokens, prm_format="rlhflow")
-    return policy, verifier, problems, limits, RLHFLOW, settings
+    return policy, verifier
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
@@ -602,8 +777,9 @@ def main() -> None:
         "--order",
         nargs="+",
         default=["ttsearch", "lockstep"],
-        choices=["ttsearch", "lockstep"],
-        help="which runs first (one of them: that one only)",
+        choices=list(WAYS),
+        help="the runs of each method, in this order (default: ttsearch lockstep); 'ttsearch-kv': ttsearch "
+        "with Searcher(kv_admission=True), checked against the ttsearch run",
     )
     parser.add_argument(
         "--policy-kv-mib", type=int, default=96, help="CPU: policy KV cache (toy default: start_toy_engines')"
@@ -651,7 +827,7 @@ def main() -> None:
         default=None,
         metavar="S",
         help="no lockstep batch starts after S seconds (beam search runs one problem per "
-        "batch): the row then compares per-problem rates over the problems run",
+        "batch): ttsearch is then run again on the problems lockstep ran, and the rates compared over them",
     )
     parser.add_argument(
         "--heartbeat",
@@ -659,6 +835,11 @@ def main() -> None:
         default=30.0,
         metavar="S",
         help="print progress every S seconds during a run (0: never)",
+    )
+    parser.add_argument(
+        "--count-preemptions",
+        action="store_true",
+        help="start both engines with vLLM's stats on and report each run's preempted sequences per engine",
     )
     parser.add_argument("--block-size", type=int, default=None)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (faster start, slower run)")
@@ -676,7 +857,9 @@ def main() -> None:
     _write(args.out, report)
     print(f"wrote {args.out}")
     sys.stdout.flush()
-    os._exit(0)  # engines' background threads must not keep the process alive
+    # os._exit: engines' background threads must not keep the process alive.
+    exit_on_failed_checks(report["failed_checks"], exit_with=os._exit)
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -39,13 +39,16 @@ class SizedPolicy(ScriptedPolicy):
             self.live.discard(key)
 
 
-def _searcher(kv_tokens: int | None, *, kv_admission: bool) -> Searcher:
+def _searcher(
+    kv_tokens: int | None, *, kv_admission: bool, keep_trees: bool = True, max_solution_tokens: int = 200
+) -> Searcher:
     return Searcher(
         SizedPolicy(kv_tokens),
         ScriptedVerifier(),
-        limits=SearchLimits(max_solution_tokens=200),
+        limits=SearchLimits(max_solution_tokens=max_solution_tokens),
         kv_admission=kv_admission,
         max_concurrent_problems=64,
+        keep_trees=keep_trees,
     )
 
 
@@ -62,6 +65,22 @@ async def test_kv_admission_bounds_problems_in_flight_and_finishes_all() -> None
     free = _searcher(1000, kv_admission=False)
     [r async for r in free.solve_all(problems, BestOfN(n=4))]
     assert free.policy.most_live > bounded.policy.most_live
+
+
+async def test_the_learned_length_counts_the_prompt_when_trees_are_dropped() -> None:
+    # How the experiment runner builds its Searcher (keep_trees=False). Long prompts (~320
+    # tokens) and short solutions (~45): a problem's 4 prefixes need ~1460 tokens, so a
+    # cache of 3000 holds 2 problems. Counting the prompt as 0 would admit all 12 at once.
+    problems = [f"problem number {i:02d} " + "x" * 300 for i in range(12)]
+    # The first estimate (4 x half of 2000 tokens) is over the cache: one problem runs alone
+    # until it finishes and its real length is known.
+    searcher = _searcher(3000, kv_admission=True, keep_trees=False, max_solution_tokens=2000)
+    results = [r async for r in searcher.solve_all(problems, BestOfN(n=4))]
+    assert all(r.error is None and r.tree is None for r in results) and len(results) == 12
+    prompt = len(searcher.policy.encode_problem(problems[0]))
+    lengths = [prompt + c.num_tokens for r in results for c in r.candidates]
+    per_problem = 4 * sum(lengths) / len(lengths)
+    assert searcher.policy.most_live == int(3000 // per_problem) == 2
 
 
 async def test_a_problem_larger_than_the_cache_still_runs_alone() -> None:

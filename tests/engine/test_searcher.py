@@ -16,7 +16,7 @@ from ttsearch.core.tree import Node, SearchTree
 from ttsearch.errors import BackendError, ProblemError, SearchError
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, Expand, MajorityVoting, Strategy
-from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier, decode
+from ttsearch.testing.scripted import EOS, ScriptedPolicy, ScriptedVerifier, decode
 
 SCRIPT = stepwise_script(lambda d, i, text: 0.5 + 0.01 * i, steps=2)
 
@@ -255,3 +255,56 @@ async def test_tree_random_is_seeded_per_problem_and_reproducible() -> None:
     assert await draws(0, "q") == await draws(0, "q")
     assert await draws(0, "q") != await draws(1, "q")
     assert await draws(0, "q") != await draws(0, "other q")
+
+
+async def test_problems_finished_beside_an_engine_failure_are_yielded_before_it() -> None:
+    # "first" finishes at once; the others wait until the caller has it. The caller then
+    # lets them all end before it asks for more: "bad"'s engine call fails while p1 and p3
+    # finish, so the three land in one asyncio.wait batch of the run loop. p1 and p3 must
+    # still reach the caller (their records would otherwise be lost and redone on resume).
+    release = asyncio.Event()
+
+    async def delay(request: SampleRequest) -> None:
+        problem = decode(request.prompt_token_ids)
+        if problem.startswith("Q: first"):
+            return
+        await release.wait()
+        if problem.startswith("Q: bad"):
+            raise BackendError("engine died")
+
+    searcher = make_searcher(lambda call: f"\\boxed{{7}}{EOS}", verifier=False, delay=delay)
+    yielded: list[str] = []
+    with pytest.raises(SearchError, match="engine died"):
+        async for result in searcher.solve_all(["first", "p1", "bad", "p3"], MajorityVoting(n=2)):
+            yielded.append(result.problem)
+            release.set()
+            await asyncio.sleep(0.05)  # everything else ends meanwhile
+    assert yielded == ["first", "p1", "p3"]
+
+
+async def test_an_engine_failure_still_cancels_the_problems_not_finished() -> None:
+    release = asyncio.Event()
+
+    async def delay(request: SampleRequest) -> None:
+        if decode(request.prompt_token_ids).startswith("Q: bad"):
+            raise BackendError("engine died")
+        await release.wait()  # the others never finish on their own
+
+    searcher = make_searcher(lambda call: f"\\boxed{{7}}{EOS}", verifier=False, delay=delay)
+    with pytest.raises(SearchError, match="engine died"):
+        async for _ in searcher.solve_all(["p0", "bad", "p2"], MajorityVoting(n=2)):
+            pytest.fail("no problem can have finished")
+    assert searcher.policy.in_flight == 0
+
+
+class _FailingClosePolicy(ScriptedPolicy):
+    async def close(self) -> None:
+        raise RuntimeError("policy engine would not shut down")
+
+
+async def test_close_closes_the_verifier_when_closing_the_policy_raises() -> None:
+    verifier = ScriptedVerifier()
+    searcher = Searcher(_FailingClosePolicy(SCRIPT), verifier)
+    with pytest.raises(RuntimeError, match="would not shut down"):
+        await searcher.close()
+    assert verifier.closed

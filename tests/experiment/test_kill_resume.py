@@ -88,3 +88,42 @@ def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path)
         complete = [line for line in before.get(name, []) if line.endswith("\n")]
         assert lines[: len(complete)] == complete, name  # finished records kept as written
     assert json.loads((out / "manifest.json").read_text())["finished_at"]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_closes_the_engines_and_keeps_finished_work(tmp_path: Path) -> None:
+    # A scheduler's stop (Slurm, Kubernetes, `kill`) sends SIGTERM: vLLM's engine processes
+    # must not outlive the run (they hold the GPU), and what finished stays on disk.
+    recipe, out = _recipe(tmp_path), tmp_path / "exp"
+    log = tmp_path / "terminated.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(_command(recipe, out), start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "runs").is_dir() and sum(len(v) for v in _lines(out).values()) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before SIGTERM:\n{log.read_text()[-3000:]}"
+        proc.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` does
+        proc.wait(timeout=120)
+        deadline = time.monotonic() + 30  # engine processes exit after their owner closes them
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(proc.pid), f"engine processes outlived the run:\n{log.read_text()[-3000:]}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode != 0  # stopped, not finished
+    assert sum(len(read_records(out / "runs" / name)) for name in _lines(out)) >= 3
+    assert json.loads((out / "manifest.json").read_text())["finished_at"] is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 
@@ -11,16 +11,47 @@ async def start_together(*factories: Callable[[], Any]) -> list[Any]:
     """Run blocking engine constructors in threads, concurrently (vLLM start-up is slow).
 
     If any fails, the backends that did start are closed and the first error is raised,
-    so a failed start never leaves an engine holding memory.
+    so a failed start never leaves an engine holding memory. If the caller is cancelled,
+    the cancellation waits for the start-ups still running (a thread cannot be stopped)
+    and closes every engine they bring up before it propagates: none is left without an
+    owner.
     """
-    results = await asyncio.gather(*(asyncio.to_thread(f) for f in factories), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
+    starts = [asyncio.ensure_future(asyncio.to_thread(factory)) for factory in factories]
+    try:
+        await asyncio.wait(starts)  # never cancels the starts: their engines must be reached
+    except BaseException as cancelled:
+        await _close_once_started(starts, cancelled)
+        raise
+    errors = [error for start in starts if (error := start.exception()) is not None]
     if errors:
-        for backend in results:
-            if not isinstance(backend, BaseException):
-                await backend.close()
+        await _close_started(starts, errors[0])
         raise errors[0]
-    return list(results)
+    return [start.result() for start in starts]
+
+
+async def _close_once_started(starts: Sequence[asyncio.Future[Any]], cancelled: BaseException) -> None:
+    """Wait for every start-up to end (through further cancellations: each leaves an engine
+    behind otherwise), then close the engines that came up."""
+    pending = {start for start in starts if not start.done()}
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            continue
+    await _close_started(starts, cancelled)
+
+
+async def _close_started(starts: Sequence[asyncio.Future[Any]], error: BaseException) -> None:
+    """Close the backend of every start-up that succeeded, each even if another's close
+    fails; such failures are added to `error` as notes (it is what the caller sees)."""
+    for start in starts:
+        if start.cancelled() or start.exception() is not None:
+            continue
+        backend = start.result()
+        try:
+            await backend.close()
+        except Exception as close_error:
+            error.add_note(f"closing {type(backend).__name__} after a failed start-up also failed: {close_error!r}")
 
 
 async def open_backends(

@@ -11,8 +11,11 @@ ttsearch export runs/exp --correct-only -o traces.jsonl
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ttsearch.backends.chat import DEFAULT_DATE_STRING
@@ -236,6 +239,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _sigterm_as_interrupt():
+        return _dispatch(args)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, Slurm, Kubernetes) stops a command the way Ctrl-C does: the
+    exception unwinds through the engines' `finally` blocks, so vLLM's engine processes
+    are closed instead of outliving the run; finished records are already on disk."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "demo":
             run_demo(args)

@@ -1,6 +1,7 @@
 """The two interfaces the search engine talks to: a step-sampling policy and a step-scoring verifier.
 
-The engine (`ttsearch.core.search`) only ever calls these; vLLM implementations live in
+The engine (`ttsearch.core.search`) only ever calls these (`KVCacheSized`: an optional extra
+that KV-cache admission reads); vLLM implementations live in
 `ttsearch.backends.vllm.policy` / `ttsearch.backends.vllm.verifier`, and tests use scripted
 in-process fakes (`ttsearch.testing.scripted`).
 """
@@ -87,3 +88,15 @@ class Verifier(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class KVCacheSized(Protocol):
+    """A policy or verifier that says how many tokens its engine's KV cache holds (the vLLM
+    backends do). `Searcher(kv_admission=True)` admits problems by the smaller of the two
+    engines' sizes; a backend that is not `KVCacheSized`, or says None, sets no bound."""
+
+    @property
+    def kv_cache_tokens(self) -> int | None:
+        """Tokens the engine's KV cache holds, or None where the engine does not say."""
+        ...

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ttsearch.core.backend import Policy, Verifier
+from ttsearch.core.backend import KVCacheSized, Policy, Verifier
 from ttsearch.core.results import Candidate, SearchResult, pick_answer
 from ttsearch.core.scheduler import RequestGate, Usage
 from ttsearch.core.search import ProblemSearch, SearchLimits
@@ -93,9 +93,11 @@ class Searcher:
             return
         self._closed = True
         if self._close_backends:
-            await self.policy.close()
-            if self.verifier is not None:
-                await self.verifier.close()
+            try:
+                await self.policy.close()
+            finally:  # a policy that fails to close must not leave the verifier's engine running
+                if self.verifier is not None:
+                    await self.verifier.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -103,15 +105,17 @@ class Searcher:
 
     # -- public API ------------------------------------------------------------------------
 
-    async def solve(self, problem: ProblemInput, strategy: Strategy, *, seed: int | None = None) -> SearchResult:
-        """Search one problem (`seed`: default the searcher's).
+    async def solve(
+        self, problem: ProblemInput, strategy: Strategy, *, seed: int | None = None, limits: SearchLimits | None = None
+    ) -> SearchResult:
+        """Search one problem (`seed`, `limits`: default the searcher's; a server sets them per request).
 
         :raises ProblemError: the problem cannot be searched (empty, prompt too long).
         :raises SearchError: an engine failed.
         """
         self._check_open()
         self._check_strategy(strategy)
-        return await self._solve(problem, strategy, index=None, seed=seed)
+        return await self._solve(problem, strategy, index=None, seed=seed, limits=limits)
 
     async def solve_all(
         self, problems: Iterable[ProblemInput], strategy: Strategy, *, seed: int | None = None
@@ -166,9 +170,13 @@ class Searcher:
                 for task in done:
                     running.discard(task)
                     reserved.pop(task, None)
-                    self._learn(task.result())
-                for task in sorted(done, key=lambda t: t.result().index or 0):
-                    yield task.result()
+                finished, failure = _split_batch(done)
+                # Problems that finished beside an engine failure are yielded first: the
+                # caller records them, so a resumed run does not redo them.
+                for result in finished:
+                    yield result
+                if failure is not None:
+                    raise failure  # the rest are cancelled below
                 refill()
         finally:
             for task in running:
@@ -184,11 +192,10 @@ class Searcher:
 
     def _kv_budget(self) -> int | None:
         """Tokens both engines' KV caches hold (the smaller), when `kv_admission` is on and
-        the backends say (`kv_cache_tokens` of the vLLM backends); else None: no KV bound."""
+        the backends say (`KVCacheSized`, as the vLLM backends are); else None: no KV bound."""
         if not self.kv_admission:
             return None
-        sizes = [getattr(b, "kv_cache_tokens", None) for b in (self.policy, self.verifier) if b is not None]
-        known = [s for s in sizes if isinstance(s, int) and s > 0]
+        known = [size for size in map(_kv_cache_size, (self.policy, self.verifier)) if size is not None]
         return min(known) if known else None
 
     def _working_set(self, strategy: Strategy) -> int:
@@ -202,11 +209,12 @@ class Searcher:
             length = min(self.limits.max_solution_tokens, self.policy.max_model_len) / 2
         return int(strategy.live_prefixes * length)
 
-    def _learn(self, result: SearchResult) -> None:
-        if result.candidates:
-            prompt = result.tree.prompt_length if result.tree is not None else 0
-            self._finished_tokens += sum(prompt + c.num_tokens for c in result.candidates)
-            self._finished_candidates += len(result.candidates)
+    def _learn(self, prompt_length: int, candidates: tuple[Candidate, ...]) -> None:
+        """Add a finished problem's candidates to the length `_working_set` estimates with.
+        Called with the tree's prompt length while the tree is at hand, so the estimate
+        is the same whether or not results keep their trees (`keep_trees`)."""
+        self._finished_tokens += sum(prompt_length + c.num_tokens for c in candidates)
+        self._finished_candidates += len(candidates)
 
     @staticmethod
     def _check_strategy(strategy: Strategy) -> None:
@@ -248,6 +256,7 @@ class Searcher:
         usage: Usage | None = None,
         seed: int | None = None,
         batch_state: dict[Hashable, Any] | None = None,
+        limits: SearchLimits | None = None,
     ) -> SearchResult:
         text, key = _problem_text_and_key(problem)
         started = time.perf_counter()
@@ -257,7 +266,7 @@ class Searcher:
             strategy,
             self.policy,
             self.verifier,
-            limits=self.limits,
+            limits=self.limits if limits is None else limits,
             gate=self._gate,
             seed=self.seed if seed is None else seed,
             problem_key=key,
@@ -273,6 +282,7 @@ class Searcher:
         search.usage.seconds = time.perf_counter() - started
         decided = strategy.resolved(tree)  # a delegating strategy scores with what it ran
         candidates = tuple(Candidate.from_node(node, decided.score(node)) for node in nodes)
+        self._learn(tree.prompt_length, candidates)
         return SearchResult(
             problem=text,
             strategy=strategy.name,
@@ -294,6 +304,30 @@ class Searcher:
                 f"prompt is {len(prompt)} tokens but the policy's context is {limit}: nothing left to generate"
             )
         return SearchTree(text, prompt, batch_state=batch_state)
+
+
+def _kv_cache_size(backend: object) -> int | None:
+    """The tokens `backend`'s KV cache holds, where it says (a positive number)."""
+    if not isinstance(backend, KVCacheSized):
+        return None
+    size = backend.kv_cache_tokens
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def _split_batch(done: Iterable[asyncio.Task[SearchResult]]) -> tuple[list[SearchResult], BaseException | None]:
+    """The results of a batch of finished tasks, in problem order, and the first failure
+    among them (an engine failure, or a cancellation), if any."""
+    finished: list[SearchResult] = []
+    failures: list[BaseException] = []
+    for task in done:
+        if task.cancelled():
+            failures.append(asyncio.CancelledError())
+        elif (error := task.exception()) is not None:
+            failures.append(error)
+        else:
+            finished.append(task.result())
+    finished.sort(key=lambda result: result.index or 0)
+    return finished, failures[0] if failures else None
 
 
 def _problem_text_and_key(problem: ProblemInput) -> tuple[str, str]:

@@ -45,8 +45,10 @@ async def start_toy_engines(
     policy_kv_bytes: int = 96 << 20,
     prm_kv_bytes: int = 64 << 20,
     max_num_seqs: int | None = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> tuple[VLLMPolicy, VLLMVerifier]:
-    """Start both engines side by side (each ~20 s on a CPU). `assets_dir` holds policy/ and prm/."""
+    """Start both engines side by side (each ~20 s on a CPU). `assets_dir` holds policy/ and prm/;
+    `engine_options` go to both engines' `AsyncEngineArgs`, after the toy's block size."""
     policy_dir, prm_dir = assets_dir / "policy", assets_dir / "prm"
     if not (policy_dir / "config.json").is_file() or not (prm_dir / "config.json").is_file():
         raise FileNotFoundError(
@@ -58,7 +60,7 @@ async def start_toy_engines(
         enforce_eager=True,
         seed=seed,
         max_num_seqs=max_num_seqs,
-        engine_options={"block_size": TOY_BLOCK_SIZE},
+        engine_options={"block_size": TOY_BLOCK_SIZE, **(engine_options or {})},
     )
     policy, verifier = await start_together(
         partial(
