@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.experiment.helpers import recipe_data, scripted_backends, write_dataset, write_recipe
+from tests.experiment.helpers import recipe_data, script, scripted_backends, write_dataset, write_recipe
 from ttsearch.errors import RecipeError
 from ttsearch.records import read_records
 from ttsearch.study import load_recipe, run_experiment
 from ttsearch.study.report import build_report, load_experiment
+from ttsearch.testing.scripted import ScriptedPolicy, ScriptedVerifier
 
 
 @pytest.fixture
@@ -147,3 +148,43 @@ print("AFTER")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["OUR", "LINE", "AFTER"] and done.stderr.strip() == "OUR WARNING"
     assert log.read_text().split("\n")[:2] == ["ENGINE OUT", "ENGINE ERR"]
+
+
+class ForgettingVerifier(ScriptedVerifier):
+    """A scripted PRM with caches to forget: records when it was told to, and which run's
+    problems it had scored before (by the problem texts' order of arrival)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    async def score(self, question: str, steps, *, first: int = 0):  # type: ignore[no-untyped-def]
+        self.events.append("score")
+        return await super().score(question, steps, first=first)
+
+    async def forget_caches(self) -> None:
+        self.events.append("forget")
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+async def test_runs_are_searched_one_at_a_time_with_the_prm_caches_forgotten_between(
+    tmp_path: Path, llama3_tokenizer_dir: Path, isolate: bool
+) -> None:
+    # Each run's PRM computed tokens must be its own (issue 20): a memo or prefix cache
+    # filled by an earlier run would make a later run look cheaper than it is.
+    dataset = write_dataset(tmp_path / "problems.jsonl")
+    data = recipe_data(dataset, llama3_tokenizer_dir, execution={"isolate_runs": isolate, "max_concurrent_problems": 64})
+    data["strategies"] = [{"strategy": "best_of_n", "n": [4]}, {"strategy": "beam", "n": [4], "width": 2}]
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", data))
+    verifier = ForgettingVerifier()
+    out = tmp_path / "exp"
+    await run_experiment(recipe, out, progress=False, backends=(ScriptedPolicy(script), verifier), report=False)
+    runs = 4  # 2 entries x 2 seeds
+    if isolate:
+        assert verifier.events.count("forget") == runs - 1
+        # nothing of a run is scored after the caches were forgotten for the next one
+        chunks = "".join("F" if e == "forget" else "s" for e in verifier.events).split("F")
+        assert len(chunks) == runs and all(chunks)
+        assert sum(len(read_records(path)) for path in (out / "runs").glob("*.jsonl")) == runs * 6
+    else:
+        assert "forget" not in verifier.events

@@ -91,6 +91,15 @@ class Verifier(Protocol):
 
 
 @runtime_checkable
+class ForgetsCaches(Protocol):
+    """A verifier that can drop what earlier searches left in its caches (score memo,
+    prefix cache), so the next search's computed-token count is its own. The experiment
+    runner calls it between runs (`execution.isolate_runs`)."""
+
+    async def forget_caches(self) -> None: ...
+
+
+@runtime_checkable
 class KVCacheSized(Protocol):
     """A policy or verifier that says how many tokens its engine's KV cache holds (the vLLM
     backends do). `Searcher(kv_admission=True)` admits problems by the smaller of the two

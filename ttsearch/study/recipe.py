@@ -131,6 +131,10 @@ class ExecutionSpec:
     fsync_seconds: float = 5.0  # results are flushed per record, fsynced at this interval
     request_timeout: float = 600.0  # vLLM servers: seconds before a request counts as failed
     kv_admission: bool = False  # also bound problems in flight by the engines' KV caches
+    # One run at a time, the PRM's score memo and prefix cache emptied between runs: each
+    # run's PRM computed tokens are its own (False: runs overlap and share the caches, so
+    # a later run's cost depends on the runs before it).
+    isolate_runs: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

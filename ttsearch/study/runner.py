@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ttsearch.core.backend import ForgetsCaches
 from ttsearch.core.scheduler import Usage
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher, SearchJob
@@ -260,36 +261,48 @@ async def _search(
         enabled=progress,
     )
 
-    def jobs() -> Iterator[SearchJob]:
-        for run, problem in todo:
+    def jobs(batch: list[tuple[PlannedRun, Problem]]) -> Iterator[SearchJob]:
+        for run, problem in batch:
             yield SearchJob(problem, run.strategy, run.seed)
 
+    isolate = recipe.execution.isolate_runs and isinstance(verifier, ForgetsCaches)
     failed = 0
     started = time.perf_counter()
     try:
         async with searcher:
-            async for result in searcher.run_jobs(jobs()):
-                run, problem = todo[result.index or 0]
-                correct, grade_error = await grader.grade(problem.answer, result.answer)
-                record = result_record(result, problem, run.strategy, bool(correct), date_string=date_string)
-                record = _with_grade(record, correct, grade_error)
-                record.update(
-                    run_id=run.run_id,
-                    label=run.label,
-                    strategy=run.strategy_name,
-                    kind=run.kind,
-                    n=run.n,
-                    seed=run.seed,
-                    budgets=list(run.budgets),
-                )
-                store.writer(run.run_id).write(record)
-                usage.add(result.usage)
-                failed += result.error is not None
-                left[run.run_id] -= 1
-                bar.update(result.usage, run_finished=left[run.run_id] == 0, ungraded=grade_error is not None)
+            for number, batch in enumerate(_one_run_at_a_time(todo) if isolate else [todo]):
+                if number:
+                    await verifier.forget_caches()  # this run's PRM cost is its own
+                async for result in searcher.run_jobs(jobs(batch)):
+                    run, problem = batch[result.index or 0]
+                    correct, grade_error = await grader.grade(problem.answer, result.answer)
+                    record = result_record(result, problem, run.strategy, bool(correct), date_string=date_string)
+                    record = _with_grade(record, correct, grade_error)
+                    record.update(
+                        run_id=run.run_id,
+                        label=run.label,
+                        strategy=run.strategy_name,
+                        kind=run.kind,
+                        n=run.n,
+                        seed=run.seed,
+                        budgets=list(run.budgets),
+                    )
+                    store.writer(run.run_id).write(record)
+                    usage.add(result.usage)
+                    failed += result.error is not None
+                    left[run.run_id] -= 1
+                    bar.update(result.usage, run_finished=left[run.run_id] == 0, ungraded=grade_error is not None)
     finally:
         bar.close()
     return failed, time.perf_counter() - started
+
+
+def _one_run_at_a_time(todo: list[tuple[PlannedRun, Problem]]) -> list[list[tuple[PlannedRun, Problem]]]:
+    """The searches grouped by run, in plan order."""
+    batches: dict[str, list[tuple[PlannedRun, Problem]]] = {}
+    for run, problem in todo:
+        batches.setdefault(run.run_id, []).append((run, problem))
+    return list(batches.values())
 
 
 def _write_report(out: Path) -> Path | None:
