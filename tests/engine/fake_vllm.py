@@ -1,7 +1,7 @@
 """A stand-in for vLLM OpenAI-compatible servers, for the HTTP backends' unit tests.
 
 `FakeCluster` answers every server URL it knows through one `httpx.MockTransport`:
-GET /v1/models, POST /tokenize, /v1/completions (policy text, or PRM label log
+GET /health, /v1/models, POST /tokenize, /v1/completions (policy text, or PRM label log
 probabilities) and /pooling, with the response shapes of vLLM 0.32's protocol classes.
 Tests script failures per server (`fail_with`, `hang`) and read what was sent (`requests`).
 """
@@ -42,6 +42,8 @@ class FakeServer:
         if self.fail_with is not None and (canned := self.fail_with(request)) is not None:
             return canned
         path = request.url.path
+        if path == "/health":  # vLLM: 200 while its engine runs
+            return httpx.Response(200)
         if path == "/v1/models":
             card = {"id": self.model, "object": "model", "root": self.root, "max_model_len": self.max_model_len}
             return httpx.Response(200, json={"object": "list", "data": [card]})

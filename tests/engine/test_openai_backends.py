@@ -5,9 +5,13 @@ timeouts, replicas going down, problem affinity."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
+import time
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -15,7 +19,13 @@ import pytest
 
 from tests.engine.fake_vllm import FakeCluster, FakeServer, choice
 from ttsearch.backends.completions import engine_seed
-from ttsearch.backends.http.client import HttpOptions, MalformedResponseError, ReplicaUnavailable, ServerRequestError
+from ttsearch.backends.http.client import (
+    HttpOptions,
+    MalformedResponseError,
+    ReplicaUnavailable,
+    RequestFailedError,
+    ServerRequestError,
+)
 from ttsearch.backends.http.policy import OpenAIPolicy
 from ttsearch.backends.http.replicas import AllReplicasDownError, ReplicaPool
 from ttsearch.backends.http.verifier import OpenAIVerifier, pooling_server_args
@@ -307,13 +317,105 @@ async def test_a_search_finishes_when_a_replica_dies_mid_run(toy_tokenizer):
     assert policy.pool.replicas[1].down is not None
 
 
+async def test_a_5xx_on_a_healthy_replica_fails_that_request_alone(toy_tokenizer):
+    """A request the servers fail (HTTP 500) while their health checks pass is the
+    request's fault: it fails with a clear error after its retries on its own server, is
+    not sent to the other server, and no server is marked down (it used to take both down)."""
+    cluster = FakeCluster([step_server(P0, toy_tokenizer), step_server(P1, toy_tokenizer)])
+    bad_n = 3  # the scripted bad request asks for 3 samples
+
+    def fail_bad(r: httpx.Request) -> httpx.Response | None:
+        if r.url.path == "/v1/completions" and b'"n":3' in r.content.replace(b" ", b""):
+            return httpx.Response(500, json={"error": {"message": "CUDA error: illegal memory access"}})
+        return None
+
+    for server in cluster.servers.values():
+        server.fail_with = fail_bad
+    async with await connect(cluster, toy_tokenizer, urls=(P0, P1)) as policy:
+        prompts = [policy.encode_problem(f"What is {k} + 2?") for k in range(4)]
+        results = await asyncio.gather(
+            policy.sample(request(prompts[0], n=bad_n)),
+            *(policy.sample(request(p)) for p in prompts),
+            return_exceptions=True,
+        )
+        failure, *good = results
+        assert all(isinstance(r, list) and len(r) == 2 for r in good), good
+        assert isinstance(failure, RequestFailedError), failure
+        assert "is healthy" in str(failure) and "illegal memory access" in str(failure)
+        assert all(r.down is None for r in policy.pool.replicas)
+        sent = [
+            url
+            for url, server in cluster.servers.items()
+            for path, payload in server.requests
+            if path == "/v1/completions" and payload["n"] == bad_n
+        ]
+        assert len(sent) == FAST.retries + 1 and len(set(sent)) == 1  # retried on its own server only
+        # the pool still serves every problem
+        assert len(await policy.sample(request(prompts[1]))) == 2
+
+
+async def test_a_4xx_fails_the_request_and_never_a_replica(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer), step_server(P1, toy_tokenizer)])
+    error = {"error": {"message": "temperature must be >= 0", "code": 400}}
+    for server in cluster.servers.values():
+        server.fail_with = lambda r: httpx.Response(400, json=error) if r.url.path == "/v1/completions" else None
+    async with await connect(cluster, toy_tokenizer, urls=(P0, P1)) as policy:
+        with pytest.raises(ServerRequestError, match="rejected the request.*HTTP 400.*temperature must be >= 0"):
+            await policy.sample(request(policy.encode_problem("q")))
+        assert all(r.down is None for r in policy.pool.replicas)
+    sent = [url for url, server in cluster.servers.items() for path, _ in server.requests if path == "/v1/completions"]
+    assert len(sent) == 1
+
+
+async def test_a_down_replica_is_probed_with_backoff_and_returns_when_healthy(toy_tokenizer):
+    cluster = FakeCluster([step_server(P0, toy_tokenizer), step_server(P1, toy_tokenizer)])
+    probes: list[float] = []  # when P1's health was checked
+
+    async def recording(r: httpx.Request) -> httpx.Response:
+        if r.url.host == "p1" and r.url.path == "/health":
+            probes.append(time.monotonic())
+        return await cluster.transport.handle_async_request(r)
+
+    options = HttpOptions(timeout=5, connect_timeout=1, retries=0, recheck_backoff=0.02, recheck_max=0.16)
+    async with await OpenAIPolicy.connect(
+        [P0, P1],
+        tokenizer=toy_tokenizer,
+        chat_format="tokenizer",
+        system_prompt="Solve step by step.",
+        transport=httpx.MockTransport(recording),
+        options=options,
+    ) as policy:
+        cluster[P1].dead = True
+        prompts = [policy.encode_problem(f"What is {k} + 3?") for k in range(4)]
+        assert all(len(r) == 2 for r in await asyncio.gather(*(policy.sample(request(p)) for p in prompts)))
+        p0, p1 = policy.pool.replicas
+        assert p1.down is not None and p0.down is None
+        await asyncio.sleep(0.5)
+        assert p1.down is not None  # still dead: still down
+        cluster[P1].dead = False
+        deadline = time.monotonic() + 2
+        while p1.down is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert p1.down is None, "a replica whose health check passes again must return to the pool"
+        # new problems go to it again (it holds none now, so it is the least loaded)
+        await policy.sample(request(policy.encode_problem("What is 9 + 9?")))
+        assert cluster[P1].requests[-1][0] == "/v1/completions"
+    # while it was dead, probes were spaced out: 0.02, 0.04, 0.08, then every 0.16 s (not every 0.02 s)
+    gaps = [b - a for a, b in pairwise(probes)]
+    assert len(probes) <= 9 and max(gaps) >= 0.12, gaps
+
+
 # -- timeouts and refused connections on real sockets ----------------------------------
 
 
-async def _slow_server(delay: float):
+async def _slow_server(delay: float, *, healthy: bool = False):
+    """Answers `{}` after `delay` s; `healthy`: GET /health is answered at once (a live
+    server on which one request is slow), else it is as slow as the rest."""
+
     async def handle(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        await asyncio.sleep(delay)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not (healthy and head.startswith(b"GET /health ")):
+            await asyncio.sleep(delay)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
         await writer.drain()
         writer.close()
@@ -354,6 +456,25 @@ async def test_a_request_that_times_out_moves_to_the_other_replica():
         fast.close()
 
 
+async def test_a_request_slow_on_a_healthy_replica_times_out_alone():
+    """A request that takes longer than the timeout on a server that is healthy (GET /health
+    answers) fails alone: it is not resent to the other server and no server is marked
+    down (it used to mark each one down in turn)."""
+    slow_ones = [await _slow_server(5.0, healthy=True) for _ in range(2)]
+    urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in slow_ones]
+    pool = ReplicaPool("policy", urls, HttpOptions(timeout=0.3, retries=3, backoff=0.01))
+    try:
+        started = time.monotonic()
+        with pytest.raises(RequestFailedError, match=r"is healthy.*no answer within 0.3 s"):
+            await pool.post("problem", "/v1/completions", {})
+        assert time.monotonic() - started < 2  # one try on one server, then the health check
+        assert all(r.down is None for r in pool.replicas)
+    finally:
+        await pool.close()
+        for server in slow_ones:
+            server.close()
+
+
 async def test_a_refused_connection_is_retried_then_the_replica_is_down():
     url = f"http://127.0.0.1:{_closed_port()}"
     pool = ReplicaPool("policy", [url], HttpOptions(connect_timeout=1, retries=1, backoff=0.01))
@@ -370,6 +491,11 @@ def test_http_options_validate():
         HttpOptions(retries=-1)
     with pytest.raises(ValueError, match="timeouts"):
         HttpOptions(timeout=0)
+    with pytest.raises(ValueError, match="timeouts"):
+        HttpOptions(health_timeout=0)
+    with pytest.raises(ValueError, match="recheck_backoff must be > 0 and <= recheck_max"):
+        HttpOptions(recheck_backoff=2, recheck_max=1)
+    assert issubclass(ServerRequestError, RequestFailedError)
     assert issubclass(ReplicaUnavailable, BackendError) and issubclass(MalformedResponseError, BackendError)
 
 
@@ -408,6 +534,97 @@ async def test_verifier_generative_scores_from_label_logprobs(toy_tokenizer, toy
     again = await verifier.score("What is (7 + 5) * 2?", steps, first=1)
     assert len(again.scores) == 1 and again.scores[0] == pytest.approx(result.scores[1])
     await verifier.close()
+
+
+class PrefixCachingPrm:
+    """A fake PRM server with vLLM's prefix cache in front: a request reads the longest run
+    of full `block_size` blocks of its prompt, short of its last token, that requests which
+    had finished when it started computed; it reports them in vLLM's usage
+    (`prompt_tokens_details.cached_tokens`, as `vllm serve --enable-prompt-tokens-details`
+    does) and takes a few event-loop turns to compute, so requests sent together overlap."""
+
+    def __init__(self, server: FakeServer, block_size: int) -> None:
+        self.server = server
+        self.block_size = block_size
+        self.cached: set[tuple[int, ...]] = set()
+        self.computed: Counter[tuple[int, ...]] = Counter()  # times each full block was computed
+        self.requests = self.prompt_tokens = self.cached_tokens = 0
+        self.transport = httpx.MockTransport(self._handle)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/completions":
+            return await self.server.handle(request)
+        prompt = json.loads(request.content)["prompt"]
+        blocks = [tuple(prompt[: (k + 1) * self.block_size]) for k in range(len(prompt) // self.block_size)]
+        readable = (len(prompt) - 1) // self.block_size  # vLLM always computes the last token
+        hit = 0
+        while hit < readable and blocks[hit] in self.cached:
+            hit += 1
+        self.computed.update(blocks[hit:])
+        for _ in range(3):
+            await asyncio.sleep(0)  # computing: requests sent meanwhile find nothing new cached
+        self.cached.update(blocks)
+        body = (await self.server.handle(request)).json()
+        body["usage"] = {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": 1,
+            "total_tokens": len(prompt) + 1,
+            "prompt_tokens_details": {"cached_tokens": hit * self.block_size},
+        }
+        self.requests += 1
+        self.prompt_tokens += len(prompt)
+        self.cached_tokens += hit * self.block_size
+        return httpx.Response(200, json=body)
+
+
+async def test_verifier_computes_a_shared_prefix_once_and_reports_the_cache(toy_tokenizer, toy_prm_format):
+    """Generative scoring over HTTP orders its requests as in-process scoring does: siblings
+    wait for the one computing their question, each step's request for the one before it,
+    so every full block is computed once; `StepScores` reports what the server read from
+    its cache and the requests sent (it used to send everything at once and report 0)."""
+    prm = PrefixCachingPrm(prm_server(P0, toy_tokenizer), block_size=4)
+    verifier = await OpenAIVerifier.connect(
+        P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=prm.transport, options=FAST, block_size=4
+    )
+    question = "What is (7 + 5) * 2 - 3?"
+    siblings = [
+        [f"7 + 5 = {12 + k}", f"{12 + k} * 2 = {24 + 2 * k}", f"{24 + 2 * k} - 3 = {21 + 2 * k}"] for k in range(4)
+    ]
+    results = await asyncio.gather(*(verifier.score(question, steps) for steps in siblings))
+    assert max(prm.computed.values()) == 1, [n for n in prm.computed.values() if n > 1]
+    assert sum(r.requests for r in results) == prm.requests == 12
+    assert sum(r.prompt_tokens for r in results) == prm.prompt_tokens
+    assert sum(r.cached_tokens for r in results) == prm.cached_tokens > prm.prompt_tokens / 2
+    # scoring the same steps again costs no request: the scores are known (counted as cached)
+    again = await verifier.score(question, siblings[0])
+    assert again.scores == results[0].scores and prm.requests == 12
+    assert again.requests == 0 and again.cached_tokens == again.prompt_tokens == results[0].prompt_tokens
+    # the next round sends only the new step, and computes little more than its tokens
+    steps = [*siblings[1], "21 + 1 = 22"]
+    step = await verifier.score(question, steps, first=3)
+    *_, before, newest = verifier.encoder.encode_requests(question, steps)[0].score_positions
+    assert step.requests == 1 and step.prompt_tokens - step.cached_tokens <= (newest - before) + 4
+    await verifier.close()
+
+
+async def test_verifier_counts_requests_where_the_server_reports_no_cache(toy_tokenizer, toy_prm_format, caplog):
+    """A server started without --enable-prompt-tokens-details reports no cached tokens:
+    every token counts as computed, the requests are still counted, and a warning says how
+    to get the real figure."""
+    cluster = FakeCluster([prm_server(P0, toy_tokenizer)])
+    async with await OpenAIVerifier.connect(
+        P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+    ) as verifier:
+        result = await verifier.score("q", ["1 + 1 = 2", "2 + 2 = 4"])
+        await verifier.score("q2", ["1 + 1 = 2"])
+    assert result.requests == 2 and result.cached_tokens == 0 and result.prompt_tokens > 0
+    warnings = [r for r in caplog.records if "--enable-prompt-tokens-details" in r.getMessage()]
+    assert len(warnings) == 1  # once per verifier
+
+
+def test_verifier_block_size_must_be_positive(toy_tokenizer, toy_prm_format):
+    with pytest.raises(ValueError, match="block_size must be >= 1 or None"):
+        OpenAIVerifier(None, None, toy_tokenizer, format=toy_prm_format, block_size=0)  # type: ignore[arg-type]
 
 
 async def test_verifier_without_label_logprobs_is_a_clear_error(toy_tokenizer, toy_prm_format):

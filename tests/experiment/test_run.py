@@ -173,7 +173,9 @@ async def test_runs_are_searched_one_at_a_time_with_the_prm_caches_forgotten_bet
     # Each run's PRM computed tokens must be its own (issue 20): a memo or prefix cache
     # filled by an earlier run would make a later run look cheaper than it is.
     dataset = write_dataset(tmp_path / "problems.jsonl")
-    data = recipe_data(dataset, llama3_tokenizer_dir, execution={"isolate_runs": isolate, "max_concurrent_problems": 64})
+    data = recipe_data(
+        dataset, llama3_tokenizer_dir, execution={"isolate_runs": isolate, "max_concurrent_problems": 64}
+    )
     data["strategies"] = [{"strategy": "best_of_n", "n": [4]}, {"strategy": "beam", "n": [4], "width": 2}]
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", data))
     verifier = ForgettingVerifier()

@@ -160,3 +160,17 @@ async def test_without_prefix_reuse_every_request_recomputes_its_input(prm, refe
     result = await baseline.score(QUESTION, child)
     assert result.requests == 1 and result.cached_tokens == 0 and result.prompt_tokens == _length(prm, child)
     assert result.scores == pytest.approx(reference(child), abs=1e-4)
+
+
+async def test_forget_caches_makes_the_next_search_compute_what_it_reads(prm, reference):
+    # What the experiment runner calls between runs (execution.isolate_runs): an input
+    # scored by an earlier run is computed again, not read from the memo or prefix cache.
+    await _reset(prm)
+    verifier = _fresh(prm)
+    first = await verifier.score(QUESTION, STEPS)
+    remembered = await verifier.score(QUESTION, STEPS)
+    assert remembered.requests == 0 and remembered.cached_tokens == remembered.prompt_tokens
+    await verifier.forget_caches()
+    again = await verifier.score(QUESTION, STEPS)
+    assert again.requests == 1 and again.cached_tokens == 0
+    assert again.prompt_tokens == first.prompt_tokens and again.scores == pytest.approx(first.scores, abs=1e-5)

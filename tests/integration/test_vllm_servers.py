@@ -18,12 +18,19 @@ from tests.integration.vllm_servers import VLLMServer
 from ttsearch.backends.http.client import HttpOptions
 from ttsearch.backends.http.policy import OpenAIPolicy
 from ttsearch.backends.http.verifier import OpenAIVerifier
+from ttsearch.core.scheduler import Usage
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
 from ttsearch.strategies.beam import BeamSearch
 from ttsearch.strategies.sampling import BestOfN
 from ttsearch.toy import TOY_ASSETS_DIR
-from ttsearch.toy.backends import TOY_MAX_MODEL_LEN, TOY_MAX_SOLUTION_TOKENS, TOY_PRM_FORMAT, start_toy_engines
+from ttsearch.toy.backends import (
+    TOY_BLOCK_SIZE,
+    TOY_MAX_MODEL_LEN,
+    TOY_MAX_SOLUTION_TOKENS,
+    TOY_PRM_FORMAT,
+    start_toy_engines,
+)
 from ttsearch.toy.task import make_problems
 from ttsearch.toy.tokenizer import TOY_SYSTEM_PROMPT
 
@@ -41,7 +48,18 @@ POLICY_ARGS = [
     "--max-num-batched-tokens",
     "2048",
 ]
-PRM_ARGS = [*COMMON, "--kv-cache-memory-bytes", str(64 << 20)]
+# The in-process toy PRM's cache settings (block size 32, prefix caching), and the cached
+# prompt tokens in each answer's usage, which the verifier reports.
+PRM_BLOCK_SIZE = TOY_BLOCK_SIZE
+PRM_ARGS = [
+    *COMMON,
+    "--kv-cache-memory-bytes",
+    str(64 << 20),
+    "--block-size",
+    str(PRM_BLOCK_SIZE),
+    "--enable-prefix-caching",
+    "--enable-prompt-tokens-details",
+]
 
 
 def _problems(count: int, seed: int) -> list[str]:
@@ -79,7 +97,7 @@ async def _connect(policy_urls: list[str], prm_url: str) -> tuple[OpenAIPolicy, 
         options=options,
     )
     verifier = await OpenAIVerifier.connect(
-        prm_url, format=TOY_PRM_FORMAT, model=TOY_ASSETS_DIR / "prm", options=options
+        prm_url, format=TOY_PRM_FORMAT, model=TOY_ASSETS_DIR / "prm", options=options, block_size=PRM_BLOCK_SIZE
     )
     return policy, verifier
 
@@ -94,6 +112,13 @@ def _summary(results) -> list[tuple]:
 async def _run_both(searcher: Searcher, problems: list[str]) -> dict[str, list]:
     strategies = {"beam": BeamSearch(n=4, width=2, max_depth=8), "best_of_n": BestOfN(n=4)}
     return {name: [r async for r in searcher.solve_all(problems, s)] for name, s in strategies.items()}
+
+
+def _prm_usage(results) -> Usage:
+    total = Usage()
+    for r in results:
+        total.add(r.usage)
+    return total
 
 
 def _searcher(policy, verifier) -> Searcher:
@@ -118,6 +143,17 @@ async def test_servers_give_the_in_process_results(servers: list[VLLMServer]) ->
             assert a[:3] == b[:3], name  # same answers, same candidate texts and finishes
             for sa, sb in zip(a[3], b[3], strict=True):
                 assert sa == pytest.approx(sb, abs=1e-4), name  # same PRM scores
+        # The server PRM orders its requests for the prefix cache and reports it: it
+        # used to report 0 requests and every token as computed (7x the in-process cost
+        # on beam search; measured in docs/servers.md).
+        ours_cost, theirs_cost = _prm_usage(local[name]), _prm_usage(remote[name])
+        assert theirs_cost.verifier_requests > 0, name
+        assert theirs_cost.verifier_cached_tokens > theirs_cost.verifier_tokens / 2, (name, theirs_cost)
+        assert theirs_cost.verifier_computed_tokens <= 2.5 * ours_cost.verifier_computed_tokens, (
+            name,
+            ours_cost,
+            theirs_cost,
+        )
 
 
 async def test_losing_a_policy_server_mid_run_answers_every_problem_once(servers: list[VLLMServer]) -> None:

@@ -33,6 +33,7 @@ class VLLMServer:
     model: Path
     args: list[str]
     log_path: Path
+    log_stats: bool = False  # keep vLLM's stats: /metrics then counts prefix-cache queries and hits
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -45,8 +46,10 @@ class VLLMServer:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
         command = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
-            "--host", "127.0.0.1", "--port", str(self.port), "--disable-log-stats", *self.args,
+            "--host", "127.0.0.1", "--port", str(self.port), *self.args,
         ]  # fmt: skip
+        if not self.log_stats:
+            command.append("--disable-log-stats")
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -90,6 +93,17 @@ class VLLMServer:
         except ProcessLookupError:
             pass
         self.process.wait()
+
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """(prompt tokens looked up in the prefix cache, of those found there) so far, from
+        /metrics (needs `log_stats=True`)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        counts = {"vllm:prefix_cache_queries_total": 0.0, "vllm:prefix_cache_hits_total": 0.0}
+        for line in text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in counts:
+                counts[name] += float(line.rsplit(" ", 1)[1])
+        return int(counts["vllm:prefix_cache_queries_total"]), int(counts["vllm:prefix_cache_hits_total"])
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -1,12 +1,14 @@
 """PRM scoring shared by both backend families (in-process vLLM and vLLM servers): the
 scorer modes, turning label log probabilities or pooled rows into scores in [0, 1], the
-input-length check, and running one call's requests side by side."""
+input-length check, what scoring requests cost, and running one call's requests side by
+side."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat
@@ -15,6 +17,7 @@ from ttsearch.errors import BackendError, PromptTooLongError
 __all__ = [
     "PrmScoring",
     "ScorerMode",
+    "ScoringCost",
     "clamp_score",
     "gather_or_cancel",
     "resolve_mode",
@@ -40,6 +43,30 @@ def resolve_mode(fmt: PrmFormat, mode: ScorerMode = "auto") -> Literal["generati
     if mode == "pooling":
         return mode
     raise ValueError(f"unknown scorer mode {mode!r}; use 'auto', 'generative' or 'pooling'")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringCost:
+    """What scoring requests cost (summed with +)."""
+
+    prompt_tokens: int = 0  # tokens sent
+    cached_tokens: int = 0  # of those, read from the prefix cache
+    requests: int = 0
+
+    def __add__(self, other: ScoringCost) -> ScoringCost:
+        return ScoringCost(
+            self.prompt_tokens + other.prompt_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.requests + other.requests,
+        )
+
+    @classmethod
+    def memo_hit(cls, tokens: int) -> ScoringCost:
+        """An input whose scores all came from the memo: no request, and its tokens count as
+        sent and read from a cache. An experiment runs many searches through one verifier,
+        and searches with the same seeds share their first samples: counting a memo hit as
+        free would make a run's PRM tokens depend on which runs went before it."""
+        return cls(tokens, tokens, 0)
 
 
 def two_way_probability(lp_good: float, lp_bad: float, request_id: str) -> float:

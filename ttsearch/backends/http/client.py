@@ -1,12 +1,14 @@
 """JSON over HTTP to one vLLM OpenAI-compatible server, with timeouts and retries.
 
 `post_json` / `get_json` send one request on a pooled `httpx.AsyncClient` and return the
-decoded JSON object. Transient failures (connection errors, HTTP 5xx) are retried on the
-same server with exponential backoff; when the retries run out, or the server takes
-longer than the timeout, `ReplicaUnavailable` is raised, so the caller (`ReplicaPool`)
-can mark that server down and send the request elsewhere. A 4xx answer is the request's
-fault, not the server's: it raises `ServerRequestError` with the server's message (never
-retried). A body that is not a JSON object raises `MalformedResponseError`.
+decoded JSON object. Transient failures (connection errors, HTTP 5xx, 408 and 429) are
+retried on the same server with exponential backoff; when the retries run out, or the
+server takes longer than the timeout, `ReplicaUnavailable` is raised. That says the
+request failed, not yet whose fault it is: the caller (`ReplicaPool`) asks the server's
+health (`check_health`, GET /health) and blames the server only if that fails too. Any
+other 4xx answer is the request's fault, never the server's: it raises
+`ServerRequestError` with the server's message (never retried). A body that is not a
+JSON object raises `MalformedResponseError`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = [
     "MalformedResponseError",
     "ReplicaUnavailable",
     "ServerRequestError",
+    "RequestFailedError",
+    "check_health",
     "get_json",
     "make_client",
     "post_json",
@@ -42,10 +46,17 @@ class HttpOptions:
     backoff: float = 0.5  # seconds before the first retry; doubles each retry
     max_connections: int = 512  # pooled connections per server
     api_key: str | None = None  # sent as "Authorization: Bearer ..." (vllm serve --api-key)
+    health_timeout: float = 10.0  # seconds a health check may take (at most `timeout`)
+    recheck_backoff: float = 1.0  # seconds before a down server's first re-check; doubles each failed one
+    recheck_max: float = 60.0  # longest wait between two re-checks of a down server
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0 or self.connect_timeout <= 0:
-            raise ValueError(f"timeouts must be > 0, got {self.timeout}, {self.connect_timeout}")
+        if self.timeout <= 0 or self.connect_timeout <= 0 or self.health_timeout <= 0:
+            raise ValueError(f"timeouts must be > 0, got {self.timeout}, {self.connect_timeout}, {self.health_timeout}")
+        if not 0 < self.recheck_backoff <= self.recheck_max:
+            raise ValueError(
+                f"recheck_backoff must be > 0 and <= recheck_max, got {self.recheck_backoff}, {self.recheck_max}"
+            )
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.backoff < 0:
@@ -55,11 +66,17 @@ class HttpOptions:
 
 
 class ReplicaUnavailable(BackendError):
-    """A server did not answer (connection refused or lost, timeout, 5xx after retries)."""
+    """A request got no answer (connection refused or lost, timeout, 5xx after retries):
+    the server is down, or the request failed it; its health check tells which."""
 
 
-class ServerRequestError(BackendError):
-    """A server rejected a request (HTTP 4xx); the message is the server's."""
+class RequestFailedError(BackendError):
+    """One request failed while its server is healthy: the request's fault, not the
+    server's, so the server stays in the pool and the request is not sent elsewhere."""
+
+
+class ServerRequestError(RequestFailedError):
+    """A server rejected a request (HTTP 4xx other than 408, 429); the message is the server's."""
 
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
@@ -101,6 +118,25 @@ async def get_json(client: httpx.AsyncClient, path: str, options: HttpOptions) -
     return await _request(client, "GET", path, None, options, lambda: False)
 
 
+async def check_health(client: httpx.AsyncClient, options: HttpOptions) -> str | None:
+    """Why the server is unhealthy, or None when GET /health answers 200 within
+    `health_timeout` (vLLM answers 200 while its engine runs, 503 once it died)."""
+    timeout = min(options.health_timeout, options.timeout)
+    try:
+        response = await client.get("/health", timeout=httpx.Timeout(timeout, connect=options.connect_timeout))
+    except httpx.TimeoutException as e:
+        return f"GET /health: no answer within {timeout} s ({type(e).__name__})"
+    except httpx.TransportError as e:
+        return f"GET /health: {type(e).__name__}: {str(e) or 'connection failed'}"
+    if response.status_code != 200:
+        return f"GET /health answered HTTP {response.status_code}"
+    return None
+
+
+# Answers that say "not now" rather than "not this request": retried, like 5xx.
+_TRANSIENT_4XX = frozenset({408, 429})
+
+
 async def _request(
     client: httpx.AsyncClient,
     method: str,
@@ -124,14 +160,15 @@ async def _request(
             if last:
                 raise ReplicaUnavailable(f"{where}: {type(e).__name__}: {str(e) or 'connection failed'}") from e
         else:
-            if response.status_code >= 500:
+            if response.status_code >= 500 or response.status_code in _TRANSIENT_4XX:
                 if last:
                     raise ReplicaUnavailable(
                         f"{where}: HTTP {response.status_code} after {attempt + 1} tries: {_error_message(response)}"
                     )
             elif response.status_code >= 400:
                 raise ServerRequestError(
-                    f"{where} rejected the request (HTTP {response.status_code}): {_error_message(response)}",
+                    f"{where} rejected the request (HTTP {response.status_code}; the request is at fault, "
+                    f"not the server): {_error_message(response)}",
                     status_code=response.status_code,
                 )
             else:

@@ -1,16 +1,29 @@
 """`OpenAIVerifier`: the step-scoring `Verifier` on vLLM servers, over HTTP.
 
 The same two ways to read step scores as in-process (`VLLMVerifier`), the same inputs
-(`PrmEncoder`) and the same arithmetic:
+(`PrmEncoder`), the same arithmetic and the same accounting:
 
-- "generative" (LM-head formats): per needed step, one POST /v1/completions of the input
-  up to that step's score position, `max_tokens=1`, greedy, with `logprob_token_ids=[good,
-  bad]` (and `return_tokens_as_token_ids`, so the answer names tokens by id); score =
-  P(good) / (P(good) + P(bad)). Each prompt extends the previous round's, so the server's
-  prefix cache makes scoring the newest step cost only that step's tokens.
+- "generative" (LM-head formats; "auto" for them): per needed step, one POST
+  /v1/completions of the input up to that step's score position, `max_tokens=1`,
+  greedy, with `logprob_token_ids=[good, bad]` (and `return_tokens_as_token_ids`, so the
+  answer names tokens by id); score = P(good) / (P(good) + P(bad)). Each prompt extends
+  the previous one, so the server's prefix cache makes a request cost only its new
+  tokens, *if* the request that computed the prefix has finished: requests go through a
+  `PrefixGate` (`ttsearch.backends.prm_cache`, as in-process), so a candidate's steps are
+  sent one after another and 16 siblings' first steps wait for the one computing their
+  question. The gate works in blocks of the servers' KV-cache block size (`block_size`:
+  `vllm serve --block-size`; vLLM's default is 16 on GPU, 128 on CPU). A `ScoreMemo`
+  answers a prompt scored before without a request.
 - "pooling": one POST /pooling (`task="token_classify"`) over the whole input, on a server
   started for STEP pooling (`pooling_server_args` gives the flags); one probability row
-  per step-tag token.
+  per step-tag token. vLLM's /pooling cannot read the prefix cache for token
+  classification (`skip_reading_prefix_cache` is not an API field in 0.32), so each call
+  computes its whole input; the memo spares inputs whose scores are all known.
+
+`StepScores` reports `prompt_tokens` (sent), `cached_tokens` (of those, read from the
+server's prefix cache, from the answer's `usage.prompt_tokens_details.cached_tokens`,
+which vLLM sends when started with `--enable-prompt-tokens-details`; memo hits count as
+cached) and `requests`.
 
 A problem (its question) sticks to one PRM server (`ReplicaPool`). Needs httpx and
 transformers, not vLLM: `pip install ttsearch[client]`.
@@ -19,7 +32,9 @@ transformers, not vLLM: `pip install ttsearch[client]`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -32,10 +47,12 @@ from ttsearch.backends.http.served_model import ServedModel, inspect_servers
 
 # The scorer arithmetic is shared with the in-process verifier (no vLLM import there).
 from ttsearch.backends.lifecycle import Closeable
+from ttsearch.backends.prm_cache import PrefixGate, ScoreMemo
 from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
 from ttsearch.backends.scoring import (
     PrmScoring,
     ScorerMode,
+    ScoringCost,
     clamp_score,
     gather_or_cancel,
     resolve_mode,
@@ -44,7 +61,12 @@ from ttsearch.backends.scoring import (
 from ttsearch.core.backend import StepScores
 from ttsearch.errors import BackendError
 
-__all__ = ["OpenAIVerifier", "pooling_server_args"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "OpenAIVerifier", "pooling_server_args"]
+
+logger = logging.getLogger(__name__)
+
+# vLLM's KV-cache block size on GPU unless `vllm serve --block-size` says otherwise.
+DEFAULT_BLOCK_SIZE = 16
 
 
 def pooling_server_args(fmt: PrmFormat, tokenizer: Any) -> list[str]:
@@ -73,7 +95,9 @@ class OpenAIVerifier(PrmScoring, Closeable):
     OpenAIVerifier.connect(urls, format=...)`; `close()` closes the connections.
 
     `max_in_flight` caps the requests open at once over all concurrent `score` calls (a
-    call in "generative" mode sends one request per new step).
+    call in "generative" mode sends one request per new step). `block_size`: the servers'
+    KV-cache block size, which the request ordering works in (None: no ordering, every
+    request is sent at once; for servers without prefix caching).
     """
 
     def __init__(
@@ -85,10 +109,13 @@ class OpenAIVerifier(PrmScoring, Closeable):
         format: PrmFormat,
         mode: ScorerMode = "auto",
         max_in_flight: int = 64,
+        block_size: int | None = DEFAULT_BLOCK_SIZE,
     ) -> None:
         """Prefer `connect`, which checks the servers and builds `pool` and `served`."""
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size must be >= 1 or None, got {block_size}")
         self._pool = pool
         self._served = served
         self._tokenizer = tokenizer
@@ -103,6 +130,10 @@ class OpenAIVerifier(PrmScoring, Closeable):
         self._limit = asyncio.Semaphore(max_in_flight)
         # pooling: LM-head conversion has classifier_from_token = [good, bad], so label 0 is "good".
         self._label_index = 0 if format.head == "lm" else format.positive_label
+        # Ordering only pays where requests read the cache: generative ones (see the module).
+        self._gate = PrefixGate(block_size) if block_size is not None and self._mode == "generative" else None
+        self._memo = ScoreMemo()
+        self._warned_no_cache_report = False
 
     @classmethod
     async def connect(
@@ -114,17 +145,27 @@ class OpenAIVerifier(PrmScoring, Closeable):
         model: str | os.PathLike[str] | None = None,
         tokenizer: Any = None,
         max_in_flight: int = 64,
+        block_size: int | None = DEFAULT_BLOCK_SIZE,
         options: HttpOptions | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> OpenAIVerifier:
         """Connect to the PRM servers at `urls` and check them (`inspect_servers`; the
         tokenizer probe includes the format's step tag and labels). Arguments as for
-        `OpenAIPolicy.connect`, plus the PRM `format` and `mode` as for `VLLMVerifier`."""
+        `OpenAIPolicy.connect`, plus the PRM `format` and `mode` as for `VLLMVerifier`, and
+        the servers' KV-cache `block_size` (see the class)."""
         pool = ReplicaPool("PRM", [urls] if isinstance(urls, str) else urls, options, transport=transport)
         try:
             probe = " ".join((format.anchor, *format.label_tokens))
             served, hf_tokenizer = await inspect_servers(pool, model=model, tokenizer=tokenizer, probe_extra=probe)
-            return cls(pool, served, hf_tokenizer, format=format, mode=mode, max_in_flight=max_in_flight)
+            return cls(
+                pool,
+                served,
+                hf_tokenizer,
+                format=format,
+                mode=mode,
+                max_in_flight=max_in_flight,
+                block_size=block_size,
+            )
         except BaseException:
             await pool.close()
             raise
@@ -139,10 +180,17 @@ class OpenAIVerifier(PrmScoring, Closeable):
     def pool(self) -> ReplicaPool:
         return self._pool
 
+    @property
+    def prefix_gate(self) -> PrefixGate | None:
+        """The request ordering (None in pooling mode, or with `block_size=None`)."""
+        return self._gate
+
     # -- Verifier protocol -----------------------------------------------------------
 
     async def score(self, question: str, steps: Sequence[str], *, first: int = 0) -> StepScores:
-        """Scores of `steps[first:]` in [0, 1]; `prompt_tokens` counts the tokens sent.
+        """Scores of `steps[first:]` in [0, 1]; `prompt_tokens` counts the tokens sent,
+        `cached_tokens` those of them the server read from its prefix cache, `requests`
+        the requests sent.
 
         Raises ValueError for a bad `first`, `PromptTooLongError` when the input does not
         fit `max_model_len` (nothing is sent then), `BackendError` when the servers fail.
@@ -152,19 +200,23 @@ class OpenAIVerifier(PrmScoring, Closeable):
         if not inputs:
             return StepScores(scores=(), prompt_tokens=0)
         if self._mode == "generative":
-            prompts = [list(inp.token_ids[: p + 1]) for inp in inputs for p in inp.score_positions]
-            self._check_length(max(len(p) for p in prompts) + 1, len(steps))
-            coros = [self._generate_score(question, p) for p in prompts]
+            self._check_length(max(inp.score_positions[-1] + 1 for inp in inputs) + 1, len(steps))
+            coros = [self._generative_scores(question, inp) for inp in inputs]
         else:
-            prompts = [list(inp.token_ids) for inp in inputs]
-            self._check_length(max(len(p) for p in prompts), len(steps))
+            self._check_length(max(len(inp.token_ids) for inp in inputs), len(steps))
             coros = [self._pooling_scores(question, inp) for inp in inputs]
         results = await gather_or_cancel(coros)
-        scores = [s for r in results for s in r]
+        scores = [s for part, _ in results for s in part]
         expected = len(steps) - first
         if len(scores) != expected:  # an invariant of the encoder
             raise BackendError(f"PRM produced {len(scores)} scores for {expected} steps")
-        return StepScores(scores=tuple(scores), prompt_tokens=sum(len(p) for p in prompts))
+        cost = sum((c for _, c in results), ScoringCost())
+        return StepScores(
+            scores=tuple(scores),
+            prompt_tokens=cost.prompt_tokens,
+            cached_tokens=cost.cached_tokens,
+            requests=cost.requests,
+        )
 
     async def _close(self) -> None:
         await self._pool.close()  # the servers keep running
@@ -175,20 +227,47 @@ class OpenAIVerifier(PrmScoring, Closeable):
         async with self._limit:
             return await self._pool.post(question, path, payload)
 
-    async def _generate_score(self, question: str, prompt_ids: list[int]) -> list[float]:
+    def _held(self, token_ids: list[int]) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._gate is None:
+            return contextlib.nullcontext()
+        return self._gate.hold(token_ids)
+
+    async def _generative_scores(self, question: str, inp: PrmInput) -> tuple[list[float], ScoringCost]:
+        """One 1-token request per score position; the gate sends them one after another,
+        so each reads the blocks of the one before from the server's cache."""
+        ids = list(inp.token_ids)
+        results = await gather_or_cancel([self._generate_score(question, ids, p) for p in inp.score_positions])
+        return [score for score, _ in results], sum((c for _, c in results), ScoringCost())
+
+    async def _generate_score(self, question: str, ids: list[int], position: int) -> tuple[float, ScoringCost]:
+        prompt_ids = ids[: position + 1]
+        async with self._held(prompt_ids):
+            # Under the gate: a request for this very prompt that was in flight has finished,
+            # so its score is in the memo.
+            (known,) = self._memo.lookup(ids, [position])
+            if known is not None:
+                return known, ScoringCost.memo_hit(len(prompt_ids))
+            answer = await self._post(question, "/v1/completions", self._label_request(prompt_ids))
+            score = self._label_score(answer)
+            self._memo.record(ids, {position: score})
+        return score, ScoringCost(len(prompt_ids), self._cached_tokens(answer, len(prompt_ids)), 1)
+
+    def _label_request(self, prompt_ids: list[int]) -> dict[str, Any]:
         assert self._encoder.label_ids is not None
-        good, bad = self._encoder.label_ids
-        payload = {
+        return {
             "model": self._served.name,
             "prompt": prompt_ids,
             "max_tokens": 1,
             "temperature": 0.0,
             "logprobs": 2,  # required with logprob_token_ids (which overrides it)
-            "logprob_token_ids": [good, bad],
+            "logprob_token_ids": list(self._encoder.label_ids),
             "return_tokens_as_token_ids": True,
             "stream": False,
         }
-        answer = await self._post(question, "/v1/completions", payload)
+
+    def _label_score(self, answer: dict[str, Any]) -> float:
+        assert self._encoder.label_ids is not None
+        good, bad = self._encoder.label_ids
         try:
             top = answer["choices"][0]["logprobs"]["top_logprobs"][0]
             lp_good, lp_bad = float(top[f"token_id:{good}"]), float(top[f"token_id:{bad}"])
@@ -197,16 +276,36 @@ class OpenAIVerifier(PrmScoring, Closeable):
                 f"PRM server answered no log probabilities for the label tokens {good}, {bad} (does this "
                 f"vLLM support logprob_token_ids? else use mode='pooling'): {str(answer)[:300]}"
             ) from e
-        return [two_way_probability(lp_good, lp_bad, "over HTTP")]
+        return two_way_probability(lp_good, lp_bad, "over HTTP")
 
-    async def _pooling_scores(self, question: str, inp: PrmInput) -> list[float]:
-        payload = {
-            "model": self._served.name,
-            "input": list(inp.token_ids),
-            "task": "token_classify",
-            "add_special_tokens": False,
-        }
+    def _cached_tokens(self, answer: dict[str, Any], sent: int) -> int:
+        """Prompt tokens the server read from its prefix cache (`_reported_cached_tokens`);
+        0, with a warning once, where the server does not say."""
+        cached = _reported_cached_tokens(answer, sent)
+        if cached is not None:
+            return cached
+        if not self._warned_no_cache_report:
+            self._warned_no_cache_report = True
+            logger.warning(
+                "the PRM server reports no cached prompt tokens (start vllm serve with "
+                "--enable-prompt-tokens-details): every PRM token sent counts as computed"
+            )
+        return 0
+
+    async def _pooling_scores(self, question: str, inp: PrmInput) -> tuple[list[float], ScoringCost]:
+        """The scores of one input from one /pooling request (none where the memo knows them)."""
+        ids = list(inp.token_ids)
+        known = self._memo.lookup(ids, inp.score_positions)
+        if all(k is not None for k in known):
+            return [float(k) for k in known], ScoringCost.memo_hit(len(ids))  # type: ignore[arg-type]
+        payload = {"model": self._served.name, "input": ids, "task": "token_classify", "add_special_tokens": False}
         answer = await self._post(question, "/pooling", payload)
+        scores = self._pooled_row_scores(inp, answer)
+        self._memo.record(ids, dict(zip(inp.score_positions, scores)))
+        # vLLM's token classification never reads the prefix cache; count what it says anyway.
+        return scores, ScoringCost(len(ids), _reported_cached_tokens(answer, len(ids)) or 0, 1)
+
+    def _pooled_row_scores(self, inp: PrmInput, answer: dict[str, Any]) -> list[float]:
         try:
             rows = answer["data"][0]["data"]
         except (KeyError, IndexError, TypeError) as e:
@@ -233,3 +332,14 @@ class OpenAIVerifier(PrmScoring, Closeable):
                 raise MalformedResponseError(f"PRM server pooled row {row!r:.100} has no label {self._label_index}")
             scores.append(clamp_score(float(row[self._label_index]), "over HTTP"))
         return scores
+
+
+def _reported_cached_tokens(answer: dict[str, Any], sent: int) -> int | None:
+    """`usage.prompt_tokens_details.cached_tokens` of a vLLM answer (None: not reported;
+    vLLM reports it when started with --enable-prompt-tokens-details)."""
+    usage = answer.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0:
+        return min(cached, sent)
+    return None

@@ -58,7 +58,6 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from ttsearch.backends.prm_cache import PrefixGate, ScoreMemo
@@ -66,6 +65,7 @@ from ttsearch.backends.prm_formats import PrmEncoder, PrmFormat, PrmInput
 from ttsearch.backends.scoring import (
     PrmScoring,
     ScorerMode,
+    ScoringCost,
     clamp_score,
     gather_or_cancel,
     resolve_mode,
@@ -103,30 +103,6 @@ def engine_options_for(fmt: PrmFormat, mode: ScorerMode, tokenizer: Any) -> dict
             "method": "no_post_processing",
         }
     return options
-
-
-@dataclass(frozen=True, slots=True)
-class _Cost:
-    """What one scoring request cost."""
-
-    prompt_tokens: int = 0  # tokens sent
-    cached_tokens: int = 0  # of those, read from the prefix cache
-    requests: int = 0
-
-    def __add__(self, other: _Cost) -> _Cost:
-        return _Cost(
-            self.prompt_tokens + other.prompt_tokens,
-            self.cached_tokens + other.cached_tokens,
-            self.requests + other.requests,
-        )
-
-
-def _memo_hit(tokens: int) -> _Cost:
-    """An input whose scores all came from the memo: no request, and its tokens count as
-    sent and read from a cache. An experiment runs many searches through one verifier, and
-    searches with the same seeds share their first samples: counting a memo hit as free
-    would make a run's PRM tokens depend on which runs went before it."""
-    return _Cost(tokens, tokens, 0)
 
 
 class VLLMVerifier(PrmScoring, VLLMBackend):
@@ -180,7 +156,8 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
         caching = bool(getattr(cache, "enable_prefix_caching", False))
         block_size = getattr(cache, "block_size", None)
         self._reuse_prefix = reuse_prefix
-        self._gate = PrefixGate(int(block_size)) if reuse_prefix and caching and isinstance(block_size, int) else None
+        self._block_size = block_size if reuse_prefix and caching and isinstance(block_size, int) else None
+        self._gate = PrefixGate(self._block_size) if self._block_size is not None else None
         self._memo = ScoreMemo() if reuse_prefix else None
         self._sampling_params: Any = None  # generative: the 1-token request
         self._step_pooling = False  # pooling: the engine's pooler is STEP (rows at tags only)
@@ -285,6 +262,17 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
         """Whether requests read vLLM's prefix cache (False: each recomputes its input)."""
         return self._reuse_prefix and not self._step_pooling and self._gate is not None
 
+    async def forget_caches(self) -> None:
+        """Drop the score memo, the gate's record of computed blocks and the engine's prefix
+        cache: the next search computes (and counts) everything it reads. Call it with no
+        request in flight."""
+        self._check_open()
+        if self._memo is not None:
+            self._memo = ScoreMemo()
+        if self._block_size is not None:
+            self._gate = PrefixGate(self._block_size)
+        await self._engine.reset_prefix_cache()
+
     @property
     def prefix_gate(self) -> PrefixGate | None:
         """The request ordering (None when the engine has no prefix cache or reuse is off)."""
@@ -313,7 +301,7 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
             coros = [self._pooled_scores(question, inp) for inp in inputs]
         results = await gather_or_cancel(coros)
         scores: list[float] = []
-        cost = _Cost()
+        cost = ScoringCost()
         for part, part_cost in results:
             scores.extend(part)
             cost = cost + part_cost
@@ -346,23 +334,23 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
             return contextlib.nullcontext()
         return self._gate.hold(token_ids)
 
-    async def _generative_scores(self, question: str, inp: PrmInput) -> tuple[list[float], _Cost]:
+    async def _generative_scores(self, question: str, inp: PrmInput) -> tuple[list[float], ScoringCost]:
         """One 1-token request per score position; the gate runs them one after another,
         so each reads the blocks of the one before."""
         ids = list(inp.token_ids)
         results = await gather_or_cancel([self._generate_score(question, ids, p) for p in inp.score_positions])
-        cost = _Cost()
+        cost = ScoringCost()
         for _, request_cost in results:
             cost = cost + request_cost
         return [score for score, _ in results], cost
 
-    async def _generate_score(self, question: str, ids: list[int], position: int) -> tuple[float, _Cost]:
+    async def _generate_score(self, question: str, ids: list[int], position: int) -> tuple[float, ScoringCost]:
         prompt_ids = ids[: position + 1]
         async with self._held(prompt_ids):
             if self._memo is not None:
                 (known,) = self._memo.lookup(ids, [position])
                 if known is not None:
-                    return known, _memo_hit(len(prompt_ids))
+                    return known, ScoringCost.memo_hit(len(prompt_ids))
             request_id = self._next_request_id()
             prompt = _tokens_prompt(prompt_ids)
             final = await self._run(
@@ -383,9 +371,9 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
         score = two_way_probability(lp_good, lp_bad, request_id)
         if self._memo is not None:
             self._memo.record(ids, {position: score})
-        return score, _Cost(len(prompt_ids), _cached_tokens(final), 1)
+        return score, ScoringCost(len(prompt_ids), _cached_tokens(final), 1)
 
-    async def _pooled_scores(self, question: str, inp: PrmInput) -> tuple[list[float], _Cost]:
+    async def _pooled_scores(self, question: str, inp: PrmInput) -> tuple[list[float], ScoringCost]:
         """The scores of one input from ONE pooling request that reads the prefix cache;
         positions inside the cache hit come from the memo (or, rarely, a second request
         that recomputes the whole input)."""
@@ -393,8 +381,8 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
         if self._step_pooling or not self.reads_prefix_cache:
             rows, request_id, _ = await self._encode(question, ids, read_cache=False)
             if self._step_pooling:
-                return self._step_rows(inp, rows, request_id), _Cost(len(ids), 0, 1)
-            return [self._row_score(rows[p], request_id) for p in inp.score_positions], _Cost(len(ids), 0, 1)
+                return self._step_rows(inp, rows, request_id), ScoringCost(len(ids), 0, 1)
+            return [self._row_score(rows[p], request_id) for p in inp.score_positions], ScoringCost(len(ids), 0, 1)
         positions = inp.score_positions
         assert self._memo is not None
         # Under the gate: a request computing a prefix of this input (or this very input)
@@ -402,9 +390,9 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
         async with self._held(ids):
             known = self._memo.lookup(ids, positions)
             if all(k is not None for k in known):
-                return [float(k) for k in known], _memo_hit(len(ids))  # type: ignore[arg-type]
+                return [float(k) for k in known], ScoringCost.memo_hit(len(ids))  # type: ignore[arg-type]
             rows, request_id, cached = await self._encode(question, ids, read_cache=True)
-        cost = _Cost(len(ids), cached, 1)
+        cost = ScoringCost(len(ids), cached, 1)
         offset = len(ids) - len(rows)  # rows cover the computed positions offset..len-1
         if offset < 0 or (offset and offset != cached):
             raise BackendError(
@@ -423,7 +411,7 @@ class VLLMVerifier(PrmScoring, VLLMBackend):
             # A needed score lies in the cache hit and is not in the memo (the request that
             # computed it was cancelled, or the memo dropped it): recompute the whole input.
             rows, request_id, _ = await self._encode(question, ids, read_cache=False)
-            cost = cost + _Cost(len(ids), 0, 1)
+            cost = cost + ScoringCost(len(ids), 0, 1)
             scores = [self._row_score(rows[p], request_id) for p in positions]
         return [float(s) for s in scores], cost  # type: ignore[arg-type]
 
