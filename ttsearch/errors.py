@@ -54,6 +54,12 @@ class PromptTooLongError(BackendError):
     """The prompt (plus anything to generate) does not fit the model's context."""
 
 
+class RequestFailedError(BackendError):
+    """One request failed while its engine or server is healthy (e.g. a server's 4xx, or a
+    5xx / timeout its health check clears): the request's fault, so its problem fails and
+    the others go on."""
+
+
 class GradingError(TTSearchError, RuntimeError):
     """An answer could not be graded: the grader itself cannot run (e.g. its worker
     process does not start). Never a verdict: the answer is neither right nor wrong."""

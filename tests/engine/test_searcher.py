@@ -13,7 +13,7 @@ from ttsearch.core.backend import SampleRequest
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
 from ttsearch.core.tree import Node, SearchTree
-from ttsearch.errors import BackendError, ProblemError, SearchError
+from ttsearch.errors import BackendError, ProblemError, RequestFailedError, SearchError
 from ttsearch.evaluation.datasets import Problem
 from ttsearch.strategies import DVTS, BeamSearch, BestOfN, Expand, MajorityVoting, Strategy
 from ttsearch.testing.scripted import EOS, ScriptedPolicy, ScriptedVerifier, decode
@@ -295,6 +295,19 @@ async def test_an_engine_failure_still_cancels_the_problems_not_finished() -> No
         async for _ in searcher.solve_all(["p0", "bad", "p2"], MajorityVoting(n=2)):
             pytest.fail("no problem can have finished")
     assert searcher.policy.in_flight == 0
+
+
+async def test_a_request_that_fails_on_a_healthy_engine_fails_only_its_problem() -> None:
+    # e.g. a server's 4xx, or a 5xx its health check clears (docs/servers.md): the problem
+    # gets an error record and the run goes on, where an engine failure would stop it.
+    async def delay(request: SampleRequest) -> None:
+        if decode(request.prompt_token_ids).startswith("Q: bad"):
+            raise RequestFailedError("HTTP 400: this request is malformed")
+
+    searcher = make_searcher(lambda call: f"\\boxed{{7}}{EOS}", verifier=False, delay=delay)
+    results = {r.problem: r async for r in searcher.solve_all(["p0", "bad", "p2"], MajorityVoting(n=2))}
+    assert results["bad"].error is not None and "HTTP 400" in results["bad"].error
+    assert results["p0"].answer == results["p2"].answer == "7" and results["p0"].error is None
 
 
 class _FailingClosePolicy(ScriptedPolicy):

@@ -24,7 +24,7 @@ from ttsearch.core.scheduler import RequestGate, Usage
 from ttsearch.core.search import ProblemSearch, SearchLimits
 from ttsearch.core.strategy import Strategy
 from ttsearch.core.tree import SearchTree
-from ttsearch.errors import BackendError, ProblemError, PromptTooLongError, SearchError
+from ttsearch.errors import BackendError, ProblemError, PromptTooLongError, RequestFailedError, SearchError
 from ttsearch.evaluation.datasets import Problem
 
 ProblemInput = str | Problem
@@ -275,7 +275,7 @@ class Searcher:
         )
         try:
             nodes = await search.run()
-        except PromptTooLongError as error:
+        except (PromptTooLongError, RequestFailedError) as error:  # this problem's fault, not the engine's
             raise ProblemError(f"problem {key}: {error}") from error
         except BackendError as error:
             raise SearchError(f"problem {key}: model engine failed: {error}") from error

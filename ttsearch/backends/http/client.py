@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ttsearch.errors import BackendError
+from ttsearch.errors import BackendError, RequestFailedError
 
 __all__ = [
     "HttpOptions",
@@ -68,11 +68,6 @@ class HttpOptions:
 class ReplicaUnavailable(BackendError):
     """A request got no answer (connection refused or lost, timeout, 5xx after retries):
     the server is down, or the request failed it; its health check tells which."""
-
-
-class RequestFailedError(BackendError):
-    """One request failed while its server is healthy: the request's fault, not the
-    server's, so the server stays in the pool and the request is not sent elsewhere."""
 
 
 class ServerRequestError(RequestFailedError):
