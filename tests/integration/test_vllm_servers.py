@@ -72,7 +72,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory):
     started = [
         VLLMServer(TOY_ASSETS_DIR / "policy", POLICY_ARGS, logs / "policy-a.log"),
         VLLMServer(TOY_ASSETS_DIR / "policy", POLICY_ARGS, logs / "policy-b.log"),
-        VLLMServer(TOY_ASSETS_DIR / "prm", PRM_ARGS, logs / "prm.log"),
+        VLLMServer(TOY_ASSETS_DIR / "prm", PRM_ARGS, logs / "prm.log", log_stats=True),  # /metrics: block size, cache
     ]
     try:
         for server in started:
@@ -96,9 +96,11 @@ async def _connect(policy_urls: list[str], prm_url: str) -> tuple[OpenAIPolicy, 
         chat_format="tokenizer",
         options=options,
     )
+    # block_size left to "auto": read from the server's /metrics
     verifier = await OpenAIVerifier.connect(
-        prm_url, format=TOY_PRM_FORMAT, model=TOY_ASSETS_DIR / "prm", options=options, block_size=PRM_BLOCK_SIZE
+        prm_url, format=TOY_PRM_FORMAT, model=TOY_ASSETS_DIR / "prm", options=options
     )
+    assert verifier.prefix_gate is not None and verifier.prefix_gate.block_size == PRM_BLOCK_SIZE
     return policy, verifier
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,24 @@ async def post_json(
 async def get_json(client: httpx.AsyncClient, path: str, options: HttpOptions) -> dict[str, Any]:
     """GET `path`; the answer's JSON object."""
     return await _request(client, "GET", path, None, options, lambda: False)
+
+
+# vLLM's /metrics (Prometheus text) carries the engine's cache config as labels.
+_BLOCK_SIZE_LABEL = re.compile(r'^vllm:cache_config_info\{[^}]*\bblock_size="(\d+)"', re.MULTILINE)
+
+
+async def served_block_size(client: httpx.AsyncClient, options: HttpOptions) -> int | None:
+    """The server's KV-cache block size, read from `GET /metrics` (`vllm:cache_config_info`);
+    None when the server does not publish it (metrics off, or not vLLM)."""
+    timeout = httpx.Timeout(min(options.health_timeout, options.timeout), connect=options.connect_timeout)
+    try:
+        response = await client.get("/metrics", timeout=timeout)
+    except httpx.TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    match = _BLOCK_SIZE_LABEL.search(response.text)
+    return int(match.group(1)) if match else None
 
 
 async def check_health(client: httpx.AsyncClient, options: HttpOptions) -> str | None:

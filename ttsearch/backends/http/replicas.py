@@ -44,6 +44,7 @@ from ttsearch.backends.http.client import (
     get_json,
     make_client,
     post_json,
+    served_block_size,
 )
 from ttsearch.errors import BackendError
 
@@ -204,6 +205,10 @@ class ReplicaPool:
                 return e
 
         return list(await asyncio.gather(*(one(r) for r in self._replicas)))
+
+    async def block_sizes(self) -> list[int | None]:
+        """Each server's KV-cache block size as its /metrics says (None where it does not)."""
+        return list(await asyncio.gather(*(served_block_size(r.client, self.options) for r in self._replicas)))
 
     async def close(self) -> None:
         """Stop the health checks and close the connections (the servers keep running)."""

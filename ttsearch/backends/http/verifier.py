@@ -37,7 +37,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -88,6 +88,22 @@ def pooling_server_args(fmt: PrmFormat, tokenizer: Any) -> list[str]:
         "--pooler-config",
         json.dumps({"task": "token_classify", "step_tag_id": encoder.anchor_id}),
     ]
+
+
+def _agreed_block_size(sizes: Sequence[int | None], urls: Sequence[str]) -> int:
+    """The one block size the servers publish (the request ordering works in its blocks)."""
+    known = {url: size for url, size in zip(urls, sizes) if size is not None}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{url}: {size}" for url, size in known.items())
+        raise ValueError(f"the PRM servers use different KV-cache block sizes ({listed}); start them alike")
+    if not known:
+        logger.warning(
+            "the PRM servers' /metrics do not say their KV-cache block size; assuming %d "
+            "(pass block_size= the servers' --block-size)",
+            DEFAULT_BLOCK_SIZE,
+        )
+        return DEFAULT_BLOCK_SIZE
+    return next(iter(known.values()))
 
 
 class OpenAIVerifier(PrmScoring, Closeable):
@@ -145,18 +161,21 @@ class OpenAIVerifier(PrmScoring, Closeable):
         model: str | os.PathLike[str] | None = None,
         tokenizer: Any = None,
         max_in_flight: int = 64,
-        block_size: int | None = DEFAULT_BLOCK_SIZE,
+        block_size: int | Literal["auto"] | None = "auto",
         options: HttpOptions | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> OpenAIVerifier:
         """Connect to the PRM servers at `urls` and check them (`inspect_servers`; the
         tokenizer probe includes the format's step tag and labels). Arguments as for
         `OpenAIPolicy.connect`, plus the PRM `format` and `mode` as for `VLLMVerifier`, and
-        the servers' KV-cache `block_size` (see the class)."""
+        the servers' KV-cache `block_size` (see the class; "auto": read from the servers'
+        /metrics, as `vllm serve` publishes it, else DEFAULT_BLOCK_SIZE with a warning)."""
         pool = ReplicaPool("PRM", [urls] if isinstance(urls, str) else urls, options, transport=transport)
         try:
             probe = " ".join((format.anchor, *format.label_tokens))
             served, hf_tokenizer = await inspect_servers(pool, model=model, tokenizer=tokenizer, probe_extra=probe)
+            if block_size == "auto":
+                block_size = _agreed_block_size(await pool.block_sizes(), pool.urls)
             return cls(
                 pool,
                 served,
