@@ -24,6 +24,7 @@ from ttsearch.cli.demo import run_demo
 from ttsearch.cli.experiment import run_experiment_command
 from ttsearch.cli.fit_policy import add_fit_policy_parser, run_fit_policy
 from ttsearch.cli.run import run_command
+from ttsearch.cli.serve import add_serve_parser, run_serve_command
 from ttsearch.errors import BackendError, GradingError, SearchError
 from ttsearch.evaluation.tables import format_table as format_accuracy_table
 from ttsearch.evaluation.tables import plot_accuracy, save_report_json
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--correct-only", action="store_true", help="only solutions whose answer matches the gold answer")
 
     add_fit_policy_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -276,6 +278,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             _export(args)
         elif args.command == "fit-policy":
             run_fit_policy(args)
+        elif args.command == "serve":
+            return run_serve_command(args)
         else:
             _evaluate(args)
     except (ValueError, FileNotFoundError) as error:

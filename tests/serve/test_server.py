@@ -1,0 +1,256 @@
+"""`ttsearch serve` as a real process on the toy models (CPU vLLM engines), driven by the
+official `openai` client and raw HTTP: chat, completions, streaming, the model list, the
+error shapes, the API key, a bounded load test, a disconnect, and 429 under overload.
+
+The server starts once for the module (its two engines take ~30 s on a quiet 2-core
+machine); the tests run in file order and read counters as differences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from ttsearch.cli.experiment import TOY_QUICK_RECIPE
+from ttsearch.toy.task import make_problems
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+API_KEY = "serve-test-key"
+MAX_CONCURRENT = 16
+MAX_QUEUE = 40  # with MAX_CONCURRENT: room for the load test's 50 clients, not for the overload's 120
+PROBLEMS = [p.problem for p in make_problems(200, seed=7)]
+USER = [{"role": "user", "content": PROBLEMS[0]}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of a `ttsearch serve` process on the toy models; stopped by SIGTERM, it
+    must close its engines and exit 0."""
+    folder = tmp_path_factory.mktemp("serve")
+    recipe = yaml.safe_load(TOY_QUICK_RECIPE.read_text())
+    recipe["strategies"] = [
+        {"strategy": "best_of_n", "n": [2, 4], "reduction": "min"},
+        {"strategy": "beam", "n": [4], "width": 2, "reduction": "min"},
+    ]
+    path = folder / "serve.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    port = _free_port()
+    command = [
+        *(sys.executable, "-m", "ttsearch.cli", "serve", str(path), "--port", str(port), "--api-key", API_KEY),
+        *("--max-concurrent-problems", str(MAX_CONCURRENT), "--max-queue", str(MAX_QUEUE)),
+    ]
+    log = folder / "server.log"
+    with log.open("w") as sink:  # its own session: the engines' processes go with it
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert process.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(60) == 0, f"the server did not shut down cleanly:\n{log.read_text()[-3000:]}"
+            assert _group_ends(process.pid, 20), "the engines' processes outlived the server"
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _group_ends(group: int, seconds: float) -> bool:
+    """Whether every process of the session `group` (the server's) is gone within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def client(url: str, **options: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, **options)
+
+
+def metrics(url: str) -> dict[str, float]:
+    """`/metrics` as {'name{label="v",...}': value}."""
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
+
+
+def answered(url: str, endpoint: str = "/v1/chat/completions", status: int = 200) -> float:
+    return metrics(url).get(f'ttsearch_requests_total{{endpoint="{endpoint}",status="{status}"}}', 0.0)
+
+
+def test_chat_and_completions_through_the_openai_client(server: str) -> None:
+    api = client(server)
+    reply = api.chat.completions.create(model="best_of_n-4", messages=USER, seed=3)  # type: ignore[arg-type]
+    search = reply.model_extra["search"]  # type: ignore[index]
+    assert len(search["candidates"]) == 4 and search["seed"] == 3
+    selected = search["candidates"][search["selected"]]
+    assert reply.choices[0].message.content == selected["text"] and "\\boxed{" in selected["text"]
+    assert search["answer"] == selected["answer"]
+    assert reply.usage is not None and reply.usage.completion_tokens == search["usage"]["generated_tokens"] > 0
+    assert reply.usage.model_extra["prm_tokens"] > 0  # type: ignore[index]
+    # A search's options from the client's extra_body; plain sampling with n choices.
+    wider = api.chat.completions.create(model="beam-4", messages=USER, extra_body={"search": {"n": 8}})  # type: ignore[arg-type]
+    assert wider.model_extra["search"]["options"]["n"] == 8  # type: ignore[index]
+    plain = api.completions.create(model="toy", prompt=PROBLEMS[1], n=2, max_tokens=12)
+    assert [c.index for c in plain.choices] == [0, 1] and all(c.finish_reason == "length" for c in plain.choices)
+
+
+def test_streaming_through_the_openai_client(server: str) -> None:
+    chunks = list(
+        client(server).chat.completions.create(
+            model="beam-4",
+            messages=USER,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    (final,) = [c for c in chunks if "candidates" in (c.model_extra or {}).get("search", {})]
+    search = final.model_extra["search"]  # type: ignore[index]
+    assert text == search["candidates"][search["selected"]]["text"] and final.choices[0].finish_reason == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == search["usage"]["generated_tokens"]
+
+
+def test_model_list_errors_and_the_api_key(server: str) -> None:
+    api = client(server, max_retries=0)
+    assert [m.id for m in api.models.list()] == ["toy", "best_of_n-2", "best_of_n-4", "beam-4"]
+    with pytest.raises(openai.NotFoundError) as unknown:
+        api.chat.completions.create(model="nonsense-4", messages=USER)  # type: ignore[arg-type]
+    assert unknown.value.code == "model_not_found" and "nonsense-4" in unknown.value.message
+    with pytest.raises(openai.BadRequestError) as too_long:
+        api.chat.completions.create(model="beam-4", messages=[{"role": "user", "content": "1 + " * 400 + "1"}])
+    assert too_long.value.code == "context_length_exceeded" and "context is 512 tokens" in too_long.value.message
+    with pytest.raises(openai.BadRequestError) as out_of_range:
+        api.chat.completions.create(model="beam-4", messages=USER, extra_body={"search": {"width": 3}})  # type: ignore[arg-type]
+    assert out_of_range.value.param == "search" and "width" in out_of_range.value.message
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0).models.list()
+    malformed = httpx.post(
+        f"{server}/v1/chat/completions", content=b"{", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert malformed.status_code == 400 and set(malformed.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_200_requests_from_50_clients_each_get_one_answer_and_share_the_engines(server: str) -> None:
+    before = answered(server)
+
+    async def load() -> list[Any]:
+        api = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+        clients = asyncio.Semaphore(50)
+
+        async def ask(seed: int) -> Any:
+            async with clients:
+                return await api.chat.completions.create(
+                    model="best_of_n-2", messages=[{"role": "user", "content": PROBLEMS[seed]}], seed=seed
+                )
+
+        async with api:
+            return await asyncio.gather(*(ask(seed) for seed in range(200)), return_exceptions=True)
+
+    started = time.monotonic()
+    replies = asyncio.run(load())
+    seconds = time.monotonic() - started
+    failures = [r for r in replies if isinstance(r, BaseException)]
+    assert not failures, failures[:3]
+    # Each request got its own answer: the seed each response reports is the one it sent.
+    assert [r.model_extra["search"]["seed"] for r in replies] == list(range(200))
+    assert len({r.id for r in replies}) == 200 and all(r.choices[0].message.content for r in replies)
+    after = metrics(server)
+    assert answered(server) - before == 200
+    # Different requests' problems were searching, and on the engines, at the same time.
+    assert after["ttsearch_problems_in_flight_peak"] > 1
+    assert after['ttsearch_engine_problems_in_flight_peak{engine="policy"}'] > 1
+    assert after['ttsearch_engine_problems_in_flight_peak{engine="prm"}'] > 1
+    assert after["ttsearch_problems_in_flight"] == after["ttsearch_queue_length"] == 0
+    print(f"200 requests from 50 clients in {seconds:.1f} s")
+
+
+def test_a_client_that_disconnects_cancels_its_search(server: str) -> None:
+    cancelled = metrics(server).get("ttsearch_searches_cancelled_total", 0.0)
+
+    async def leave_early() -> None:
+        body = {"model": "best_of_n-4", "messages": USER, "search": {"n": 1000}}  # minutes of work
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+            request = asyncio.create_task(http.post(f"{server}/v1/chat/completions", json=body, timeout=600))
+            for _ in range(600):
+                await asyncio.sleep(0.1)
+                now = await asyncio.to_thread(metrics, server)
+                if now['ttsearch_engine_requests_in_flight{engine="policy"}'] >= 1:
+                    break
+            assert not request.done()
+            request.cancel()  # closes the connection
+            await asyncio.gather(request, return_exceptions=True)
+
+    asyncio.run(leave_early())
+    engines = (
+        'ttsearch_engine_requests_in_flight{engine="policy"}',
+        'ttsearch_engine_requests_in_flight{engine="prm"}',
+    )
+    for _ in range(100):  # the server learns of the disconnect at once; give its tasks a moment
+        now = metrics(server)
+        if now["ttsearch_problems_in_flight"] == 0 and all(now[k] == 0 for k in engines):
+            break
+        time.sleep(0.1)
+    assert now["ttsearch_problems_in_flight"] == 0
+    assert now['ttsearch_engine_requests_in_flight{engine="policy"}'] == 0
+    assert now['ttsearch_engine_requests_in_flight{engine="prm"}'] == 0
+    assert now["ttsearch_searches_cancelled_total"] == cancelled + 1
+
+
+def test_past_the_queue_requests_get_429_with_retry_after(server: str) -> None:
+    async def flood() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300) as http:
+            return await asyncio.gather(
+                *(
+                    http.post(
+                        f"{server}/v1/chat/completions",
+                        json={"model": "best_of_n-4", "messages": [{"role": "user", "content": p}]},
+                    )
+                    for p in PROBLEMS[:120]
+                )
+            )
+
+    responses = asyncio.run(flood())
+    statuses = [r.status_code for r in responses]
+    refused = [r for r in responses if r.status_code == 429]
+    assert set(statuses) <= {200, 429} and refused and statuses.count(200) >= MAX_CONCURRENT + MAX_QUEUE
+    assert all(int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["type"] == "rate_limit_error" for r in refused)
+    assert httpx.get(f"{server}/health").json()["queued"] == 0
