@@ -52,26 +52,36 @@ def _command(recipe: Path, out: Path) -> list[str]:
     ]
 
 
+def _wait_for_records(proc: subprocess.Popen[bytes], out: Path, log: Path, *, before: str) -> None:
+    """Wait (up to 400 s) until the running experiment has written 3 records."""
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "runs").is_dir() and sum(len(v) for v in _lines(out).values()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the run ended before {before}:\n{log.read_text()[-3000:]}"
+    assert time.monotonic() < deadline, "no records appeared in time"
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and everything in its session (vLLM's engine processes)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     recipe, out = _recipe(tmp_path), tmp_path / "exp"
     # Own session: the kill reaches vLLM's engine processes too, as a real kill -9 of a job would.
     log = tmp_path / "killed.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(_command(recipe, out), start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 400
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "runs").is_dir() and sum(len(v) for v in _lines(out).values()) >= 3:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"the run ended before it could be killed:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, "no records appeared in time"
+        _wait_for_records(proc, out, log, before="it could be killed")
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        _kill_group(proc)
     before = _lines(out)
     done_before = sum(len(v) for v in before.values())
     assert 3 <= done_before < 2 * PROBLEMS
@@ -106,12 +116,7 @@ def test_sigterm_closes_the_engines_and_keeps_finished_work(tmp_path: Path) -> N
     with log.open("w") as sink:
         proc = subprocess.Popen(_command(recipe, out), start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "runs").is_dir() and sum(len(v) for v in _lines(out).values()) >= 3:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"the run ended before SIGTERM:\n{log.read_text()[-3000:]}"
+        _wait_for_records(proc, out, log, before="SIGTERM")
         proc.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` does
         proc.wait(timeout=120)
         deadline = time.monotonic() + 30  # engine processes exit after their owner closes them
@@ -119,11 +124,7 @@ def test_sigterm_closes_the_engines_and_keeps_finished_work(tmp_path: Path) -> N
             time.sleep(0.2)
         assert not _group_alive(proc.pid), f"engine processes outlived the run:\n{log.read_text()[-3000:]}"
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        _kill_group(proc)
     assert proc.returncode != 0  # stopped, not finished
     assert sum(len(read_records(out / "runs" / name)) for name in _lines(out)) >= 3
     assert json.loads((out / "manifest.json").read_text())["finished_at"] is None
