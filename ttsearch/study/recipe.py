@@ -13,7 +13,8 @@ allowed ones, a bad value with its dotted path and what the field takes.
     seeds: [0, 1, 2, 3, 4]
 
 Relative paths in a recipe are relative to the recipe file. `execution` settings (how
-much runs at once) do not change results, so they are not part of the recipe's hash.
+much runs at once) and `ray` settings (where it runs with `--ray`) do not change results,
+so they are not part of the recipe's hash.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "ExecutionSpec",
     "ModelSpec",
     "PrmSpec",
+    "RaySpec",
     "Recipe",
     "RecipeError",
     "SamplingSpec",
@@ -51,6 +53,7 @@ __all__ = [
     "parse_recipe",
 ]
 
+NOT_HASHED = ("execution", "ray")  # how and where a study runs, never what it computes
 PRM_FORMAT_NAMES = (*PRM_FORMATS, "toy")  # "toy": the toy world's PRM (ttsearch.toy)
 SCORER_MODES = ("auto", "generative", "pooling")
 CHAT_FORMATS = ("auto", "tokenizer")
@@ -61,7 +64,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 class ModelSpec:
     """An in-process vLLM engine (`model`) or running vLLM servers (`url`)."""
 
-    model: str | None = None  # local path or Hugging Face id; "toy": the shipped toy model
+    model: str | None = None  # local path or Hugging Face id; "toy": the shipped toy model ("toy-reviser": its reviser)
     url: tuple[str, ...] = ()  # vLLM OpenAI-compatible servers instead of an in-process engine
     tokenizer: str | None = None
     dtype: str = "auto"
@@ -138,6 +141,19 @@ class ExecutionSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RaySpec:
+    """Where `ttsearch experiment --ray` runs the study (ttsearch.study.cluster); read only
+    with `--ray`, and never changes its results (not hashed)."""
+
+    address: str | None = None  # None: a local cluster for the run; "auto", "host:6379" or "ray://host:10001"
+    workers: int | None = None  # Ray actors, each with its own engines (None: as many as the resources fit)
+    # Per worker: num_cpus, num_gpus, memory (bytes or 8GiB), or a custom resource of the cluster.
+    resources: dict[str, float] = field(default_factory=dict)
+    max_restarts: int = 3  # times Ray restarts a worker that died (-1: always)
+    env_vars: dict[str, str] = field(default_factory=dict)  # set in every worker's process (e.g. HF_TOKEN)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     name: str
     policy: PolicySpec
@@ -147,6 +163,7 @@ class Recipe:
     strategies: tuple[StrategyEntry, ...]
     seeds: tuple[int, ...] = (0,)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+    ray: RaySpec | None = None  # the `ray:` section, if the recipe has one
     base_dir: Path = Path(".")  # where relative paths are resolved (the recipe's folder)
 
     def resolve_path(self, value: str) -> Path:
@@ -165,12 +182,15 @@ class Recipe:
             "seeds": list(self.seeds),
             "execution": asdict(self.execution),
         }
+        if self.ray is not None:  # only when given: the manifests of recipes without one stay as they were
+            data["ray"] = asdict(self.ray)
         return data
 
     def results_dict(self) -> dict[str, Any]:
-        """The fields that decide results: everything but `execution`."""
+        """The fields that decide results: everything but `execution` and `ray`."""
         data = self.to_dict()
-        del data["execution"]
+        for section in NOT_HASHED:
+            data.pop(section, None)
         return data
 
     @property
@@ -268,6 +288,7 @@ def parse_recipe(data: Mapping[str, Any], *, base_dir: Path = Path("."), where: 
     dataset = _spec(DatasetSpec, top.dataset, where, "dataset")
     sampling = _spec(SamplingSpec, top.sampling, where, "sampling")
     execution = _spec(ExecutionSpec, top.execution, where, "execution")
+    ray = None if top.ray is None else _spec(RaySpec, top.ray, where, "ray")
     if not top.strategies:
         raise RecipeError(f"{where}: strategies is empty; list at least one, e.g. - {{strategy: best_of_n, n: [1, 4]}}")
     entries = tuple(_entry(e, f"{where}: strategies[{i}]") for i, e in enumerate(top.strategies))
@@ -288,6 +309,7 @@ def parse_recipe(data: Mapping[str, Any], *, base_dir: Path = Path("."), where: 
         strategies=entries,
         seeds=seeds_t,
         execution=execution,
+        ray=ray,
         base_dir=base_dir,
     )
     _check_values(recipe, where)
@@ -319,6 +341,7 @@ class _RecipeFields(_Section):
     strategies: list[Any]  # the entries are checked by `_entry`
     seeds: list[int] | int | None = None
     execution: dict[Any, Any] | None = None
+    ray: dict[Any, Any] | None = None
 
 
 def _as_size(value: Any) -> Any:
@@ -327,6 +350,29 @@ def _as_size(value: Any) -> Any:
 
 def _as_tuple(value: list[str] | str) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _ray_resources(value: Any) -> Any:
+    """A worker's resources with `memory` as bytes (8GiB, 96MiB or a number)."""
+    if isinstance(value, dict) and isinstance(value.get("memory"), str):
+        return {**value, "memory": float(parse_size(value["memory"]))}  # its ValueError names the text
+    return value
+
+
+def _non_negative(resources: dict[str, float]) -> dict[str, float]:
+    for name, amount in resources.items():
+        if amount < 0:
+            raise ValueError(f"{name} must be >= 0, got {amount:g}")
+    return resources
+
+
+def _ray_address(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+", value):
+        raise ValueError(
+            f"not a Ray address: {value!r} (examples: auto, 10.0.0.1:6379, ray://head:10001; leave it out for "
+            "a local cluster)"
+        )
+    return value
 
 
 def _section_model(cls: type, **types: Any) -> type[BaseModel]:
@@ -362,6 +408,13 @@ _SECTIONS: dict[type, type[BaseModel]] = {
         max_concurrent_problems=_AT_LEAST_1,
         max_policy_requests=_AT_LEAST_1,
         max_verifier_requests=_AT_LEAST_1,
+    ),
+    RaySpec: _section_model(
+        RaySpec,
+        address=Annotated[str | None, AfterValidator(_ray_address)],
+        workers=Annotated[int | None, Field(ge=1)],
+        resources=Annotated[dict[str, float], BeforeValidator(_ray_resources), AfterValidator(_non_negative)],
+        max_restarts=Annotated[int, Field(ge=-1)],
     ),
 }
 
@@ -547,7 +600,7 @@ def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def _normalise_for_diff(data: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(data)
+    out = {k: v for k, v in data.items() if k != "ray"}  # where a study runs never changes its results
     if isinstance(out.get("strategies"), list):
         out["strategies"] = {str(e.get("label")): e for e in out["strategies"] if isinstance(e, dict)}
     return out

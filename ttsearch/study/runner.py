@@ -10,6 +10,11 @@ needed for is recorded ungraded (`"correct": null` with `"grade_error"`), the se
 on, and the run ends with `GradingError`; the next run of the same recipe grades those
 records first (from the record, no search) once the grader works. `retry_failed` searches
 again the problems whose record has an error, and their new records replace the old.
+
+The pieces other executors reuse (`ttsearch.study.cluster` runs the same searches on Ray
+workers): `execute_experiment` does everything around the searching (checks, the store,
+resume, regrading, the session's stats, the report), an `Executor` does the searching,
+and `ExperimentSession.record` is the one place a finished search becomes a record.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ttsearch.core.backend import ForgetsCaches
+from ttsearch.core.results import SearchResult
 from ttsearch.core.scheduler import Usage
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher, SearchJob
@@ -39,7 +46,7 @@ from ttsearch.study.recipe import Recipe
 from ttsearch.study.report import build_report, load_experiment, write_report
 from ttsearch.study.store import RUNS_DIR, ExperimentStore, StoredRun
 
-__all__ = ["ExperimentSummary", "run_experiment"]
+__all__ = ["ExperimentSession", "ExperimentSummary", "Executor", "execute_experiment", "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,42 @@ async def run_experiment(
     open; e.g. engines you keep warm across experiments, or scripted ones in tests).
     `prepared`: `prepare(recipe, shard=shard)` if the caller has already checked it.
     """
+    return await execute_experiment(
+        recipe,
+        out_dir,
+        _InProcess(backends),
+        shard=shard,
+        restart=restart,
+        retry_failed=retry_failed,
+        progress=progress,
+        verbose=verbose,
+        report=report,
+        prepared=prepared,
+    )
+
+
+class Executor(Protocol):
+    """Searches a session's `todo` and hands every result to `session.record`; sets
+    `session.engine_seconds` (its engines' start-up) and searches inside `session.searching()`."""
+
+    async def __call__(self, session: ExperimentSession) -> None: ...
+
+
+async def execute_experiment(
+    recipe: Recipe,
+    out_dir: str | Path,
+    executor: Executor,
+    *,
+    shard: tuple[int, int] | None = None,
+    restart: bool = False,
+    retry_failed: bool = False,
+    progress: bool = True,
+    verbose: bool = False,
+    report: bool = True,
+    prepared: Prepared | None = None,
+) -> ExperimentSummary:
+    """`run_experiment` with the searching done by `executor`: the same checks, store,
+    resume rules, regrading, session stats and report, whoever searches."""
     if restart and retry_failed:
         raise ValueError(
             "restart (--restart) moves every record aside, so retry_failed (--retry-failed) would find "
@@ -101,43 +144,33 @@ async def run_experiment(
         quiet_vllm_logs()
     stored = store.open(restart=restart, retry_failed=retry_failed)
     todo = [(run, p) for run in prepared.runs for p in prepared.problems if p.unique_id not in stored[run.run_id].done]
-    retried = sum(p.unique_id in stored[run.run_id].retry for run, p in todo)
+    session = ExperimentSession(
+        prepared=prepared,
+        store=store,
+        todo=todo,
+        retried=sum(p.unique_id in stored[run.run_id].retry for run, p in todo),
+        show_progress=progress,
+    )
     resumed = len(prepared.runs) * len(prepared.problems) - len(todo)
-    grader = _AnswerGrader()
-    usage, failed, seconds, engine_seconds, regraded = Usage(), 0, 0.0, 0.0, 0
+    grader = session.grader
+    regraded = 0
     searched = False
     try:
         regraded = await _regrade(store, stored, grader)
         if todo:
-            t0 = time.perf_counter()
-            if backends is None:
-                policy, verifier = await start_backends(prepared)
-            else:
-                policy, verifier = backends
-            engine_seconds = time.perf_counter() - t0
-            failed, seconds = await _search(
-                prepared,
-                store,
-                policy,
-                verifier,
-                todo,
-                usage,
-                grader,
-                progress=progress,
-                retried=retried,
-                close_backends=backends is None,
-            )
+            await executor(session)
         searched = True
     finally:
         store.close(
             finished=searched and not grader.ungraded,  # an ungraded answer is unfinished work
             stats={
                 "searched": len(todo) if searched else None,
-                "retried": retried if searched else None,
+                "retried": session.retried if searched else None,
                 "regraded": regraded,
                 "ungraded": grader.ungraded,
-                "engine_seconds": round(engine_seconds, 1),
-                "search_seconds": round(seconds, 1),
+                "engine_seconds": round(session.engine_seconds, 1),
+                "search_seconds": round(session.search_seconds, 1),
+                **session.extra_stats,
             },
         )
     if grader.ungraded:
@@ -149,15 +182,83 @@ async def run_experiment(
         problems=len(prepared.problems),
         searched=len(todo),
         resumed=resumed,
-        failed=failed,
-        usage=usage,
-        seconds=seconds,
-        engine_seconds=engine_seconds,
+        failed=session.failed,
+        usage=session.usage,
+        seconds=session.search_seconds,
+        engine_seconds=session.engine_seconds,
         report_html=html,
-        retried=retried,
+        retried=session.retried,
         regraded=regraded,
         failed_kept=sum(len(run.failed) for run in stored.values()),
     )
+
+
+@dataclass(eq=False)
+class ExperimentSession:
+    """One call's work on an experiment directory: the searches left (`todo`, in plan
+    order) and the single writer of their records. Executors search; `record` grades a
+    result, appends its record to its run's file and moves the progress display."""
+
+    prepared: Prepared
+    store: ExperimentStore
+    todo: list[tuple[PlannedRun, Problem]]
+    retried: int  # of `todo`: failed problems searched again
+    show_progress: bool = True
+    grader: _AnswerGrader = field(default_factory=lambda: _AnswerGrader())
+    usage: Usage = field(default_factory=Usage)  # compute of this call's searches
+    failed: int = 0  # searches of this call that recorded an error
+    engine_seconds: float = 0.0  # set by the executor: its engines' start-up
+    search_seconds: float = 0.0  # set by `searching()`
+    extra_stats: dict[str, Any] = field(default_factory=dict)  # an executor's own, for the manifest's session
+    progress: ExperimentProgress | None = None  # while `searching()`
+    _left: dict[str, int] = field(default_factory=dict)  # run_id -> searches not recorded yet
+
+    def __post_init__(self) -> None:
+        to_search = Counter(run.run_id for run, _ in self.todo)
+        self._left = {run.run_id: to_search[run.run_id] for run in self.prepared.runs}
+
+    @contextmanager
+    def searching(self) -> Iterator[ExperimentProgress]:
+        """The progress display, open while the executor searches; times the searching."""
+        total = len(self.prepared.runs) * len(self.prepared.problems)
+        bar = ExperimentProgress(
+            total=total,
+            done=total - len(self.todo),
+            runs=len(self.prepared.runs),
+            runs_done=sum(v == 0 for v in self._left.values()),
+            retried=self.retried,
+            enabled=self.show_progress,
+        )
+        self.progress = bar
+        started = time.perf_counter()
+        try:
+            yield bar
+        finally:
+            self.search_seconds = time.perf_counter() - started
+            bar.close()
+
+    async def record(self, run: PlannedRun, problem: Problem, result: SearchResult, *, date_string: str | None) -> None:
+        """Grade `result` (the search of `problem` in `run`) and append its record."""
+        correct, grade_error = await self.grader.grade(problem.answer, result.answer)
+        record = result_record(result, problem, run.strategy, bool(correct), date_string=date_string)
+        record = _with_grade(record, correct, grade_error)
+        record.update(
+            run_id=run.run_id,
+            label=run.label,
+            strategy=run.strategy_name,
+            kind=run.kind,
+            n=run.n,
+            seed=run.seed,
+            budgets=list(run.budgets),
+        )
+        self.store.writer(run.run_id).write(record)
+        self.usage.add(result.usage)
+        self.failed += result.error is not None
+        self._left[run.run_id] -= 1
+        if self.progress is not None:
+            self.progress.update(
+                result.usage, run_finished=self._left[run.run_id] == 0, ungraded=grade_error is not None
+            )
 
 
 class _AnswerGrader:
@@ -219,85 +320,69 @@ async def _regrade(store: ExperimentStore, stored: dict[str, StoredRun], grader:
     return regraded
 
 
-async def _search(
-    prepared: Prepared,
-    store: ExperimentStore,
-    policy: Any,
-    verifier: Any,
-    todo: list[tuple[PlannedRun, Problem]],
-    usage: Usage,
-    grader: _AnswerGrader,
-    *,
-    progress: bool,
-    retried: int,
-    close_backends: bool,
-) -> tuple[int, float]:
+@dataclass(frozen=True)
+class _InProcess:
+    """The searching of `run_experiment`: the recipe's engines (or `backends`, left open)
+    and one `Searcher` in this process."""
 
-    recipe = prepared.recipe
-    limits = SearchLimits(
-        max_solution_tokens=recipe.sampling.max_tokens, max_step_tokens=recipe.sampling.max_step_tokens
-    )
-    searcher = Searcher(
-        policy,
-        verifier,
-        limits=limits,
-        max_concurrent_problems=recipe.execution.max_concurrent_problems,
-        max_policy_requests=recipe.execution.max_policy_requests,
-        max_verifier_requests=recipe.execution.max_verifier_requests,
-        seed=None,
-        keep_trees=False,
-        close_backends=close_backends,
-        kv_admission=recipe.execution.kv_admission,
+    backends: tuple[Any, Any] | None
+
+    async def __call__(self, session: ExperimentSession) -> None:
+        t0 = time.perf_counter()
+        if self.backends is None:
+            policy, verifier = await start_backends(session.prepared)
+        else:
+            policy, verifier = self.backends
+        session.engine_seconds = time.perf_counter() - t0
+        await _search(session, policy, verifier, close_backends=self.backends is None)
+
+
+async def _search(session: ExperimentSession, policy: Any, verifier: Any, *, close_backends: bool) -> None:
+
+    recipe = session.prepared.recipe
+    todo = session.todo
+    searcher = recipe_searcher(
+        recipe, policy, verifier, close_backends=close_backends, kv_admission=recipe.execution.kv_admission
     )
     date_string = getattr(policy, "date_string", None)
-    to_search = Counter(run.run_id for run, _ in todo)
-    left = {run.run_id: to_search[run.run_id] for run in prepared.runs}
-    bar = ExperimentProgress(
-        total=len(prepared.runs) * len(prepared.problems),
-        done=len(prepared.runs) * len(prepared.problems) - len(todo),
-        runs=len(prepared.runs),
-        runs_done=sum(v == 0 for v in left.values()),
-        retried=retried,
-        enabled=progress,
-    )
 
     def jobs(batch: list[tuple[PlannedRun, Problem]]) -> Iterator[SearchJob]:
         for run, problem in batch:
             yield SearchJob(problem, run.strategy, run.seed)
 
     isolate = recipe.execution.isolate_runs and isinstance(verifier, ForgetsCaches)
-    failed = 0
-    started = time.perf_counter()
-    try:
+    with session.searching():
         async with searcher:
-            for number, batch in enumerate(_one_run_at_a_time(todo) if isolate else [todo]):
+            for number, batch in enumerate(one_run_at_a_time(todo) if isolate else [todo]):
                 if number:
                     await verifier.forget_caches()  # this run's PRM cost is its own
                 async for result in searcher.run_jobs(jobs(batch)):
                     run, problem = batch[result.index or 0]
-                    correct, grade_error = await grader.grade(problem.answer, result.answer)
-                    record = result_record(result, problem, run.strategy, bool(correct), date_string=date_string)
-                    record = _with_grade(record, correct, grade_error)
-                    record.update(
-                        run_id=run.run_id,
-                        label=run.label,
-                        strategy=run.strategy_name,
-                        kind=run.kind,
-                        n=run.n,
-                        seed=run.seed,
-                        budgets=list(run.budgets),
-                    )
-                    store.writer(run.run_id).write(record)
-                    usage.add(result.usage)
-                    failed += result.error is not None
-                    left[run.run_id] -= 1
-                    bar.update(result.usage, run_finished=left[run.run_id] == 0, ungraded=grade_error is not None)
-    finally:
-        bar.close()
-    return failed, time.perf_counter() - started
+                    await session.record(run, problem, result, date_string=date_string)
 
 
-def _one_run_at_a_time(todo: list[tuple[PlannedRun, Problem]]) -> list[list[tuple[PlannedRun, Problem]]]:
+def recipe_searcher(
+    recipe: Recipe, policy: Any, verifier: Any, *, close_backends: bool, kv_admission: bool = False
+) -> Searcher:
+    """The `Searcher` a study searches with (in this process or on a Ray worker): the
+    recipe's limits and request bounds, the seeds the jobs', no trees kept."""
+    return Searcher(
+        policy,
+        verifier,
+        limits=SearchLimits(
+            max_solution_tokens=recipe.sampling.max_tokens, max_step_tokens=recipe.sampling.max_step_tokens
+        ),
+        max_concurrent_problems=recipe.execution.max_concurrent_problems,
+        max_policy_requests=recipe.execution.max_policy_requests,
+        max_verifier_requests=recipe.execution.max_verifier_requests,
+        seed=None,
+        keep_trees=False,
+        close_backends=close_backends,
+        kv_admission=kv_admission,
+    )
+
+
+def one_run_at_a_time(todo: list[tuple[PlannedRun, Problem]]) -> list[list[tuple[PlannedRun, Problem]]]:
     """The searches grouped by run, in plan order."""
     batches: dict[str, list[tuple[PlannedRun, Problem]]] = {}
     for run, problem in todo:
