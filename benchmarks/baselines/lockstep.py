@@ -54,9 +54,10 @@ class _LockstepProblem(ProblemSearch):
     async def sample_all(self, expansion: Expand, slot_base: int) -> list:
         if expansion.lookahead or expansion.temperature == 0.0:
             raise ValueError("the lockstep baseline covers sampled beam search, DVTS and best-of-N")
+        prefix = expansion.node.token_ids
         return await self._sample(
-            expansion.node.token_ids,
-            expansion.node,
+            prefix,
+            room=self._room(len(prefix), expansion.node.num_generated_tokens),
             n=expansion.n,
             temperature=expansion.temperature,
             top_p=expansion.top_p,
@@ -79,7 +80,7 @@ class _LockstepProblem(ProblemSearch):
         parent = expansion.node
         children = []
         for i, child in enumerate(scored):
-            finish, terminal = self._classify(parent, child.sample)
+            finish, terminal = self._classify(len(parent.token_ids), parent.num_generated_tokens, child.sample)
             children.append(
                 self.tree.add_child(
                     parent,

@@ -1,6 +1,7 @@
 """`ttsearch serve` as a real process on the toy models (CPU vLLM engines), driven by the
 official `openai` client and raw HTTP: chat, completions, streaming, the model list, the
-error shapes, the API key, a bounded load test, a disconnect, and 429 under overload.
+error shapes, the API key, the live search view in a real headless Chromium, a bounded
+load test, a disconnect, and 429 under overload.
 
 The server starts once for the module (its two engines take ~30 s on a quiet 2-core
 machine); the tests run in file order and read counters as differences.
@@ -9,11 +10,6 @@ machine); the tests run in file order and read counters as differences.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +19,12 @@ import openai
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
+from tests.browser import headless_chromium, script_errors, wait_for
+from tests.serve.server_process import ServeCommand, ServerProcess
 from ttsearch.cli.experiment import TOY_QUICK_RECIPE
 from ttsearch.toy.task import make_problems
 
@@ -36,16 +37,10 @@ PROBLEMS = [p.problem for p in make_problems(200, seed=7)]
 USER = [{"role": "user", "content": PROBLEMS[0]}]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a `ttsearch serve` process on the toy models; stopped by SIGTERM, it
-    must close its engines and exit 0."""
+    must close its engines and exit 0 (`ServerProcess` checks both)."""
     folder = tmp_path_factory.mktemp("serve")
     recipe = yaml.safe_load(TOY_QUICK_RECIPE.read_text())
     recipe["strategies"] = [
@@ -54,48 +49,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     path = folder / "serve.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    port = _free_port()
-    command = [
-        *(sys.executable, "-m", "ttsearch.cli", "serve", str(path), "--port", str(port), "--api-key", API_KEY),
-        *("--max-concurrent-problems", str(MAX_CONCURRENT), "--max-queue", str(MAX_QUEUE)),
-    ]
-    log = folder / "server.log"
-    with log.open("w") as sink:  # its own session: the engines' processes go with it
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            assert process.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(60) == 0, f"the server did not shut down cleanly:\n{log.read_text()[-3000:]}"
-            assert _group_ends(process.pid, 20), "the engines' processes outlived the server"
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _group_ends(group: int, seconds: float) -> bool:
-    """Whether every process of the session `group` (the server's) is gone within `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
+    flags = ("--api-key", API_KEY, "--max-concurrent-problems", str(MAX_CONCURRENT), "--max-queue", str(MAX_QUEUE))
+    with ServerProcess.start(ServeCommand.on_free_port(path, flags=flags), folder / "server.log") as process:
+        yield process.url
 
 
 def client(url: str, **options: Any) -> openai.OpenAI:
@@ -167,6 +123,81 @@ def test_model_list_errors_and_the_api_key(server: str) -> None:
         f"{server}/v1/chat/completions", content=b"{", headers={"Authorization": f"Bearer {API_KEY}"}
     )
     assert malformed.status_code == 400 and set(malformed.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with headless_chromium() as chromium:
+        yield chromium
+
+
+def drawn_tree(browser: WebDriver, tree_id: str) -> list[Any]:
+    """The SVG nodes of the tree `tree_id` once the page drew it finished."""
+    selector = f'#tree[data-tree-id="{tree_id}"][data-status="finished"] svg.tv-tree .tv-node'
+    return wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, selector), f"tree {tree_id} not drawn")
+
+
+def type_api_key(browser: WebDriver) -> None:
+    """Type the key into the page's field (replacing what the tab kept from an earlier test)."""
+    field = browser.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys(API_KEY)
+
+
+def assert_draws(browser: WebDriver, tree: dict[str, Any]) -> None:
+    """The page shows `tree` (a finished snapshot): one SVG node per node, in its state, the
+    selected candidate and its path highlighted, the answer shown."""
+    nodes = drawn_tree(browser, tree["id"])
+    by_id = {node["id"]: node for node in tree["nodes"]}
+    assert sorted(int(n.get_attribute("data-id")) for n in nodes) == sorted(by_id)
+    assert all(n.get_attribute("data-state") == by_id[int(n.get_attribute("data-id"))]["state"] for n in nodes)
+    (selected,) = browser.find_elements(By.CSS_SELECTOR, ".tv-node.tv-selected")
+    assert int(selected.get_attribute("data-id")) == tree["selected"]
+    depth = by_id[tree["selected"]]["depth"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".tv-node.tv-path")) == depth + 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".tv-edge.tv-path")) == depth
+    assert (browser.find_element(By.ID, "answer").text or None) == tree["answer"]  # None: the box stays hidden
+    assert not script_errors(browser)
+
+
+def test_the_live_view_opens_a_finished_search_by_id_and_by_url(server: str, browser: WebDriver) -> None:
+    reply = client(server).chat.completions.create(model="beam-4", messages=USER, seed=4)  # type: ignore[arg-type]
+    links = reply.model_extra["search"]["tree"]  # type: ignore[index]
+    tree = httpx.get(f"{server}{links['url']}", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert tree["status"] == "finished" and len(tree["nodes"]) > 4
+    browser.get(f"{server}/")
+    type_api_key(browser)
+    browser.find_element(By.ID, "tree-id").send_keys(reply.id)  # the response's id, prefix and all
+    browser.find_element(By.ID, "open").click()
+    assert_draws(browser, tree)
+    assert browser.current_url.endswith(f"/?tree={links['id']}")
+    # The URL form, in a fresh page (the key stays in the tab).
+    browser.get(f"{server}{links['view']}")
+    assert_draws(browser, tree)
+    # Hover text: a node's own step text and score.
+    node = next(n for n in tree["nodes"] if n["depth"] == 1)
+    hover = browser.find_element(By.CSS_SELECTOR, f'.tv-node[data-id="{node["id"]}"] title').get_attribute(
+        "textContent"
+    )
+    assert node["text"].strip() in hover and f"score {node['score']:.3f}" in hover
+
+
+def test_the_live_view_runs_a_search_and_draws_its_tree(server: str, browser: WebDriver) -> None:
+    browser.get(f"{server}/")
+    type_api_key(browser)
+    browser.find_element(By.ID, "problem").click()  # leaving the key's field loads the model list with it
+    wait_for(browser, lambda b: b.find_element(By.ID, "model").get_attribute("data-loaded"), "no model list")
+    Select(browser.find_element(By.ID, "model")).select_by_value("beam-4")
+    browser.find_element(By.ID, "problem").send_keys(PROBLEMS[5])
+    browser.find_element(By.ID, "search").click()
+    wait_for(browser, lambda b: b.find_element(By.ID, "tree").get_attribute("data-tree-id"), "the search did not start")
+    tree_id = browser.find_element(By.ID, "tree").get_attribute("data-tree-id")
+    drawn_tree(browser, tree_id)
+    wait_for(browser, lambda b: b.find_element(By.ID, "search").is_enabled(), "the search did not end")
+    tree = httpx.get(f"{server}/v1/trees/{tree_id}", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert tree["problem"] == PROBLEMS[5] and tree["model"] == "beam-4"
+    assert_draws(browser, tree)
+    assert browser.current_url.endswith(f"/?tree={tree_id}")
 
 
 def test_200_requests_from_50_clients_each_get_one_answer_and_share_the_engines(server: str) -> None:

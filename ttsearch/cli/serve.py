@@ -59,6 +59,12 @@ def add_serve_parser(sub: Any) -> None:
         "--max-queue", type=int, default=256, help="requests waiting for a search slot; past it: 429 (default 256)"
     )
     serve.add_argument("--max-n", type=int, default=1024, help="the largest search budget N a request may ask for")
+    serve.add_argument(
+        "--keep-trees",
+        type=int,
+        default=256,
+        help="finished requests' search trees the live view (GET /) can still open; the oldest go first (default 256)",
+    )
     serve.add_argument("--verbose", action="store_true", help="vLLM's log lines and every HTTP request")
 
 
@@ -67,12 +73,17 @@ def run_serve_command(args: argparse.Namespace) -> int:
 
     recipe = _recipe(args)
     options = ServiceOptions(
-        max_concurrent_problems=args.max_concurrent_problems, max_queue=args.max_queue, max_n=args.max_n
+        max_concurrent_problems=args.max_concurrent_problems,
+        max_queue=args.max_queue,
+        max_n=args.max_n,
+        keep_trees=args.keep_trees,
     )
     if options.max_concurrent_problems is not None and options.max_concurrent_problems < 1:
         raise ValueError(f"--max-concurrent-problems must be >= 1, got {options.max_concurrent_problems}")
     if options.max_queue < 0:
         raise ValueError(f"--max-queue must be >= 0, got {options.max_queue}")
+    if options.keep_trees < 0:
+        raise ValueError(f"--keep-trees must be >= 0, got {options.keep_trees}")
     if not args.verbose:
         quiet_vllm_logs()
     asyncio.run(_serve(recipe, options, args, args.api_key or os.environ.get(API_KEY_ENV) or None))
@@ -106,7 +117,8 @@ async def _serve(recipe: Recipe, options: Any, args: argparse.Namespace, api_key
         names = ", ".join(m.name for m in service.catalog.models)
         print(
             f"ttsearch serve: http://{args.host}:{args.port}/v1 (models: {names}; "
-            f"API key {'required' if api_key else 'not required'})",
+            f"API key {'required' if api_key else 'not required'}); "
+            f"the live search view: http://{args.host}:{args.port}/",
             flush=True,
         )
         with _stop_signals_end_serving():

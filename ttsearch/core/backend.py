@@ -75,6 +75,17 @@ class Policy(Protocol):
 
 
 @runtime_checkable
+class RevisionPolicy(Protocol):
+    """A policy that can prompt a new attempt with earlier ones (sequential revisions)."""
+
+    def encode_revision(self, problem: str, attempts: Sequence[str]) -> list[int]:
+        """Token ids of the problem followed by `attempts` (earlier solutions, oldest first)
+        in the policy's revision format, ending where the next attempt starts. With no
+        attempts: exactly `encode_problem(problem)`."""
+        ...
+
+
+@runtime_checkable
 class Verifier(Protocol):
     """Scores the steps of a (partial) solution; a PRM, or an ORM that scores only the last."""
 

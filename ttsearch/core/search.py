@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ttsearch.core.backend import FinishReason, Policy, Sample, SampleRequest, Verifier
+from ttsearch.core.backend import FinishReason, Policy, RevisionPolicy, Sample, SampleRequest, Verifier
 from ttsearch.core.scheduler import RequestGate, Usage, request_seed
 from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.core.tree import Node, SearchTree
@@ -97,7 +97,10 @@ class ProblemSearch:
             nonlocal order
             for expansion in expansions:
                 slot_base = expansion.node.expansions
-                self.tree.mark_expanded(expansion.node)
+                if expansion.revise:
+                    self.tree.mark_revised(expansion.node)
+                else:
+                    self.tree.mark_expanded(expansion.node)
                 self.tree.in_flight += 1
                 task = asyncio.create_task(self._expand(expansion, slot_base))
                 tasks[task] = (order, expansion)
@@ -125,19 +128,23 @@ class ProblemSearch:
     async def _expand(self, expansion: Expand, expansion_index: int) -> list[Node]:
         """Sample and score one expansion's children; return those the strategy can use."""
         parent = expansion.node
-        prefix = parent.token_ids
+        if expansion.revise:
+            prefix, before = self._revision_prompt(parent, expansion.revise), 0
+        else:
+            prefix, before = parent.token_ids, parent.num_generated_tokens
+        room = self._room(len(prefix), before)
         # Greedy decoding is deterministic: n samples at T=0 would be n copies of one, so
         # decode (and score, and roll out) once and give the strategy n identical children.
         # Usage then counts what was computed, whatever the backend does with n > 1.
         greedy = expansion.temperature == 0.0
         samples = await self._sample(
             prefix,
-            parent,
             n=1 if greedy else expansion.n,
             temperature=expansion.temperature,
             top_p=expansion.top_p,
             to_completion=expansion.to_completion,
             seed_parts=(parent.address, expansion_index),
+            room=room,
         )
         scored = await asyncio.gather(
             *(self._score_child(parent, prefix, sample, expansion, i) for i, sample in enumerate(samples))
@@ -146,7 +153,7 @@ class ProblemSearch:
             scored = scored * expansion.n
         children = []
         for i, child in enumerate(scored):
-            finish, terminal = self._classify(parent, child.sample)
+            finish, terminal = self._classify(len(prefix), before, child.sample)
             children.append(
                 self.tree.add_child(
                     parent,
@@ -160,16 +167,38 @@ class ProblemSearch:
                     group=expansion.group,
                     slot=(expansion_index, i),
                     dropped=child.dropped,
+                    prompt_token_ids=tuple(prefix) if expansion.revise else None,
                 )
             )
         return [child for child in children if child.state != "pruned"]
 
-    def _classify(self, parent: Node, sample: Sample) -> tuple[FinishReason, bool]:
+    def _room(self, prefix_length: int, generated_before: int) -> int:
+        """Tokens one continuation may take: what is left of the solution's budget or of
+        the context, whichever is less."""
+        return min(self.limits.max_solution_tokens - generated_before, self._max_model_len - prefix_length)
+
+    def _revision_prompt(self, node: Node, context: int) -> list[int]:
+        """The prompt of a new attempt after `node`'s: the problem and the chain's last
+        `context` attempts. Older attempts are left out while the prompt leaves less than a
+        whole solution's room in the context (at least one token of room, with no attempt
+        at all, is what the first attempt had)."""
+        policy = self.policy
+        if not isinstance(policy, RevisionPolicy):  # checked when the search starts; kept for mypy
+            raise TypeError(f"{type(policy).__name__} cannot render revision prompts")
+        attempts = node.attempts()[-context:]
+        while True:
+            prompt = policy.encode_revision(self.tree.problem, attempts)
+            fits = len(prompt) + self.limits.max_solution_tokens <= self._max_model_len
+            if fits or not attempts or (len(attempts) == 1 and len(prompt) < self._max_model_len):
+                return prompt
+            attempts = attempts[1:]
+
+    def _classify(self, prefix_length: int, generated_before: int, sample: Sample) -> tuple[FinishReason, bool]:
         """A child is terminal on EOS, on truncation, or when no room is left to continue."""
         if sample.finish != "step":
             return sample.finish, True
-        generated = parent.num_generated_tokens + len(sample.token_ids)
-        total = self.tree.prompt_length + generated
+        generated = generated_before + len(sample.token_ids)
+        total = prefix_length + len(sample.token_ids)
         if generated >= self.limits.max_solution_tokens or total >= self._max_model_len:
             return "length", True
         return "step", False
@@ -178,24 +207,26 @@ class ProblemSearch:
         self, parent: Node, prefix: list[int], sample: Sample, expansion: Expand, index: int
     ) -> _ScoredChild:
         new_steps = split_steps(sample.text)
-        steps = parent.steps + tuple(new_steps)
+        # A new attempt (revisions) is a solution of its own: nothing inherited.
+        earlier, earlier_scores = ((), ()) if expansion.revise else (parent.steps, parent.step_scores)
+        steps = earlier + tuple(new_steps)
         if self.verifier is None or not new_steps:
             # Nothing new to score (no verifier, or a whitespace-only step: the PRM formats
             # have no empty steps). The child's steps are its parent's, so are its scores;
             # strategies rank a child that added no step last (`Strategy.rank_score`).
-            return _ScoredChild(sample, steps, parent.step_scores)
+            return _ScoredChild(sample, steps, earlier_scores)
         try:
-            own = await self._score(steps, first=len(parent.steps))
+            own = await self._score(steps, first=len(earlier))
         except PromptTooLongError:
             # Too long for the PRM: this candidate cannot be ranked. Drop it (as a length
             # finish) and let the search go on with the others.
-            return _ScoredChild(sample, steps, parent.step_scores, dropped=True)
+            return _ScoredChild(sample, steps, earlier_scores, dropped=True)
         lookahead: tuple[float, ...] = ()
         if expansion.lookahead and sample.finish == "step":
             rollout = await self._rollout(parent, prefix + list(sample.token_ids), sample, expansion, index)
             if rollout:
                 lookahead = await self._score_rollout(steps, rollout)
-        return _ScoredChild(sample, steps, parent.step_scores + own, lookahead)
+        return _ScoredChild(sample, steps, earlier_scores + own, lookahead)
 
     async def _score_rollout(self, steps: tuple[str, ...], rollout: list[str]) -> tuple[float, ...]:
         """The rollout scores the strategy's ranking uses: with "last" only the rollout's
@@ -215,12 +246,11 @@ class ProblemSearch:
         steps: list[str] = []
         generated = parent.num_generated_tokens + len(first.token_ids)
         for k in range(expansion.lookahead):
-            room = min(self.limits.max_solution_tokens - generated, self._max_model_len - len(prefix))
+            room = self._room(len(prefix), generated)
             if room < 1:
                 break
             (sample,) = await self._sample(
                 prefix,
-                None,
                 n=1,
                 temperature=0.0,
                 top_p=1.0,
@@ -241,21 +271,16 @@ class ProblemSearch:
     async def _sample(
         self,
         prefix: list[int],
-        parent: Node | None,
         *,
         n: int,
         temperature: float,
         top_p: float,
         to_completion: bool,
         seed_parts: tuple[object, ...],
-        room: int | None = None,
+        room: int,
     ) -> list[Sample]:
-        if room is None:
-            assert parent is not None
-            room = min(
-                self.limits.max_solution_tokens - parent.num_generated_tokens,
-                self._max_model_len - len(prefix),
-            )
+        """`n` continuations of `prefix`, at most `room` tokens each (one step, unless
+        `to_completion`)."""
         # Open nodes always have room: _classify finishes a node that reaches a limit.
         assert room >= 1, "expanding a node with no token budget left"
         max_tokens = (

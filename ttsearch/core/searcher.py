@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import AsyncIterator, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ttsearch.core.backend import KVCacheSized, Policy, Verifier
+from ttsearch.core.backend import KVCacheSized, Policy, RevisionPolicy, Verifier
 from ttsearch.core.results import Candidate, SearchResult, pick_answer
 from ttsearch.core.scheduler import RequestGate, Usage
 from ttsearch.core.search import ProblemSearch, SearchLimits
@@ -106,16 +106,26 @@ class Searcher:
     # -- public API ------------------------------------------------------------------------
 
     async def solve(
-        self, problem: ProblemInput, strategy: Strategy, *, seed: int | None = None, limits: SearchLimits | None = None
+        self,
+        problem: ProblemInput,
+        strategy: Strategy,
+        *,
+        seed: int | None = None,
+        limits: SearchLimits | None = None,
+        watch: Callable[[SearchTree], None] | None = None,
     ) -> SearchResult:
         """Search one problem (`seed`, `limits`: default the searcher's; a server sets them per request).
+
+        `watch`, if given, is called with the problem's tree as soon as it is built, before
+        the first request: the caller can then follow the search as it grows (a server's
+        live view), whether or not the result keeps the tree (`keep_trees`).
 
         :raises ProblemError: the problem cannot be searched (empty, prompt too long).
         :raises SearchError: an engine failed.
         """
         self._check_open()
         self._check_strategy(strategy)
-        return await self._solve(problem, strategy, index=None, seed=seed, limits=limits)
+        return await self._solve(problem, strategy, index=None, seed=seed, limits=limits, watch=watch)
 
     async def solve_all(
         self, problems: Iterable[ProblemInput], strategy: Strategy, *, seed: int | None = None
@@ -216,10 +226,14 @@ class Searcher:
         self._finished_tokens += sum(prompt_length + c.num_tokens for c in candidates)
         self._finished_candidates += len(candidates)
 
-    @staticmethod
-    def _check_strategy(strategy: Strategy) -> None:
+    def _check_strategy(self, strategy: Strategy) -> None:
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a ttsearch Strategy, got {type(strategy).__name__}")
+        if strategy.needs_revision_prompts and not isinstance(self.policy, RevisionPolicy):
+            raise TypeError(
+                f"strategy {strategy.name} prompts new attempts with earlier ones, but the policy "
+                f"({type(self.policy).__name__}) cannot render revision prompts (no encode_revision)"
+            )
 
     async def _solve_or_fail(self, job: SearchJob, index: int, batch_state: dict[Hashable, Any]) -> SearchResult:
         problem, strategy = job.problem, job.strategy
@@ -257,10 +271,13 @@ class Searcher:
         seed: int | None = None,
         batch_state: dict[Hashable, Any] | None = None,
         limits: SearchLimits | None = None,
+        watch: Callable[[SearchTree], None] | None = None,
     ) -> SearchResult:
         text, key = _problem_text_and_key(problem)
         started = time.perf_counter()
         tree = self._new_tree(text, batch_state)
+        if watch is not None:
+            watch(tree)
         search = ProblemSearch(
             tree,
             strategy,

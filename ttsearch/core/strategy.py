@@ -33,12 +33,20 @@ class Expand:
     to_completion: bool = False  # sample to EOS instead of stopping after one step
     lookahead: int = 0  # rank each child by the score after this many greedy (T=0) steps
     group: Hashable = None  # children's group (None: inherit the parent's)
+    # > 0: the children are new attempts (sequential revisions), prompted with the problem
+    # and the last `revise` attempts of `node`'s chain (`Node.attempts`, `node`'s own last)
+    # in the policy's revision format; their solutions start afresh.
+    revise: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"Expand.n must be >= 1, got {self.n}")
         if self.lookahead < 0:
             raise ValueError(f"Expand.lookahead must be >= 0, got {self.lookahead}")
+        if self.revise < 0:
+            raise ValueError(f"Expand.revise must be >= 0, got {self.revise}")
+        if self.revise and self.lookahead:
+            raise ValueError("Expand.revise and Expand.lookahead cannot be combined")
 
 
 class Strategy(ABC):
@@ -54,6 +62,9 @@ class Strategy(ABC):
     reduction: Reduction
     selection: Selection
     needs_verifier: ClassVar[bool] = True
+    # True for strategies that start new attempts from earlier ones (`Expand.revise`): the
+    # policy must render revision prompts (`core.backend.RevisionPolicy`).
+    needs_revision_prompts: ClassVar[bool] = False
     # How results report the budget N: "sampling" (N independent samples, so every k <= N
     # can be read from one run) or "stepwise" (the candidates of one search at N only).
     budget_kind: ClassVar[Literal["sampling", "stepwise"]] = "stepwise"

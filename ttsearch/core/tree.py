@@ -43,6 +43,10 @@ class Node:
     slot: tuple[int, int] = (0, 0)  # (which expansion of the parent, which sample of it)
     expansions: int = 0  # expansions sent from this node so far
     children: list[Node] = field(default_factory=list)
+    # A new attempt's own prompt (sequential revisions): the problem and earlier attempts
+    # in the policy's revision format. The node's solution starts here, not at the root:
+    # its text, steps and generated tokens are this attempt's alone.
+    prompt_token_ids: tuple[int, ...] | None = None
 
     @property
     def is_root(self) -> bool:
@@ -65,32 +69,47 @@ class Node:
 
     @property
     def token_ids(self) -> list[int]:
-        """The full token sequence: templated problem + every segment down to this node."""
+        """The full token sequence: the prompt (the templated problem, or this attempt's
+        revision prompt) + every segment of this solution down to this node."""
         chunks: list[tuple[int, ...]] = []
-        node: Node | None = self
-        while node is not None:
+        for node in self._solution_nodes():
             chunks.append(node.segment_token_ids)
-            node = node.parent
+            if node.prompt_token_ids is not None:
+                chunks.append(node.prompt_token_ids)
         return [t for chunk in reversed(chunks) for t in chunk]
 
     @property
     def num_generated_tokens(self) -> int:
-        """Tokens generated on the path from the root (excludes the prompt)."""
-        total, node = 0, self
-        while node.parent is not None:
-            total += len(node.segment_token_ids)
-            node = node.parent
-        return total
+        """Tokens of this solution generated so far (excludes the prompt)."""
+        return sum(len(node.segment_token_ids) for node in self._solution_nodes() if node.parent is not None)
 
     @property
     def text(self) -> str:
         """The solution text generated so far (without the prompt)."""
-        chunks: list[str] = []
+        return "".join(reversed([node.segment_text for node in self._solution_nodes() if node.parent is not None]))
+
+    def _solution_nodes(self) -> Iterator[Node]:
+        """This node and its ancestors up to where its solution starts (the root, or the
+        first node of its attempt), nearest first."""
+        node: Node | None = self
+        while node is not None:
+            yield node
+            if node.prompt_token_ids is not None:
+                return
+            node = node.parent
+
+    def attempts(self) -> list[str]:
+        """The texts of the attempts on the path to this node, oldest first, this node's
+        own (up to here) last: one text unless revisions started new attempts."""
+        texts: list[str] = []
         node: Node | None = self
         while node is not None and node.parent is not None:
-            chunks.append(node.segment_text)
-            node = node.parent
-        return "".join(reversed(chunks))
+            texts.append(node.text)
+            start = node
+            while start.prompt_token_ids is None and start.parent is not None:
+                start = start.parent
+            node = start.parent  # the previous attempt's last node (None: this one began at the root)
+        return texts[::-1]
 
     @property
     def address(self) -> tuple[tuple[int, int], ...]:
@@ -111,6 +130,22 @@ class Node:
         while node is not None:
             yield node
             node = node.parent
+
+    def snapshot(self) -> dict[str, Any]:
+        """This node as JSON-ready data (one entry of `SearchTree.snapshot`): its own
+        segment's text and tokens (the root's are the prompt's: none generated), the last
+        step's score (None before the verifier scored a step), and where it stands."""
+        return {
+            "id": self.id,
+            "parent": None if self.parent is None else self.parent.id,
+            "depth": self.depth,
+            "text": self.segment_text,
+            "tokens": 0 if self.parent is None else len(self.segment_token_ids),
+            "steps": len(self.steps),
+            "score": self.step_scores[-1] if self.step_scores else None,
+            "state": self.state,
+            "finish": self.finish,
+        }
 
 
 class SearchTree:
@@ -151,6 +186,10 @@ class SearchTree:
         # The search's seed for this problem (set by the search; None: unseeded), from
         # which `random()` derives a strategy's own draws (e.g. resampling).
         self.seed: int | None = None
+        # Bumped on every change a viewer of the tree would see (a node added, a node's
+        # state changed), so a watcher polling a live search can tell whether it moved
+        # without comparing snapshots.
+        self.version = 0
 
     def random(self, *parts: object) -> random.Random:
         """A random generator for a strategy's own draws (e.g. particle resampling at a
@@ -183,6 +222,7 @@ class SearchTree:
         group: Hashable = None,
         slot: tuple[int, int] = (0, 0),
         dropped: bool = False,
+        prompt_token_ids: tuple[int, ...] | None = None,
     ) -> Node:
         """Add a scored child. `dropped`: kept in the tree for the record but pruned at
         once (neither open nor a candidate), e.g. a solution too long for the PRM."""
@@ -199,8 +239,10 @@ class SearchTree:
             state="pruned" if dropped else "finished" if terminal else "open",
             lookahead_scores=lookahead_scores,
             slot=slot,
+            prompt_token_ids=prompt_token_ids,
         )
         parent.children.append(node)
+        self.version += 1
         if dropped:
             pass
         elif terminal:
@@ -217,6 +259,13 @@ class SearchTree:
             raise ValueError(f"cannot expand node {node.id}: it is {node.state}")
         node.state = "expanded"
         node.expansions += 1
+        self.version += 1
+
+    def mark_revised(self, node: Node) -> None:
+        """Called by the engine when a new attempt after `node`'s is sent (`Expand.revise`).
+        The attempt keeps its state: a finished one stays a candidate."""
+        node.expansions += 1
+        self.version += 1
 
     def prune(self, nodes: list[Node] | Node) -> None:
         """Drop open nodes from the frontier."""
@@ -225,6 +274,7 @@ class SearchTree:
                 raise ValueError(f"cannot prune node {node.id}: it is {node.state}")
             self._leave_frontier(node)
             node.state = "pruned"
+            self.version += 1
 
     def finish_open(self, node: Node) -> None:
         """Turn an open node into a terminal one (e.g. a strategy's depth or budget limit)."""
@@ -233,6 +283,7 @@ class SearchTree:
         self._leave_frontier(node)
         node.state = "finished"
         self.finished.append(node)
+        self.version += 1
 
     def _leave_frontier(self, node: Node) -> None:
         del self._frontier[node]
@@ -247,3 +298,11 @@ class SearchTree:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.nodes())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The tree as JSON-ready data, what the live search view and the report's tree
+        pages draw: `{"problem", "version", "nodes"}`, the nodes depth-first from the root
+        (a parent before its children, siblings in the order they were added), each as
+        `Node.snapshot` gives it. Nodes keep only their own segment, so the data grows
+        with what was generated, not with the prefixes."""
+        return {"problem": self.problem, "version": self.version, "nodes": [node.snapshot() for node in self.nodes()]}

@@ -4,7 +4,8 @@
 request's problem on it, so concurrent requests share the engines' batches; `create_app`
 (app.py) is the thin FastAPI layer over it. The rest: request parsing (protocol.py), model
 names (catalog.py), backpressure (admission.py), engine metering (metering.py), Prometheus
-metrics (metrics.py), response bodies (responses.py), API errors (errors.py).
+metrics (metrics.py), response bodies (responses.py, selection.py), API errors (errors.py),
+and the live search view: requests' search trees (trees.py) and its page (page.py).
 """
 
 from ttsearch.serve.app import create_app

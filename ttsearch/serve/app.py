@@ -2,6 +2,8 @@
 
     POST /v1/chat/completions, POST /v1/completions   a search (or plain sampling); stream=true: SSE
     GET  /v1/models, /v1/models/{model}               the policy and every preset
+    GET  /v1/trees/{id}, /v1/trees/{id}/events        a request's search tree; SSE as it grows
+    GET  /                                             the live search view (a page over the above)
     GET  /health                                       liveness and load
     GET  /metrics                                      Prometheus text format
 
@@ -22,18 +24,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from ttsearch.errors import SearchError
 from ttsearch.serve.admission import Reservation
 from ttsearch.serve.catalog import ServedModel
-from ttsearch.serve.errors import ApiError
+from ttsearch.serve.errors import ApiError, as_api_error, is_unexpected
 from ttsearch.serve.metering import SearchProgress
 from ttsearch.serve.metrics import CONTENT_TYPE
+from ttsearch.serve.page import live_view_html
 from ttsearch.serve.protocol import Endpoint, parse_request
 from ttsearch.serve.responses import ResponseIds, completion_body, final_chunks, progress_chunk, role_chunk
 from ttsearch.serve.service import PlannedSearch, SearchOutcome, SearchService
+from ttsearch.serve.trees import TreeRecord
 
 __all__ = ["CLIENT_CLOSED", "create_app"]
 
@@ -41,6 +44,8 @@ logger = logging.getLogger("ttsearch.serve")
 
 CLIENT_CLOSED = 499  # the status a request whose client went away is counted under (nginx's)
 _ROUTE = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
+_TREES = "/v1/trees"  # the metrics' route label of both tree routes
+_SSE_HEADERS = {"Cache-Control": "no-cache"}
 
 
 def create_app(service: SearchService, *, api_key: str | None = None, progress_interval: float = 0.5) -> FastAPI:
@@ -77,7 +82,44 @@ def create_app(service: SearchService, *, api_key: str | None = None, progress_i
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> Response:
         logger.exception("unexpected failure in %s %s", request.method, request.url.path)
-        return refused("other", _internal(error))
+        return refused("other", as_api_error(error))
+
+    @app.get("/")
+    async def live_view() -> Response:
+        # The page holds no data (it fetches it with the key typed into it): open like /health.
+        return HTMLResponse(live_view_html())
+
+    @app.get("/v1/trees/{tree_id}")
+    async def tree(request: Request, tree_id: str) -> Response:
+        try:
+            authorize(request)
+            record = find_tree(tree_id)
+        except ApiError as error:
+            return refused(_TREES, error)
+        return counted(_TREES, Response(record.snapshot_json(), media_type="application/json"))
+
+    @app.get("/v1/trees/{tree_id}/events")
+    async def tree_events(request: Request, tree_id: str) -> Response:
+        try:
+            authorize(request)
+            record = find_tree(tree_id)
+        except ApiError as error:
+            return refused(_TREES, error)
+        events = _tree_events(record, progress_interval)
+        return counted(_TREES, StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS))
+
+    def find_tree(tree_id: str) -> TreeRecord:
+        record = service.trees.get(tree_id)
+        if record is None:
+            kept = service.trees.keep
+            older = f"older than the {kept} finished searches it keeps" if kept else "finished (it keeps none)"
+            raise ApiError(
+                f"no search tree {tree_id!r}: not a request of this server, or {older} (--keep-trees)",
+                status=404,
+                param="tree_id",
+                code="tree_not_found",
+            )
+        return record
 
     @app.get("/health")
     async def health() -> Response:
@@ -129,10 +171,10 @@ def create_app(service: SearchService, *, api_key: str | None = None, progress_i
             return refused(route, error)
         ids = ResponseIds(endpoint, plan.request.model)
         progress = SearchProgress()
-        search = asyncio.create_task(service.run(reservation, plan, progress))
+        search = service.start(reservation, plan, progress, tree_id=ids.id)
         if plan.request.stream:
             events = _stream(service, route, ids, plan, search, reservation, progress, arrived, progress_interval)
-            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
         gone = asyncio.create_task(_disconnected(request))
         try:
             await asyncio.wait({search, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -196,6 +238,24 @@ async def _stream(
         service.metrics.requests.labels(route, str(status)).inc()
 
 
+async def _tree_events(record: TreeRecord, interval: float) -> AsyncIterator[str]:
+    """The SSE events of a search tree: its snapshot now and whenever it moved (polled every
+    `interval` seconds; a keep-alive comment when it did not), the last one after the search
+    ended, then `[DONE]`. A tree that has ended already sends one snapshot."""
+    seen = None
+    while True:
+        ended = record.ended  # read before the snapshot: once ended, that snapshot is the last
+        if record.version != seen:
+            seen = record.version
+            yield f"data: {record.snapshot_json()}\n\n"
+        elif not ended:
+            yield ": keep-alive\n\n"
+        if ended:
+            break
+        await asyncio.sleep(interval)
+    yield "data: [DONE]\n\n"
+
+
 async def _disconnected(request: Request) -> None:
     """Return when the client disconnects (the body has been read: the next ASGI message is
     the disconnect)."""
@@ -212,20 +272,9 @@ async def _json_body(request: Request) -> Any:
 
 
 def _as_api_error(error: BaseException) -> ApiError:
-    if isinstance(error, ApiError):
-        return error
-    if isinstance(error, SearchError):
-        return ApiError(f"the search failed: {error}", status=500, type="server_error", code="engine_failed")
-    logger.error("unexpected failure of a search", exc_info=error)
-    return _internal(error)
-
-
-def _internal(error: BaseException) -> ApiError:
-    return ApiError(
-        f"internal error ({type(error).__name__}); the server's log has the details",
-        status=500,
-        type="server_error",
-    )
+    if is_unexpected(error):
+        logger.error("unexpected failure of a search", exc_info=error)
+    return as_api_error(error)
 
 
 def _event(data: dict[str, Any]) -> str:

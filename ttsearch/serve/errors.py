@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ApiError", "Overloaded"]
+from ttsearch.errors import SearchError
+
+__all__ = ["ApiError", "Overloaded", "as_api_error", "is_unexpected"]
 
 
 class ApiError(Exception):
@@ -51,3 +53,22 @@ class Overloaded(ApiError):
             headers={"Retry-After": str(retry_after)},
         )
         self.retry_after = retry_after
+
+
+def is_unexpected(error: BaseException) -> bool:
+    """Neither a refusal nor an engine failure: a bug, whose details belong in the log only."""
+    return not isinstance(error, ApiError | SearchError)
+
+
+def as_api_error(error: BaseException) -> ApiError:
+    """The error a client sees for a failed search: a refusal as it is, an engine failure
+    as a 500 naming it, anything else as a 500 naming only the exception's type."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, SearchError):
+        return ApiError(f"the search failed: {error}", status=500, type="server_error", code="engine_failed")
+    return ApiError(
+        f"internal error ({type(error).__name__}); the server's log has the details",
+        status=500,
+        type="server_error",
+    )

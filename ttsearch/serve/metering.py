@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttsearch.core.backend import Policy, Sample, SampleRequest, StepScores, Verifier
+from ttsearch.core.backend import Policy, RevisionPolicy, Sample, SampleRequest, StepScores, Verifier
 
 __all__ = ["EngineLoad", "MeteredPolicy", "MeteredVerifier", "SearchProgress", "credit_to"]
 
@@ -120,6 +120,11 @@ class MeteredPolicy:
 
     def encode_problem(self, problem: str) -> list[int]:
         return self.inner.encode_problem(problem)
+
+    def encode_revision(self, problem: str, attempts: Sequence[str]) -> list[int]:
+        if not isinstance(self.inner, RevisionPolicy):
+            raise TypeError(f"the policy ({type(self.inner).__name__}) cannot render revision prompts")
+        return self.inner.encode_revision(problem, attempts)
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
         progress = _CURRENT.get()

@@ -4,8 +4,8 @@ The message (or text) is the selected solution: among the candidates whose answe
 strategy's selection picked, the best scored (plain sampling: every sample is a choice).
 The extension field `search` carries what a search adds: every candidate with its answer
 and scores, the selected one's index, the strategy and its options, the seed, the full
-compute (`usage` in `SearchResult` terms). `usage` is the API's, plus the PRM's tokens.
-Streams send the same objects as chunks; progress chunks carry `search.progress` and an
+compute (`usage` in `SearchResult` terms), where the live view shows its tree (`tree`).
+`usage` is the API's, plus the PRM's tokens. Streams send the same objects as chunks; progress chunks carry `search.progress` and an
 empty delta, so clients that only read `delta.content` see just the answer.
 """
 
@@ -16,12 +16,20 @@ import time
 import uuid
 from typing import Any
 
-from ttsearch.core.results import Candidate, SearchResult
-from ttsearch.evaluation.aggregation import candidate_keys, select_answer
+from ttsearch.core.results import Candidate
 from ttsearch.serve.protocol import Endpoint
+from ttsearch.serve.selection import selected_index
 from ttsearch.serve.service import SearchOutcome
 
-__all__ = ["ResponseIds", "completion_body", "final_chunks", "progress_chunk", "role_chunk", "selected_index"]
+__all__ = [
+    "ResponseIds",
+    "completion_body",
+    "final_chunks",
+    "progress_chunk",
+    "role_chunk",
+    "selected_index",
+    "tree_links",
+]
 
 _FINISH = {"eos": "stop", "length": "length"}  # a candidate's finish as the API names it
 
@@ -41,23 +49,6 @@ class ResponseIds:
         else:
             prefix, kind = "cmpl-", "text_completion"
         return {"id": prefix + self.id, "object": kind, "created": self.created, "model": self.model}
-
-
-def selected_index(result: SearchResult) -> int | None:
-    """The candidate the response shows: the best scored of the selected answer's group
-    (the first, where scores tie or there are none); with no answer at all, the best
-    scored candidate; None without candidates."""
-    candidates = result.candidates
-    if not candidates:
-        return None
-    answers = [c.answer for c in candidates]
-    chosen = None
-    if any(a is not None for a in answers):
-        rewards = None if result.selection == "majority" else [c.score for c in candidates]
-        chosen = select_answer(result.selection, answers, rewards)
-    keys = candidate_keys(answers)
-    group = [i for i, key in enumerate(keys) if chosen is None or key == chosen.key]
-    return max(group, key=lambda i: (candidates[i].score, -i))
 
 
 def completion_body(ids: ResponseIds, outcome: SearchOutcome) -> dict[str, Any]:
@@ -122,7 +113,14 @@ def search_body(outcome: SearchOutcome) -> dict[str, Any]:
         "candidates": [_candidate(c) for c in result.candidates],
         "usage": dataclasses.asdict(result.usage),
         "queue_seconds": round(outcome.queue_seconds, 4),
+        "tree": None if outcome.tree_id is None else tree_links(outcome.tree_id),
     }
+
+
+def tree_links(tree_id: str) -> dict[str, str]:
+    """Where a request's search tree is: its JSON, and the live view's page opening it
+    (paths on this server; the server does not know the address clients reach it by)."""
+    return {"id": tree_id, "url": f"/v1/trees/{tree_id}", "view": f"/?tree={tree_id}"}
 
 
 def _shown(outcome: SearchOutcome) -> list[Candidate]:

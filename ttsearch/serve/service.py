@@ -8,8 +8,9 @@ stream); a server needs each request to be cancelled alone when its client leave
 task per request gives for free (cancelling `solve` aborts its engine requests).
 
 The service knows nothing of HTTP: `plan` checks a `SearchRequest` against the model
-(raising `ApiError`), `reserve` takes a queue place (raising `Overloaded`), `run` waits for
-a search slot and searches.
+(raising `ApiError`), `reserve` takes a queue place (raising `Overloaded`), `start` opens
+the request's search tree for the live view (`trees`) and runs `run` in a task of its own;
+`run` waits for a search slot and searches.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from ttsearch.core.strategy import Strategy
 from ttsearch.errors import ProblemError, PromptTooLongError
 from ttsearch.serve.admission import Admission, Reservation
 from ttsearch.serve.catalog import DEFAULT_MAX_N, ModelCatalog
-from ttsearch.serve.errors import ApiError
+from ttsearch.serve.errors import ApiError, as_api_error
 from ttsearch.serve.metering import EngineLoad, MeteredPolicy, MeteredVerifier, SearchProgress, credit_to
 from ttsearch.serve.metrics import ServeMetrics
 from ttsearch.serve.protocol import SearchRequest
+from ttsearch.serve.selection import selected_index
+from ttsearch.serve.trees import TreeRecord, TreeRegistry
 from ttsearch.study.engines import start_backends
 from ttsearch.study.preflight import prepare
 from ttsearch.study.recipe import DatasetSpec, Recipe
@@ -48,6 +51,7 @@ class ServiceOptions:
     max_concurrent_problems: int | None = None  # searches running at once
     max_queue: int = 256  # requests waiting for a search slot; past it: 429
     max_n: int = DEFAULT_MAX_N  # the largest search budget a request may ask for
+    keep_trees: int = 256  # finished requests' search trees the live view can still open (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class SearchOutcome:
     plan: PlannedSearch
     result: SearchResult
     queue_seconds: float  # waiting for a search slot
+    tree_id: str | None = None  # where the live view finds its tree (None: not kept)
 
 
 def served_policy_name(recipe: Recipe) -> str:
@@ -109,6 +114,7 @@ class SearchService:
         self.admission = Admission(
             max_running=max_running, max_waiting=options.max_queue, retry_after=self._retry_after
         )
+        self.trees = TreeRegistry(options.keep_trees)
         self.started = time.time()
         self._peak_running = 0
         self._mean_search_seconds = 1.0  # moving average, for Retry-After
@@ -195,10 +201,23 @@ class SearchService:
         """A place in the queue. :raises Overloaded: the queue is full (429 with Retry-After)."""
         return self.admission.reserve()
 
-    async def run(self, reservation: Reservation, plan: PlannedSearch, progress: SearchProgress) -> SearchOutcome:
+    def start(
+        self, reservation: Reservation, plan: PlannedSearch, progress: SearchProgress, *, tree_id: str
+    ) -> asyncio.Task[SearchOutcome]:
+        """`run` in a task of its own, its tree open for the live view under `tree_id` (the
+        response's id) from now on, and ended with the task however it ends: a task
+        cancelled before it ever ran ends its tree too."""
+        tree = self.trees.open(tree_id, model=plan.request.model, problem=plan.request.problem)
+        task = asyncio.create_task(self.run(reservation, plan, progress, tree))
+        task.add_done_callback(lambda done: self._end_tree(tree, done))
+        return task
+
+    async def run(
+        self, reservation: Reservation, plan: PlannedSearch, progress: SearchProgress, tree: TreeRecord | None = None
+    ) -> SearchOutcome:
         """Wait for a search slot, then search; cancelling this cancels the search and its
         engine requests. Run it in a task of its own: the engine calls of that task are
-        credited to `progress`.
+        credited to `progress`. `tree`: the record the search's tree is shown through.
 
         :raises ApiError: the problem cannot be searched (400).
         :raises SearchError: an engine failed.
@@ -213,7 +232,11 @@ class SearchService:
             self._peak_running = max(self._peak_running, self.admission.running)
             try:
                 result = await self.searcher.solve(
-                    plan.request.problem, plan.strategy, seed=plan.seed, limits=plan.limits
+                    plan.request.problem,
+                    plan.strategy,
+                    seed=plan.seed,
+                    limits=plan.limits,
+                    watch=None if tree is None else tree.watch,
                 )
             except ProblemError as error:
                 code = "context_length_exceeded" if isinstance(error.__cause__, PromptTooLongError) else None
@@ -225,7 +248,22 @@ class SearchService:
         self.metrics.spent(result.usage)
         self.metrics.search_seconds.observe(result.usage.seconds)
         self._mean_search_seconds = 0.9 * self._mean_search_seconds + 0.1 * result.usage.seconds
-        return SearchOutcome(plan, result, queued)
+        # Without finished trees kept, the tree is gone by the time the client reads this.
+        tree_id = tree.id if tree is not None and self.trees.keep > 0 else None
+        return SearchOutcome(plan, result, queued, tree_id=tree_id)
+
+    def _end_tree(self, tree: TreeRecord, task: asyncio.Task[SearchOutcome]) -> None:
+        if task.cancelled():
+            tree.end("cancelled")
+        elif (error := task.exception()) is not None:
+            tree.end("failed", error=as_api_error(error).message)
+        else:
+            outcome = task.result()
+            result = outcome.result
+            index = None if outcome.plan.plain_sampling else selected_index(result)
+            selected = None if index is None else result.candidates[index].node_id
+            tree.end("finished", answer=result.answer, selected=selected)
+        self.trees.retire(tree)
 
     def _retry_after(self) -> int:
         """Seconds until a queue place is likely free: the queue's searches at the recent pace."""

@@ -21,6 +21,7 @@ from ttsearch.errors import PromptTooLongError
 EOS = "<eos>"  # end the scripted continuation with this to finish the solution
 BOS_ID = 1  # token id 0 is unused; characters are ord(c) + 2
 PROMPT_FORMAT = "Q: {problem}\nA: "
+PREVIOUS_ATTEMPT = "\nP: "  # revision prompts: "Q: {problem}\nP: {attempt 1}\nP: {attempt 2}\nA: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class ScriptCall:
     index: int  # which of the request's n samples
     request: SampleRequest
     rng: random.Random  # seeded from the request seed and index when the request has a seed
+    previous: tuple[str, ...] = ()  # a revision prompt's earlier attempts, oldest first
 
 
 PolicyScript = Callable[[ScriptCall], str]
@@ -71,6 +73,11 @@ class ScriptedPolicy:
     def encode_problem(self, problem: str) -> list[int]:
         return [BOS_ID, *encode(PROMPT_FORMAT.format(problem=problem))]
 
+    def encode_revision(self, problem: str, attempts: Sequence[str]) -> list[int]:
+        """The problem, then each earlier attempt on a "P: " line (a `RevisionPolicy`)."""
+        head = "Q: " + problem + "".join(PREVIOUS_ATTEMPT + attempt for attempt in attempts)
+        return [BOS_ID, *encode(head + "\nA: ")]
+
     async def sample(self, request: SampleRequest) -> list[Sample]:
         if self.closed:
             raise RuntimeError("scripted policy is closed")
@@ -84,10 +91,11 @@ class ScriptedPolicy:
                 await asyncio.sleep(0)
             prompt = decode(request.prompt_token_ids)
             problem, text = _split_prompt(prompt)
+            problem, *previous = problem.split(PREVIOUS_ATTEMPT)
             samples = []
             for i in range(request.n):
                 seed = None if request.seed is None else request.seed * 1000 + i
-                call = ScriptCall(problem, text, i, request, random.Random(seed))
+                call = ScriptCall(problem, text, i, request, random.Random(seed), tuple(previous))
                 samples.append(_apply_limits(self.script(call), request))
             return samples
         finally:
