@@ -10,17 +10,28 @@ Two sources of format, chosen explicitly or by what the tokenizer carries:
   * the tokenizer's own chat template (`apply_chat_template`), when it has one;
   * a `ChatFormat` written out here, for tokenizers without one (our shared Llama 3
     tokenizer); `LLAMA3_CHAT_FORMAT` is the Llama 3 header format.
+
+`encode_revision_prompt` is the same prompt with the model's previous attempts in between,
+as consecutive assistant turns (sequential revisions, arXiv 2408.03314): with none it is
+`encode_chat_prompt`'s prompt token for token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
 
-__all__ = ["DEFAULT_DATE_STRING", "LLAMA3_CHAT_FORMAT", "ChatFormat", "encode_chat_prompt", "render_chat_format"]
+__all__ = [
+    "DEFAULT_DATE_STRING",
+    "LLAMA3_CHAT_FORMAT",
+    "ChatFormat",
+    "encode_chat_prompt",
+    "encode_revision_prompt",
+    "render_chat_format",
+]
 
 # Llama 3.1 / 3.2 chat templates stamp "Today Date: <strftime_now>" into the system turn,
 # so prompts (and results) would change by the day. We pass this date instead: the
@@ -83,8 +94,33 @@ def encode_chat_prompt(
     `LLAMA3_CHAT_FORMAT` (checked against the vocabulary: its markers must be single
     special tokens). Raises ValueError when the result has a misplaced or repeated BOS.
     """
+    return encode_revision_prompt(
+        tokenizer, problem, (), system_prompt=system_prompt, chat_format=chat_format, date_string=date_string
+    )
+
+
+def encode_revision_prompt(
+    tokenizer: Any,
+    problem: str,
+    previous_attempts: Sequence[str],
+    *,
+    system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
+    chat_format: ChatFormat | Literal["tokenizer"] | None = None,
+    date_string: str | None = DEFAULT_DATE_STRING,
+) -> list[int]:
+    """Token ids of a revision prompt: `encode_chat_prompt`'s system and user turns, then
+    each of `previous_attempts` (oldest first) as a finished assistant turn, then the start
+    of the next assistant turn. The options are `encode_chat_prompt`'s; with no previous
+    attempts the ids are its prompt's exactly, so a revision model's first attempt is
+    prompted as the plain policy is.
+
+    The attempts are rendered by the chat template like any message (Llama 3 templates trim
+    each one; each ends with the turn's end token). The caller decides how many to keep
+    (the paper keeps the last 4).
+    """
     messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
     messages.append({"role": "user", "content": problem})
+    messages += [{"role": "assistant", "content": attempt} for attempt in previous_attempts]
 
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if chat_format == "tokenizer" or (chat_format is None and has_template):

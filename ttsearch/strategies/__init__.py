@@ -13,6 +13,7 @@ from ttsearch.strategies.mcts import MCTS, MCTSState
 from ttsearch.strategies.particle_filtering import EntropicParticleFiltering, ParticleFiltering, ParticleGibbs
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
 from ttsearch.strategies.rebase import REBASE
+from ttsearch.strategies.revisions import Revisions
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "PolicyChoice",
     "PolicyTable",
     "REBASE",
+    "Revisions",
     "Strategy",
 ]

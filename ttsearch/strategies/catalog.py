@@ -17,6 +17,7 @@ from ttsearch.strategies.dvts import DVTS
 from ttsearch.strategies.mcts import MCTS
 from ttsearch.strategies.particle_filtering import EntropicParticleFiltering, ParticleFiltering, ParticleGibbs
 from ttsearch.strategies.rebase import REBASE
+from ttsearch.strategies.revisions import Revisions
 from ttsearch.strategies.sampling import BestOfN, MajorityVoting
 
 SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
@@ -30,6 +31,7 @@ SEARCH_STRATEGIES: dict[str, type[Strategy]] = {
     "particle_filtering": ParticleFiltering,
     "particle_gibbs": ParticleGibbs,
     "entropic_particle_filtering": EntropicParticleFiltering,
+    "revisions": Revisions,
 }
 
 

@@ -82,10 +82,12 @@ def model_location(recipe: Recipe, spec: ModelSpec, role: str) -> str | None:
     if spec.url:
         return spec.model
     assert spec.model is not None
-    if spec.model == "toy":
-        path = TOY_ASSETS_DIR / ("policy" if role == "policy" else "prm")
+    if spec.model == "toy" or (spec.model == "toy-reviser" and role == "policy"):
+        # "toy-reviser": the toy policy fine-tuned to revise (recipes/toy-revisions.yaml)
+        name = {"toy-reviser": "reviser"}.get(spec.model, "policy" if role == "policy" else "prm")
+        path = TOY_ASSETS_DIR / name
         if not (path / "config.json").is_file():
-            raise RecipeError(f"{role}.model 'toy': the toy models are not shipped at {path.parent}")
+            raise RecipeError(f"{role}.model {spec.model!r}: the toy models are not shipped at {path}")
         return str(path)
     return check_model_path(spec.model, f"{role}.model", recipe.base_dir)
 

@@ -24,10 +24,11 @@ vLLM's source:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from ttsearch.backends.affinity import ProblemPrefixes
-from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt
+from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt, encode_revision_prompt
 from ttsearch.backends.completions import (
     align_ids_with_text,
     check_prompt_fits,
@@ -147,6 +148,18 @@ class VLLMPolicy(VLLMBackend):
         if self._problems is not None:
             self._problems.add(ids)
         return ids
+
+    def encode_revision(self, problem: str, attempts: Sequence[str]) -> list[int]:
+        """The problem, then `attempts` as earlier assistant turns (`RevisionPolicy`; the
+        plain prompt is its prefix, so requests keep their problem's affinity and cache)."""
+        return encode_revision_prompt(
+            self._tokenizer,
+            problem,
+            attempts,
+            system_prompt=self._system_prompt,
+            chat_format=self._chat_format,
+            date_string=self.date_string,
+        )
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
         """`request.n` continuations of `request.prompt_token_ids`, from one vLLM request.
