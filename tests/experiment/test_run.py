@@ -190,3 +190,42 @@ async def test_runs_are_searched_one_at_a_time_with_the_prm_caches_forgotten_bet
         assert sum(len(read_records(path)) for path in (out / "runs").glob("*.jsonl")) == runs * 6
     else:
         assert "forget" not in verifier.events
+
+
+async def test_kept_trees_are_recorded_and_each_problem_links_to_its_tree_page(
+    tmp_path: Path, recipe_file: Path
+) -> None:
+    out = tmp_path / "exp"
+    recipe = load_recipe(recipe_file, ["dataset.end=3", "execution.keep_trees=true"])
+    summary = await run_experiment(recipe, out, progress=False, backends=scripted_backends())
+    runs = {p.stem: read_records(p) for p in (out / "runs").glob("*.jsonl")}
+    trees = {p.stem: read_records(p) for p in (out / "trees").glob("*.jsonl")}
+    assert trees.keys() == runs.keys()
+    for run_id, lines in trees.items():
+        records = {r["unique_id"]: r for r in runs[run_id]}
+        assert [line["unique_id"] for line in lines] == [r["unique_id"] for r in runs[run_id]]
+        for line in lines:
+            nodes = {node["id"]: node for node in line["tree"]["nodes"]}
+            record = records[line["unique_id"]]
+            assert line["answer"] == record["answer"] and line["correct"] == record["correct"]
+            # every candidate is a finished node of the tree, the selected one among them
+            assert len(line["candidates"]) == len(record["candidates"])
+            assert all(nodes[i]["state"] == "finished" for i in line["candidates"])
+            assert line["selected"] in line["candidates"]
+    assert summary.report_html is not None
+    page = summary.report_html.read_text()
+    assert "<h2>Search trees</h2>" in page
+    report_dir = summary.report_html.parent
+    hrefs = [h for h in page.split('href="')[1:]]
+    linked = [report_dir / h.split('"')[0] for h in hrefs if h.startswith("trees/")]
+    assert len(linked) == sum(len(lines) for lines in trees.values())
+    assert all(path.is_file() and 'id="tree-data"' in path.read_text() for path in linked)
+
+
+async def test_without_keep_trees_nothing_is_recorded_beyond_the_results(tmp_path: Path, recipe_file: Path) -> None:
+    out = tmp_path / "exp"
+    summary = await run_experiment(
+        load_recipe(recipe_file, ["dataset.end=2"]), out, progress=False, backends=scripted_backends()
+    )
+    assert not (out / "trees").exists()
+    assert summary.report_html is not None and "Search trees" not in summary.report_html.read_text()

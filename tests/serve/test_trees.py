@@ -15,10 +15,10 @@ from tests.serve.scripted_service import client, make_service
 from tests.serve.test_api import chat, events
 from tests.serve.test_service import hang_on, until
 from ttsearch.core.backend import SampleRequest
+from ttsearch.core.results import selected_index
 from ttsearch.core.tree import SearchTree
 from ttsearch.serve import ServiceOptions, parse_request
 from ttsearch.serve.metering import SearchProgress
-from ttsearch.serve.selection import selected_index
 from ttsearch.serve.service import SearchOutcome, SearchService
 from ttsearch.serve.trees import TreeRecord, TreeRegistry, tree_id
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ttsearch.core.backend import FinishReason
 from ttsearch.core.scheduler import Usage
 from ttsearch.core.tree import Node, SearchTree
-from ttsearch.evaluation.aggregation import SelectionMethod, select_answer
+from ttsearch.evaluation.aggregation import SelectionMethod, candidate_keys, select_answer
 from ttsearch.evaluation.extraction import extract_answer
 
 
@@ -66,3 +66,21 @@ def pick_answer(method: SelectionMethod, candidates: tuple[Candidate, ...]) -> s
     rewards = None if method == "majority" else [c.score for c in candidates]
     chosen = select_answer(method, answers, rewards)
     return None if chosen is None else chosen.answer
+
+
+def selected_index(result: SearchResult) -> int | None:
+    """The candidate that stands for the result's answer (what a service shows and a tree
+    view highlights): the best scored of the selected answer's group (the first, where
+    scores tie or there are none); with no answer at all, the best scored candidate; None
+    without candidates."""
+    candidates = result.candidates
+    if not candidates:
+        return None
+    answers = [c.answer for c in candidates]
+    chosen = None
+    if any(a is not None for a in answers):
+        rewards = None if result.selection == "majority" else [c.score for c in candidates]
+        chosen = select_answer(result.selection, answers, rewards)
+    keys = candidate_keys(answers)
+    group = [i for i, key in enumerate(keys) if chosen is None or key == chosen.key]
+    return max(group, key=lambda i: (candidates[i].score, -i))

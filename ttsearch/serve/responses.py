@@ -16,9 +16,8 @@ import time
 import uuid
 from typing import Any
 
-from ttsearch.core.results import Candidate
+from ttsearch.core.results import Candidate, selected_index
 from ttsearch.serve.protocol import Endpoint
-from ttsearch.serve.selection import selected_index
 from ttsearch.serve.service import SearchOutcome
 
 __all__ = [

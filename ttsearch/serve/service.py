@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ttsearch.core.backend import Policy, Verifier
-from ttsearch.core.results import SearchResult
+from ttsearch.core.results import SearchResult, selected_index
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
 from ttsearch.core.strategy import Strategy
@@ -35,7 +35,6 @@ from ttsearch.serve.errors import ApiError, as_api_error
 from ttsearch.serve.metering import EngineLoad, MeteredPolicy, MeteredVerifier, SearchProgress, credit_to
 from ttsearch.serve.metrics import ServeMetrics
 from ttsearch.serve.protocol import SearchRequest
-from ttsearch.serve.selection import selected_index
 from ttsearch.serve.trees import TreeRecord, TreeRegistry
 from ttsearch.study.engines import start_backends
 from ttsearch.study.preflight import prepare

@@ -138,6 +138,10 @@ class ExecutionSpec:
     # run's PRM computed tokens are its own (False: runs overlap and share the caches, so
     # a later run's cost depends on the runs before it).
     isolate_runs: bool = True
+    # Record each search's whole tree (trees/<run>.jsonl), and link every problem of the
+    # report to a page drawing it: why a method chose its answer. Costs memory per search
+    # in flight and disk per record (the trees of N=16 toy searches: ~10 kB each).
+    keep_trees: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ttsearch.core.backend import ForgetsCaches
-from ttsearch.core.results import SearchResult
+from ttsearch.core.results import SearchResult, selected_index
 from ttsearch.core.scheduler import Usage
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher, SearchJob
@@ -240,6 +240,10 @@ class ExperimentSession:
     async def record(self, run: PlannedRun, problem: Problem, result: SearchResult, *, date_string: str | None) -> None:
         """Grade `result` (the search of `problem` in `run`) and append its record."""
         correct, grade_error = await self.grader.grade(problem.answer, result.answer)
+        if result.tree is not None:
+            # Before the record: a kill between the two leaves the problem to search again,
+            # never a record whose tree is missing.
+            self.store.tree_writer(run.run_id).write(tree_record(result, problem, correct))
         record = result_record(result, problem, run.strategy, bool(correct), date_string=date_string)
         record = _with_grade(record, correct, grade_error)
         record.update(
@@ -342,7 +346,12 @@ async def _search(session: ExperimentSession, policy: Any, verifier: Any, *, clo
     recipe = session.prepared.recipe
     todo = session.todo
     searcher = recipe_searcher(
-        recipe, policy, verifier, close_backends=close_backends, kv_admission=recipe.execution.kv_admission
+        recipe,
+        policy,
+        verifier,
+        close_backends=close_backends,
+        kv_admission=recipe.execution.kv_admission,
+        keep_trees=recipe.execution.keep_trees,
     )
     date_string = getattr(policy, "date_string", None)
 
@@ -362,10 +371,16 @@ async def _search(session: ExperimentSession, policy: Any, verifier: Any, *, clo
 
 
 def recipe_searcher(
-    recipe: Recipe, policy: Any, verifier: Any, *, close_backends: bool, kv_admission: bool = False
+    recipe: Recipe,
+    policy: Any,
+    verifier: Any,
+    *,
+    close_backends: bool,
+    kv_admission: bool = False,
+    keep_trees: bool = False,
 ) -> Searcher:
     """The `Searcher` a study searches with (in this process or on a Ray worker): the
-    recipe's limits and request bounds, the seeds the jobs', no trees kept."""
+    recipe's limits and request bounds, the seeds the jobs'."""
     return Searcher(
         policy,
         verifier,
@@ -376,10 +391,25 @@ def recipe_searcher(
         max_policy_requests=recipe.execution.max_policy_requests,
         max_verifier_requests=recipe.execution.max_verifier_requests,
         seed=None,
-        keep_trees=False,
+        keep_trees=keep_trees,
         close_backends=close_backends,
         kv_admission=kv_admission,
     )
+
+
+def tree_record(result: SearchResult, problem: Problem, correct: bool | None) -> dict[str, Any]:
+    """One line of `trees/<run>.jsonl`: the search's tree (`SearchTree.snapshot`), the node
+    of each candidate and of the selected one, the answer and its grade."""
+    assert result.tree is not None
+    index = selected_index(result)
+    return {
+        "unique_id": problem.unique_id,
+        "answer": result.answer,
+        "correct": correct,
+        "candidates": [c.node_id for c in result.candidates],
+        "selected": None if index is None else result.candidates[index].node_id,
+        "tree": result.tree.snapshot(),
+    }
 
 
 def one_run_at_a_time(todo: list[tuple[PlannedRun, Problem]]) -> list[list[tuple[PlannedRun, Problem]]]:

@@ -38,6 +38,7 @@ __all__ = ["ExperimentStore", "RunWriter", "StoredRun", "environment"]
 
 MANIFEST = "manifest.json"
 RUNS_DIR = "runs"
+TREES_DIR = "trees"  # with execution.keep_trees: each run's search trees, one JSON line per problem
 
 
 def _now() -> str:
@@ -223,6 +224,15 @@ class ExperimentStore:
         self.write_manifest()
         return stored
 
+    def tree_writer(self, run_id: str) -> RunWriter:
+        """Appends to `trees/<run_id>.jsonl` (a problem searched again appends a newer tree:
+        readers take the last one per problem)."""
+        key = f"{TREES_DIR}/{run_id}"
+        if key not in self._writers:
+            (self.root / TREES_DIR).mkdir(exist_ok=True)
+            self._writers[key] = RunWriter(self.root / TREES_DIR / f"{run_id}.jsonl", self.fsync_seconds)
+        return self._writers[key]
+
     def writer(self, run_id: str) -> RunWriter:
         if run_id not in self._writers:
             recorded = self._recorded.get(run_id, set())
@@ -270,7 +280,7 @@ class ExperimentStore:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         aside = self.root / f"previous-{stamp}"
         aside.mkdir(parents=True)
-        for name in (MANIFEST, RUNS_DIR, "report"):
+        for name in (MANIFEST, RUNS_DIR, TREES_DIR, "report"):
             if (self.root / name).exists():
                 shutil.move(str(self.root / name), str(aside / name))
 

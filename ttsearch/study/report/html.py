@@ -12,6 +12,7 @@ from ttsearch.evaluation.metrics import AccuracyTable
 from ttsearch.evaluation.tables import method_label
 from ttsearch.study.report.numbers import Report
 from ttsearch.study.report.render import amount, bin_rows, usage_fields
+from ttsearch.study.report.trees import TreeLink
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -52,8 +53,11 @@ def _accuracy_table(t: AccuracyTable) -> str:
     return _table(["selection", *(f"N={k}" for k in t.ks)], rows)
 
 
-def render_html(report: Report, images: Mapping[str, Path]) -> str:
-    """The page; `images` maps a caption to a PNG file, embedded in that order."""
+def render_html(
+    report: Report, images: Mapping[str, Path], trees: Mapping[str, Sequence[TreeLink]] | None = None
+) -> str:
+    """The page; `images` maps a caption to a PNG file, embedded in that order; `trees`:
+    the recorded search trees' pages by run, linked from the page's last section."""
     exp = report.experiment
     m = exp.manifest
     meta = [
@@ -130,7 +134,23 @@ def render_html(report: Report, images: Mapping[str, Path]) -> str:
             table = Path(path).with_suffix(".txt")
             if table.exists():
                 parts.append(f"<pre>{_esc(table.read_text(encoding='utf-8'))}</pre>")
+    if trees:
+        parts.append(_trees_section(trees))
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _trees_section(trees: Mapping[str, Sequence[TreeLink]]) -> str:
+    """Every recorded tree, run by run: why each search chose its answer."""
+    parts = ["<h2>Search trees</h2><p>each problem's tree as searched (execution.keep_trees)</p>"]
+    verdict = {True: "right", False: "wrong", None: "ungraded"}
+    for run_id, links in trees.items():
+        items = "".join(
+            f'<li><a href="{html.escape(link.href)}">{_esc(link.unique_id)}</a>: '
+            f"{_esc(link.answer)} ({verdict[link.correct]})</li>"
+            for link in links
+        )
+        parts.append(f"<details><summary>{_esc(run_id)} ({len(links)} trees)</summary><ul>{items}</ul></details>")
     return "\n".join(parts)
 
 

@@ -12,6 +12,7 @@ from ttsearch.study.report.html import render_html
 from ttsearch.study.report.numbers import Report
 from ttsearch.study.report.plots import plot_accuracy_vs_compute, plot_accuracy_vs_n, plot_bins
 from ttsearch.study.report.render import format_table, report_to_dict
+from ttsearch.study.report.trees import write_tree_pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,8 @@ def write_report(report: Report, out_dir: str | Path) -> ReportFiles:
     _, optimal_plot = write_compute_optimal(report.experiment, out)  # compute_optimal.txt, and the plot
     if optimal_plot is not None:
         images["compute-optimal vs fixed strategies (cross-validated)"] = optimal_plot
-    page = _write_text(out / "report.html", render_html(report, images))
+    trees = write_tree_pages(report.experiment.dirs, out)  # with execution.keep_trees
+    page = _write_text(out / "report.html", render_html(report, images, trees))
     return ReportFiles(summary=summary, per_problem=per_problem, text=text, html=page, figures=tuple(images.values()))
 
 
