@@ -31,7 +31,7 @@ stopped by SIGTERM and must exit 0 with every process of its session gone.
     .venv/bin/python benchmarks/serve_load.py --requests 8 --clients 1,4   # a quick check
     .venv/bin/python benchmarks/serve_load.py --url http://127.0.0.1:8000 --json out.json
 
-docs/serve-benchmark.md describes the columns and has the measured table.
+docs/serve.md ("Benchmark") describes the columns and has the measured table.
 """
 
 from __future__ import annotations
