@@ -13,6 +13,7 @@ import pytest
 
 from ttsearch import DVTS, RLHFLOW, BeamSearch, BestOfN, MajorityVoting, Searcher, SearchLimits, load_math500
 from ttsearch.backends.vllm.verifier import VLLMVerifier
+from ttsearch.strategies import Revisions
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -69,3 +70,64 @@ async def test_dvts_best_of_n_and_majority_on_vllm(searcher: Searcher, problems:
     assert all(len(c.step_scores) >= 1 for c in best.candidates if c.text.strip())
     votes = await searcher.solve(problems[2], MajorityVoting(n=4))
     assert votes.usage.verifier_calls == 0 and len(votes.candidates) == 4
+
+
+ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>"
+
+
+def _searcher(policy: Any, limits: SearchLimits, *, seed: int) -> Searcher:
+    prm = VLLMVerifier(policy.engine, policy.tokenizer, format=RLHFLOW)  # on the policy's engine, as above
+    return Searcher(policy, prm, limits=limits, seed=seed, close_backends=False)
+
+
+def _revision_prompts(result: Any) -> list[tuple[Any, str]]:
+    """(attempt node, its decoded prompt) for every attempt that revised an earlier one."""
+    return [(node, node.prompt_token_ids) for node in result.tree.nodes() if node.prompt_token_ids is not None]
+
+
+async def test_revisions_prompt_shape_and_token_accounting_on_vllm(vllm_policy: Any, problems: list[Any]) -> None:
+    """The prompt-based revision format on the real Llama 3 chat template: each revision's
+    prompt is the plain prompt, then the chain's earlier attempts as finished assistant turns
+    (the last `context` of them), then the next assistant header; every prompt token and
+    every generated token is counted."""
+    searcher = _searcher(vllm_policy, SearchLimits(max_solution_tokens=64), seed=0)
+    strategy = Revisions(n=4, chain_length="n", context=2, selection="majority", selection_within="majority")
+    problem = problems[0]
+    result = await searcher.solve(problem, strategy)
+    plain = vllm_policy.encode_problem(problem.problem)
+    revised = _revision_prompts(result)
+    assert len(revised) == 3  # attempts 2-4 of the one chain
+    for node, prompt in revised:
+        earlier = node.parent.attempts()[-2:]
+        assert list(prompt) == vllm_policy.encode_revision(problem.problem, earlier)
+        assert list(prompt[: len(plain)]) == plain, "the plain prompt is a prefix: the prefix cache hits"
+        text = vllm_policy.tokenizer.decode(prompt)
+        assert prompt.count(BOS) == 1 and text.count(ASSISTANT) == len(earlier) + 1
+        assert text.endswith(ASSISTANT + "\n\n")
+        for attempt in earlier:
+            assert attempt.strip() in text
+        assert node.num_generated_tokens == len(node.segment_token_ids) and node.text == node.segment_text
+    attempts = [node for node in result.tree.nodes() if not node.is_root]
+    assert len(attempts) == 4
+    prompts = [len(plain)] + [len(prompt) for _, prompt in revised]
+    assert result.usage.prompt_tokens == sum(prompts)
+    assert result.usage.generated_tokens == sum(len(node.segment_token_ids) for node in attempts)
+
+
+async def test_revisions_leave_old_attempts_out_when_the_context_is_short(
+    vllm_policy: Any, problems: list[Any]
+) -> None:
+    """With a solution budget that fills the context, a revision keeps only the chain's last
+    attempt (the room left for it shrinks), never more than fits."""
+    problem = problems[1]
+    plain = len(vllm_policy.encode_problem(problem.problem))
+    room = vllm_policy.max_model_len - plain - 8  # the plain prompt + a full solution fill the context
+    searcher = _searcher(vllm_policy, SearchLimits(max_solution_tokens=room), seed=1)
+    result = await searcher.solve(problem, Revisions(n=3, chain_length="n", context=4, selection="majority"))
+    revised = _revision_prompts(result)
+    assert len(revised) == 2
+    for _, prompt in revised:
+        text = vllm_policy.tokenizer.decode(prompt)
+        assert text.count(ASSISTANT) == 2, "one earlier attempt: the older ones did not fit"
+        assert len(prompt) < vllm_policy.max_model_len
+    assert result.ok
