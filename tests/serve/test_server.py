@@ -268,21 +268,37 @@ def test_a_client_that_disconnects_cancels_its_search(server: str) -> None:
 
 
 def test_past_the_queue_requests_get_429_with_retry_after(server: str) -> None:
-    async def flood() -> list[httpx.Response]:
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300) as http:
-            return await asyncio.gather(
-                *(
-                    http.post(
-                        f"{server}/v1/chat/completions",
-                        json={"model": "best_of_n-4", "messages": [{"role": "user", "content": p}]},
-                    )
-                    for p in PROBLEMS[:120]
-                )
-            )
+    """Fill every search slot and the whole queue with slow searches, then send more: each of
+    those is refused at once. (A flood of quick searches races the server, which may answer
+    the first ones before the last arrive.) The blockers are then cancelled by their client."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
 
-    responses = asyncio.run(flood())
-    statuses = [r.status_code for r in responses]
-    refused = [r for r in responses if r.status_code == 429]
-    assert set(statuses) <= {200, 429} and refused and statuses.count(200) >= MAX_CONCURRENT + MAX_QUEUE
+    def ask(problem: str, **search: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": "best_of_n-4", "messages": [{"role": "user", "content": problem}]}
+        return body | ({"search": search} if search else {})
+
+    async def overload() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=MAX_CONCURRENT + MAX_QUEUE + 20)
+        async with httpx.AsyncClient(headers=headers, timeout=300, limits=limits) as http:
+            blockers = [
+                asyncio.create_task(http.post(f"{server}/v1/chat/completions", json=ask(p, n=256)))
+                for p in PROBLEMS[: MAX_CONCURRENT + MAX_QUEUE]
+            ]
+            deadline = time.monotonic() + 120
+            while (await http.get(f"{server}/health")).json()["queued"] < MAX_QUEUE:
+                assert time.monotonic() < deadline, "the queue never filled"
+                await asyncio.sleep(0.05)
+            extra = [http.post(f"{server}/v1/chat/completions", json=ask(p)) for p in PROBLEMS[100:110]]
+            refused = await asyncio.gather(*extra)
+            for task in blockers:
+                task.cancel()  # the client goes away: the server cancels their searches
+            await asyncio.gather(*blockers, return_exceptions=True)
+        return refused
+
+    refused = asyncio.run(overload())
+    assert [r.status_code for r in refused] == [429] * len(refused)
     assert all(int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["type"] == "rate_limit_error" for r in refused)
-    assert httpx.get(f"{server}/health").json()["queued"] == 0
+    deadline = time.monotonic() + 60
+    while (health := httpx.get(f"{server}/health").json())["queued"] or health["running"]:
+        assert time.monotonic() < deadline, f"the cancelled searches are still there: {health}"
+        time.sleep(0.2)
