@@ -156,7 +156,8 @@ class _Drive:
             ref = worker.actor.search.remote(item.run, item.problem)
             await self._show()
             try:
-                result: SearchResult = await ref
+                result: SearchResult
+                result, info = await ref
             except RayActorError as error:
                 died.set()  # its other slots stop asking; their searches fail with it
                 await self._failed(worker, item, f"the worker died ({_first_line(error)})")
@@ -165,6 +166,10 @@ class _Drive:
                 await self._failed(worker, item, _first_line(error.cause if error.cause is not None else error))
                 continue
             assert worker.info is not None
+            if info.pid != worker.info.pid:  # it died while idle: Ray restarted it unseen
+                worker.info = info
+                self.restarts += 1
+                await self._show()
             self.dispatcher.returned(worker.index, item)
             self.results.put_nowait((item, result, worker.info.date_string))
             await self._changed()

@@ -130,18 +130,19 @@ class SearchWorker:
                 self._info = await self._start()
             return self._info
 
-    async def search(self, run: int, problem: int) -> SearchResult:
+    async def search(self, run: int, problem: int) -> tuple[SearchResult, WorkerInfo]:
         """Search problem `problem` in run `run`; a problem that fails alone comes back as
-        a result with `error`, as in `run_experiment`."""
-        await self.start()
+        a result with `error`, as in `run_experiment`. With it, this worker's `WorkerInfo`:
+        a worker that died idle and was restarted by Ray shows the driver its new process."""
+        info = await self.start()
         assert self._searcher is not None
         planned = self._prepared.runs[run]
         job = SearchJob(self._prepared.problems[problem], planned.strategy, planned.seed)
         try:
             if self._gate is None:
-                return await _only_result(self._searcher, job)
+                return await _only_result(self._searcher, job), info
             async with self._gate.entered(run):
-                return await _only_result(self._searcher, job)
+                return await _only_result(self._searcher, job), info
         except SearchError:
             await self._exit_for_restart()
             raise  # not reached
