@@ -37,6 +37,7 @@ __all__ = ["RayExecutor"]
 logger = logging.getLogger(__name__)
 
 CLOSE_SECONDS = 60  # for a worker to close its engines at the end before it is killed
+PID_SECONDS = 60  # for a worker Ray is restarting to answer at the end
 RESTART_PAUSE = 1.0  # between tries to start a worker that keeps dying
 
 
@@ -99,6 +100,7 @@ class _Drive:
                 await self.done  # every item came back or was given up; or a worker task failed
                 self.results.put_nowait(None)
                 await writer  # every result recorded
+            await self._count_unseen_restarts()
         finally:
             # First, before any await: a stop (SIGTERM) cancels the awaits below too.
             self.session.extra_stats["ray"] = {
@@ -255,6 +257,19 @@ class _Drive:
         flights = [None if w.info is None else self.dispatcher.in_flight(w.index) for w in self.workers]
         self.session.progress.set_workers(flights, self.restarts)
 
+    async def _count_unseen_restarts(self) -> None:
+        """A worker that died idle near the end (no search sent to it since) was restarted
+        by Ray without the driver seeing it: its process id tells."""
+        live = [w for w in self.workers if not w.gone and w.info is not None]
+        pids = await asyncio.gather(
+            *(asyncio.wait_for(_pid(w), PID_SECONDS) for w in live),
+            return_exceptions=True,
+        )
+        for worker, pid in zip(live, pids, strict=True):
+            assert worker.info is not None
+            if isinstance(pid, int) and pid != worker.info.pid:
+                self.restarts += 1
+
     async def _close_workers(self) -> None:
         live = [w for w in self.workers if not w.gone]
         closes = [w.actor.close.remote() for w in live if w.info is not None]
@@ -269,6 +284,11 @@ class _Drive:
     def _name(self, item: WorkItem) -> str:
         prepared = self.session.prepared
         return f"{prepared.runs[item.run].run_id}/{prepared.problems[item.problem].unique_id}"
+
+
+async def _pid(worker: _Worker) -> int:
+    pid: int = await worker.actor.pid.remote()
+    return pid
 
 
 def _first_line(error: BaseException) -> str:

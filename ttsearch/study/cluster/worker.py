@@ -147,6 +147,10 @@ class SearchWorker:
             await self._exit_for_restart()
             raise  # not reached
 
+    async def pid(self) -> int:
+        """This actor's process (a new one after Ray restarts it); starts nothing."""
+        return os.getpid()
+
     async def close(self) -> None:
         """Close the engines (before the driver kills the actor: their processes end too)."""
         if self._searcher is not None:
