@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.helpers import make_searcher
+from tests.strategies.test_revisions import _NoRevisions
 from ttsearch.core.search import SearchLimits
 from ttsearch.core.searcher import Searcher
 from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.strategies.policy_table import PolicyChoice, PolicyTable
-from ttsearch.strategies.registry import make_strategy
+from ttsearch.strategies.registry import budget_unit, make_strategy
 from ttsearch.study.optimal.policy_table import load_policy, save_policy
-from ttsearch.testing.scripted import EOS, ScriptCall, ScriptedPolicy, ScriptedVerifier
+from ttsearch.testing.scripted import EOS, PREVIOUS_ATTEMPT, ScriptCall, ScriptedPolicy, ScriptedVerifier, decode
 
 # The PRM's score depends only on the problem, so the probe's mean score says how hard it is.
 DIFFICULTY = {"easy": 0.9, "medium": 0.5, "hard": 0.1}
@@ -186,3 +187,55 @@ async def test_a_probe_the_prm_could_not_score_at_all_falls_back_to_the_hardest_
     assert len(result.candidates) == 6 and result.answer is not None
     # The unscored probe still cost its 2 samples: at most n samples in all.
     assert result.usage.policy_samples == 2 + 12
+
+
+REVISE = _choice("revisions", "stepwise", "weighted", chain_length=4, context=4, selection_within="weighted")
+
+
+def _revising_table() -> PolicyTable:
+    by_level = {1: (BEST_OF_N,), 2: (BEST_OF_N,), 3: (BEST_OF_N,), 4: (REVISE,), 5: (REVISE,)}
+    return PolicyTable(
+        thresholds=(0.8, 0.6, 0.4, 0.2), reduction="last", temperature=0.8, budgets=(8,), ranked={8: by_level}
+    )
+
+
+async def test_a_revisions_option_runs_whole_chains_in_the_budget_left() -> None:
+    strategy = ComputeOptimal(n=11, policy=_revising_table(), probe=2)
+    searcher = _searcher()
+    result = await searcher.solve("hard", strategy)
+    plan = strategy.plan(result.tree)
+    assert plan is not None and plan.choice == REVISE
+    # 11 - 2 probe samples leave 9: two chains of 4 attempts (a third would not fit).
+    assert (plan.inner.n, plan.inner.chains, plan.pooled) == (8, 2, False)
+    assert len(result.candidates) == 2  # one per chain
+    revisions = [r for r in searcher.policy.requests if PREVIOUS_ATTEMPT in decode(r.prompt_token_ids)]
+    assert len(revisions) == 2 * 3  # attempts 2-4 of each chain are prompted with the earlier ones
+    assert result.usage.policy_samples == 2 + 8
+
+
+def test_compute_optimal_needs_revision_prompts_only_when_its_table_revises() -> None:
+    assert ComputeOptimal(n=8, policy=_revising_table(), probe=2).requires_revision_prompts()
+    assert not ComputeOptimal(n=8, policy=_table(), probe=2).requires_revision_prompts()
+
+
+async def test_a_revising_table_on_a_policy_without_revision_prompts_is_refused_before_any_request() -> None:
+    policy = _NoRevisions()
+    searcher = Searcher(policy, ScriptedVerifier(), limits=SearchLimits(max_solution_tokens=1000))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot render revision prompts"):
+        await searcher.solve("hard", ComputeOptimal(n=8, policy=_revising_table(), probe=2))
+    assert policy.inner.requests == []
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options", "unit"),
+    [
+        ("best_of_n", {}, 1),
+        ("beam", {}, 4),  # the default width
+        ("dvts", {"width": 2}, 2),
+        ("revisions", {"chain_length": 8}, 8),
+        ("revisions", {"chain_length": "n"}, 1),
+        ("not-registered", {"width": 4}, 1),
+    ],
+)
+def test_the_budget_unit_of_each_option(strategy: str, options: dict[str, object], unit: int) -> None:
+    assert budget_unit(strategy, options) == unit

@@ -229,7 +229,7 @@ class Searcher:
     def _check_strategy(self, strategy: Strategy) -> None:
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a ttsearch Strategy, got {type(strategy).__name__}")
-        if strategy.needs_revision_prompts and not isinstance(self.policy, RevisionPolicy):
+        if strategy.requires_revision_prompts() and not isinstance(self.policy, RevisionPolicy):
             raise TypeError(
                 f"strategy {strategy.name} prompts new attempts with earlier ones, but the policy "
                 f"({type(self.policy).__name__}) cannot render revision prompts (no encode_revision)"

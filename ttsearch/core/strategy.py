@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -72,6 +72,18 @@ class Strategy(ABC):
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    @classmethod
+    def budget_unit(cls, options: Mapping[str, Any]) -> int:
+        """The step N moves in for this strategy with `options` (its recorded config): N
+        must be a multiple of it (beam search: the width). A delegating strategy (the
+        compute-optimal one) spends the budget it has left in whole units."""
+        return 1
+
+    def requires_revision_prompts(self) -> bool:
+        """Whether this search may prompt attempts with earlier ones (`Expand.revise`): the
+        class's `needs_revision_prompts`; a strategy that delegates asks what it may run."""
+        return self.needs_revision_prompts
 
     @abstractmethod
     def start(self, tree: SearchTree) -> Sequence[Expand]:

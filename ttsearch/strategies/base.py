@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ttsearch.core.strategy import Expand, Strategy
 from ttsearch.core.tree import Node
@@ -71,6 +71,10 @@ class StepwiseStrategy(DepthLimitedStrategy):
     be a multiple of it)."""
 
     width: int = 4
+
+    @classmethod
+    def budget_unit(cls, options: Mapping[str, Any]) -> int:
+        return int(options.get("width", cls.width))
 
     @property
     def live_prefixes(self) -> int:

@@ -9,8 +9,10 @@ level). The strategy then runs the best option of that (level, N) that fits the 
 * a sampling option (majority / best-of-N) draws N - probe more samples; when it samples
   at the probe's temperature the probe samples join its candidates (they are draws from
   the same distribution), so it selects from exactly N samples, the probe included;
-* a stepwise option (beam search, DVTS, lookahead) runs with the largest multiple of its
-  width that is <= N - probe; an option that cannot fit is skipped for the next best.
+* a stepwise option runs with the largest multiple of its budget unit that is <= N - probe
+  (`Strategy.budget_unit`: beam search's width, a revision chain's length); an option that
+  cannot fit is skipped for the next best. A table with a revisions option needs a policy
+  that renders revision prompts (`requires_revision_prompts`).
 
 The probe is part of the budget, and of `Usage` (the engine counts every request). The
 chosen strategy sees the tree without the probe's nodes (`_ProbeHidden`), so its own
@@ -87,6 +89,15 @@ class ComputeOptimal(Strategy):
     @property
     def table(self) -> PolicyTable:
         return self.policy
+
+    def requires_revision_prompts(self) -> bool:
+        """True when an option of the table revises (the policy must render its prompts)."""
+        return any(
+            cls is not None and cls.needs_revision_prompts
+            for by_level in self.table.ranked.values()
+            for options in by_level.values()
+            for cls in (SEARCH_STRATEGIES.get(choice.strategy) for choice in options)
+        )
 
     def options(self) -> dict[str, Any]:
         """As results record it: the policy table's file, not the whole table."""
@@ -171,8 +182,8 @@ class ComputeOptimal(Strategy):
         config: dict[str, Any] = {k: v for k, v in choice.config.items() if k in fields}
         config["selection"] = choice.selection
         if choice.kind == "stepwise":
-            width = int(config.get("width", 1))
-            n = left // width * width
+            unit = cls.budget_unit(config)
+            n = left // unit * unit
             if n < 1:
                 return None
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from ttsearch.core.strategy import Strategy
@@ -22,6 +23,13 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     :raises ValueError: unknown name, an option the strategy does not have, or a bad value.
     """
     return build_strategy(STRATEGIES, name, **options)
+
+
+def budget_unit(strategy: str, options: Mapping[str, Any]) -> int:
+    """The step of N for registry name `strategy` recorded with `options`
+    (`Strategy.budget_unit`: beam search's width, a revision chain's length); 1 unknown."""
+    cls = STRATEGIES.get(strategy)
+    return 1 if cls is None else cls.budget_unit(options)
 
 
 def budget_kind(strategy: str | type[Strategy] | Strategy) -> Literal["sampling", "stepwise"]:

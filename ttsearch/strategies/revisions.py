@@ -23,10 +23,10 @@ chain's previous attempt (the first: of the root), with its own prompt
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ttsearch.core.tree import Node, SearchTree
 from ttsearch.evaluation.aggregation import SELECTION_METHODS, candidate_keys, select_by_keys
@@ -60,6 +60,12 @@ class Revisions(SampledStrategy):
             raise ValueError(f"{self.name}: context must be >= 1 (earlier attempts in a prompt), got {self.context}")
         if self.selection_within not in SELECTION_METHODS:
             raise ValueError(f"selection_within must be one of {SELECTION_METHODS}, got {self.selection_within!r}")
+
+    @classmethod
+    def budget_unit(cls, options: Mapping[str, Any]) -> int:
+        """A whole number of chains: N moves in steps of `chain_length` (any N for "n")."""
+        length = options.get("chain_length", cls.chain_length)
+        return 1 if length == "n" else int(length)
 
     @property
     def length(self) -> int:

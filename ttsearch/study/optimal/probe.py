@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ttsearch.strategies.registry import budget_unit
 from ttsearch.study.optimal.bins import fit_bins
 from ttsearch.study.optimal.crossval import CurvePoint, assign_folds, rank_by_level
 from ttsearch.study.optimal.outcomes import Cell, Outcomes
@@ -104,8 +105,8 @@ def _first_fitting(
             cell = outcomes.cells[(name, n)]
             # The probe is among the N samples; online, the PRM scores all N (even for a vote).
             return float(cell.accuracy_at(probe_seed)[i]), float(cell.generated_tokens[i]), n * per_sample
-        width = int(option.config.get("width", 1)) if option.kind == "stepwise" else 1
-        room = (n - probe) // width * width
+        unit = budget_unit(option.strategy, option.config) if option.kind == "stepwise" else 1
+        room = (n - probe) // unit * unit
         recorded = [b for (other, b) in outcomes.cells if other == name and b <= room]
         if recorded:
             cell = outcomes.cells[(name, max(recorded))]
