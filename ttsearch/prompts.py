@@ -27,4 +27,12 @@ Where [answer] is just the final number or expression that solves the problem.""
 # Qwen2.5-Math-PRM's system prompt (its model card).
 QWEN_PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
+# A revision instruction for instruct models that were not fine-tuned to revise
+# (`revision_instruction`, docs/methods/revisions.md): sent as a user turn after each
+# earlier attempt, so the model reads its attempt as something to check and correct.
+REVISION_INSTRUCTION = (
+    "The solution above may contain a mistake. Check it step by step, find the first wrong step if "
+    "there is one, and write a corrected solution in the same format, ending with the final answer."
+)
+
 STEP_SEPARATOR = "\n\n"

@@ -365,3 +365,49 @@ def test_schema_errors_name_where_the_recipe_came_from() -> None:
         parse_recipe(data, where="ttsearch run")
     with pytest.raises(RecipeError, match=r"^recipe: expected a mapping, got list$"):
         parse_recipe([1, 2])  # type: ignore[arg-type]
+
+
+# -- revisions: the policy's tokenizer must render revision prompts, checked before any engine
+
+ALTERNATING = (  # a template that refuses two assistant turns in a row, as Mistral's and Gemma's do
+    "{{ bos_token }}{% for m in messages %}{% if loop.index0 > 0 and m['role'] == messages[loop.index0 - 1]['role'] %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def _revising_recipe(tmp_path: Path, **sampling: object) -> Path:
+    from ttsearch.toy.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = ALTERNATING
+    tokenizer.save_pretrained(tmp_path / "alternating")
+    data = {
+        "policy": {"model": "toy", "tokenizer": "alternating", "chat_format": "tokenizer"},
+        "prm": {"model": "toy", "format": "toy"},
+        "dataset": {"source": "toy", "end": 2},
+        "sampling": {"system_prompt": None, **sampling},
+        "strategies": [{"strategy": "revisions", "n": [4], "chain_length": 2}],
+    }
+    return write_recipe(tmp_path / "r.yaml", data)
+
+
+def test_a_revision_format_the_tokenizer_cannot_render_is_refused_before_any_engine(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"cannot render its prompts .*roles must alternate.*revision_instruction"):
+        prepare(load_recipe(_revising_recipe(tmp_path)))
+    # With an instruction turn after each attempt the roles alternate: the recipe is fine.
+    prepared = prepare(load_recipe(_revising_recipe(tmp_path, revision_instruction="default")))
+    assert [run.label for run in prepared.runs] == ["revisions"]
+    with pytest.raises(RecipeError, match="revision_instruction is empty"):
+        prepare(load_recipe(_revising_recipe(tmp_path, revision_instruction=" ")))
+
+
+def test_revision_instruction_default_is_the_shipped_text_and_hashed_only_when_set(tmp_path: Path) -> None:
+    from ttsearch.prompts import REVISION_INSTRUCTION
+    from ttsearch.study.preflight import policy_prompt_options
+
+    plain = load_recipe(_revising_recipe(tmp_path))
+    instructed = load_recipe(_revising_recipe(tmp_path, revision_instruction="default"))
+    assert policy_prompt_options(instructed)["revision_instruction"] == REVISION_INSTRUCTION
+    assert policy_prompt_options(plain)["revision_instruction"] is None
+    assert "revision_instruction" not in plain.to_dict()["sampling"] and plain.hash != instructed.hash

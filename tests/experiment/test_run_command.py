@@ -61,6 +61,19 @@ def test_any_strategy_option_goes_through_option_flags() -> None:
     assert "budget_kind" not in str(error.value)  # a class setting, not an option
 
 
+def test_revision_flags_build_a_revisions_recipe() -> None:
+    args = _args(
+        "--policy", "p", "--prm", "r", "--strategy", "revisions", "--n", "8", "--out", "d",
+        "--option", "chain_length=4", "--revision-instruction", "default",
+    )  # fmt: skip
+    recipe = recipe_from_run_flags(args)
+    assert recipe.strategies[0].options == {"chain_length": 4} and recipe.sampling.revision_instruction == "default"
+    plain = recipe_from_run_flags(
+        _args("--policy", "p", "--prm", "r", "--strategy", "revisions", "--n", "4", "--out", "d")
+    )
+    assert plain.sampling.revision_instruction is None
+
+
 def test_bad_flags_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="pass a directory"):
         recipe_from_run_flags(_args("--policy", "p", "--strategy", "majority", "--n", "2", "--out", "o.jsonl"))

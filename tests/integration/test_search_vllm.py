@@ -131,3 +131,30 @@ async def test_revisions_leave_old_attempts_out_when_the_context_is_short(
         assert text.count(ASSISTANT) == 2, "one earlier attempt: the older ones did not fit"
         assert len(prompt) < vllm_policy.max_model_len
     assert result.ok
+
+
+async def test_revisions_with_an_instruction_turn_for_instruct_models_on_vllm(
+    vllm_policy: Any, problems: list[Any]
+) -> None:
+    """`revision_instruction`: after each earlier attempt a user turn asks for a corrected
+    solution (an instruct model not trained to revise); the plain prompt stays a prefix and
+    every prompt token is counted. A second policy on the same engine (no new engine)."""
+    from ttsearch.backends.vllm.policy import VLLMPolicy
+    from ttsearch.prompts import REVISION_INSTRUCTION
+
+    policy = VLLMPolicy(vllm_policy.engine, vllm_policy.tokenizer, revision_instruction=REVISION_INSTRUCTION)
+    searcher = _searcher(policy, SearchLimits(max_solution_tokens=48), seed=2)
+    problem = problems[2]
+    result = await searcher.solve(problem, Revisions(n=3, chain_length="n", context=4, selection="majority"))
+    plain = policy.encode_problem(problem.problem)
+    revised = _revision_prompts(result)
+    assert len(revised) == 2
+    user = "<|start_header_id|>user<|end_header_id|>"
+    for node, prompt in revised:
+        earlier = node.parent.attempts()
+        assert list(prompt) == policy.encode_revision(problem.problem, earlier)
+        assert list(prompt[: len(plain)]) == plain
+        text = policy.tokenizer.decode(prompt)
+        assert text.count(REVISION_INSTRUCTION) == len(earlier) and text.count(user) == 1 + len(earlier)
+        assert text.endswith(REVISION_INSTRUCTION + "<|eot_id|>" + ASSISTANT + "\n\n")
+    assert result.usage.prompt_tokens == len(plain) + sum(len(prompt) for _, prompt in revised)

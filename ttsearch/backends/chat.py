@@ -107,6 +107,7 @@ def encode_revision_prompt(
     system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
     chat_format: ChatFormat | Literal["tokenizer"] | None = None,
     date_string: str | None = DEFAULT_DATE_STRING,
+    instruction: str | None = None,
 ) -> list[int]:
     """Token ids of a revision prompt: `encode_chat_prompt`'s system and user turns, then
     each of `previous_attempts` (oldest first) as a finished assistant turn, then the start
@@ -114,13 +115,22 @@ def encode_revision_prompt(
     attempts the ids are its prompt's exactly, so a revision model's first attempt is
     prompted as the plain policy is.
 
+    `instruction`: a user turn after each attempt (e.g. `ttsearch.prompts.REVISION_INSTRUCTION`)
+    for instruct models that were not trained to revise; None (a fine-tuned reviser, the
+    toy world's): the attempts follow each other.
+
     The attempts are rendered by the chat template like any message (Llama 3 templates trim
     each one; each ends with the turn's end token). The caller decides how many to keep
     (the paper keeps the last 4).
     """
     messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
     messages.append({"role": "user", "content": problem})
-    messages += [{"role": "assistant", "content": attempt} for attempt in previous_attempts]
+    if instruction is not None and not instruction.strip():
+        raise ValueError("the revision instruction is empty: give its text, or None for none")
+    for attempt in previous_attempts:
+        messages.append({"role": "assistant", "content": attempt})
+        if instruction is not None:
+            messages.append({"role": "user", "content": instruction})
 
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if chat_format == "tokenizer" or (chat_format is None and has_template):

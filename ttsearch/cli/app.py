@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--system-prompt-file", type=Path, help="system prompt (default: Meta's Llama 3 math prompt)")
     run.add_argument(
+        "--revision-instruction",
+        help="revisions: a user turn after each earlier attempt, for instruct models not trained to revise "
+        "('default': ttsearch.prompts.REVISION_INSTRUCTION; none by default)",
+    )
+    run.add_argument(
         "--date-string",
         default=DEFAULT_DATE_STRING,
         help=f"date a Llama 3.x chat template prints as 'Today Date' (default {DEFAULT_DATE_STRING!r}, fixed so "

@@ -72,7 +72,11 @@ def recipe_from_run_flags(args: argparse.Namespace) -> Recipe:
         "policy": {k: v for k, v in policy.items() if v is not None},
         "prm": None if prm is None else {k: v for k, v in prm.items() if v is not None},
         "dataset": {"source": args.dataset, "end": args.limit},
-        "sampling": {"max_tokens": args.max_solution_tokens, "system_prompt": system_prompt},
+        "sampling": {
+            "max_tokens": args.max_solution_tokens,
+            "system_prompt": system_prompt,
+            "revision_instruction": args.revision_instruction,
+        },
         "strategies": [entry],
         "seeds": [args.seed],
         "execution": {

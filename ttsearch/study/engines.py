@@ -10,15 +10,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from ttsearch.backends.scoring import ScorerMode
 from ttsearch.backends.startup import open_backends
 from ttsearch.backends.vllm.policy import VLLMPolicy
 from ttsearch.backends.vllm.verifier import VLLMVerifier
 from ttsearch.core.backend import Policy, Verifier
-from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT
-from ttsearch.study.preflight import Prepared
+from ttsearch.study.preflight import Prepared, policy_prompt_options
 from ttsearch.study.recipe import ModelSpec
 
 __all__ = ["engine_output_to", "quiet_vllm_logs", "start_backends"]
@@ -88,10 +87,7 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
     `ttsearch demo` all start their engines here."""
 
     recipe = prepared.recipe
-    system_prompt = recipe.sampling.system_prompt
-    if system_prompt is None:
-        system_prompt = LLAMA3_MATH_SYSTEM_PROMPT
-    chat_format: Literal["tokenizer"] | None = "tokenizer" if recipe.policy.chat_format == "tokenizer" else None
+    prompts = policy_prompt_options(recipe)
     fmt = prepared.prm_format
     prm = recipe.prm if fmt is not None else None
     mode = cast(ScorerMode, prm.mode if prm is not None else "auto")  # validated by the recipe
@@ -105,9 +101,7 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
             list(recipe.policy.url),
             model=prepared.policy_model,
             tokenizer=prepared.policy_tokenizer,
-            system_prompt=system_prompt,
-            chat_format=chat_format,
-            date_string=recipe.policy.date_string,
+            **prompts,
             options=HttpOptions(timeout=timeout),
         )
 
@@ -130,9 +124,7 @@ async def start_backends(prepared: Prepared) -> tuple[Policy, Verifier | None]:
         return VLLMPolicy.from_pretrained(
             prepared.policy_model,
             tokenizer=prepared.policy_tokenizer,
-            system_prompt=system_prompt,
-            chat_format=chat_format,
-            date_string=recipe.policy.date_string,
+            **prompts,
             **_engine_settings(recipe.policy),
         )
 

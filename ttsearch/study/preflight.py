@@ -10,9 +10,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ttsearch.backends.chat import encode_revision_prompt
 from ttsearch.backends.prm_formats import PRM_FORMATS, PrmEncoder, PrmFormat
 from ttsearch.errors import DatasetError, RecipeError
 from ttsearch.evaluation.datasets import Problem, load_math500
+from ttsearch.prompts import LLAMA3_MATH_SYSTEM_PROMPT, REVISION_INSTRUCTION
 from ttsearch.study.plan import PlannedRun, plan_runs
 from ttsearch.study.recipe import ModelSpec, Recipe
 from ttsearch.toy import TOY_ASSETS_DIR
@@ -24,6 +26,7 @@ __all__ = [
     "check_model_path",
     "model_location",
     "parse_shard",
+    "policy_prompt_options",
     "prepare",
     "prm_format",
     "select_problems",
@@ -72,8 +75,21 @@ def prepare(recipe: Recipe, *, shard: tuple[int, int] | None = None) -> Prepared
         prm_tokenizer = tokenizer_location(recipe, recipe.prm, "prm")
         fmt = prm_format(recipe.prm.format)
         _check_format_tokens(recipe, fmt, prm_tokenizer or prm_model)
+    if any(r.strategy.requires_revision_prompts() for r in runs):
+        _check_revision_prompts(recipe, policy_tokenizer or policy_model)
     problems = select_problems(recipe, shard=shard)
     return Prepared(recipe, runs, problems, policy_model, prm_model, fmt, policy_tokenizer, prm_tokenizer)
+
+
+def policy_prompt_options(recipe: Recipe) -> dict[str, Any]:
+    """How the policy renders its prompts (`VLLMPolicy` / `OpenAIPolicy` keyword arguments)."""
+    system_prompt, instruction = recipe.sampling.system_prompt, recipe.sampling.revision_instruction
+    return {
+        "system_prompt": LLAMA3_MATH_SYSTEM_PROMPT if system_prompt is None else system_prompt,
+        "chat_format": "tokenizer" if recipe.policy.chat_format == "tokenizer" else None,
+        "date_string": recipe.policy.date_string,
+        "revision_instruction": REVISION_INSTRUCTION if instruction == "default" else instruction,
+    }
 
 
 def model_location(recipe: Recipe, spec: ModelSpec, role: str) -> str | None:
@@ -150,6 +166,46 @@ def prm_format(value: str | dict[str, Any]) -> PrmFormat:
         return replace(presets[base], **data)
     except (TypeError, ValueError) as error:
         raise RecipeError(f"prm.format: {error}") from None
+
+
+def _check_revision_prompts(recipe: Recipe, source: str | None) -> None:
+    """A run that revises needs revision prompts the policy's tokenizer can render (earlier
+    attempts as assistant turns: some chat templates refuse two in a row): one is rendered
+    here, with two placeholder attempts, before any engine starts."""
+    instruction = recipe.sampling.revision_instruction
+    if instruction is not None and not instruction.strip():
+        raise RecipeError("sampling.revision_instruction is empty: give its text, or leave it out for none")
+    if source is None:  # servers without a named model: their tokenizer is only known on connect
+        return
+    local = recipe.resolve_path(source)
+    tokenizer_path = str(local) if local.exists() else source
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    except Exception as error:
+        raise RecipeError(f"policy: cannot load the policy tokenizer from {tokenizer_path!r}: {error}") from None
+    try:
+        options = policy_prompt_options(recipe)
+        encode_revision_prompt(
+            tokenizer,
+            "What is 1 + 1?",
+            ["First attempt.", "Second attempt."],
+            system_prompt=options["system_prompt"],
+            chat_format=options["chat_format"],
+            date_string=options["date_string"],
+            instruction=options["revision_instruction"],
+        )
+    except Exception as error:
+        hint = (
+            " (a template that needs user and assistant turns to alternate: set sampling.revision_instruction)"
+            if instruction is None
+            else ""
+        )
+        raise RecipeError(
+            f"policy: the revisions strategy cannot render its prompts with the policy's tokenizer "
+            f"({tokenizer_path}, chat_format {recipe.policy.chat_format!r}): {error}{hint}"
+        ) from None
 
 
 def _check_format_tokens(recipe: Recipe, fmt: PrmFormat, source: str | None) -> None:

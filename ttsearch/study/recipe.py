@@ -111,6 +111,10 @@ class SamplingSpec:
     max_tokens: int = 2048  # generated tokens per solution
     max_step_tokens: int | None = None
     system_prompt: str | None = None  # None: Meta's Llama 3 math prompt (the blog's)
+    # Revision prompts (strategy `revisions`): a user turn after each earlier attempt, for
+    # instruct models not trained to revise ("default": ttsearch.prompts.REVISION_INSTRUCTION);
+    # None: the attempts follow each other (a reviser fine-tuned that way, the toy one).
+    revision_instruction: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +185,7 @@ class Recipe:
             "policy": _spec_dict(self.policy),
             "prm": None if self.prm is None else _spec_dict(self.prm),
             "dataset": asdict(self.dataset),
-            "sampling": asdict(self.sampling),
+            "sampling": _sampling_dict(self.sampling),
             "strategies": [_entry_dict(e) for e in self.strategies],
             "seeds": list(self.seeds),
             "execution": asdict(self.execution),
@@ -208,6 +212,13 @@ def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
     data["url"] = list(spec.url)
     if spec.data_parallel_size == 1:
         del data["data_parallel_size"]  # added later: the default leaves older recipes' hashes as they were
+    return data
+
+
+def _sampling_dict(spec: SamplingSpec) -> dict[str, Any]:
+    data = asdict(spec)
+    if spec.revision_instruction is None:
+        del data["revision_instruction"]  # added later: the default leaves older recipes' hashes as they were
     return data
 
 

@@ -61,6 +61,7 @@ class OpenAIPolicy(Closeable):
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
         date_string: str | None = DEFAULT_DATE_STRING,
+        revision_instruction: str | None = None,
         extra_eos_token_ids: Sequence[int] = (),
     ) -> None:
         """Prefer `connect`, which checks the servers and builds `pool` and `served`."""
@@ -69,6 +70,7 @@ class OpenAIPolicy(Closeable):
         self._tokenizer = tokenizer
         self._system_prompt = system_prompt
         self._chat_format = chat_format
+        self._revision_instruction = revision_instruction
         self.date_string = date_string  # recorded in results, as VLLMPolicy's
         self._eos_token_ids = eos_token_ids(getattr(tokenizer, "eos_token_id", None), list(extra_eos_token_ids))
         # A prompt's problem (its server) is the registered problem prompt it starts with.
@@ -84,6 +86,7 @@ class OpenAIPolicy(Closeable):
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
         date_string: str | None = DEFAULT_DATE_STRING,
+        revision_instruction: str | None = None,
         extra_eos_token_ids: Sequence[int] = (),
         options: HttpOptions | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -92,7 +95,8 @@ class OpenAIPolicy(Closeable):
 
         `model`: the model they must serve (None: whatever they serve). `tokenizer`: a
         tokenizer or where to load it (None: `model`, else the path the servers loaded the
-        model from). `system_prompt`, `chat_format`, `date_string`: as for `VLLMPolicy`.
+        model from). `system_prompt`, `chat_format`, `date_string`, `revision_instruction`: as
+        for `VLLMPolicy`.
         `extra_eos_token_ids`: more end-of-solution ids than the tokenizer's (only older
         vLLMs need them). `options`: timeouts, retries. `transport`: a test double.
         Raises ValueError when the servers serve another model or tokenizer,
@@ -108,6 +112,7 @@ class OpenAIPolicy(Closeable):
                 system_prompt=system_prompt,
                 chat_format=chat_format,
                 date_string=date_string,
+                revision_instruction=revision_instruction,
                 extra_eos_token_ids=extra_eos_token_ids,
             )
         except BaseException:
@@ -157,6 +162,7 @@ class OpenAIPolicy(Closeable):
             system_prompt=self._system_prompt,
             chat_format=self._chat_format,
             date_string=self.date_string,
+            instruction=self._revision_instruction,
         )
 
     async def sample(self, request: SampleRequest) -> list[Sample]:

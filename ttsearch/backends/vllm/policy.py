@@ -63,15 +63,19 @@ class VLLMPolicy(VLLMBackend):
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
         date_string: str | None = DEFAULT_DATE_STRING,
+        revision_instruction: str | None = None,
         owns_engine: bool = False,
     ) -> None:
         """`engine`: a vLLM v1 `AsyncLLM`. `tokenizer`: the HF tokenizer the prompts are encoded
         with (default: the engine's own). `system_prompt`, `chat_format`, `date_string` (the
         date a Llama 3.x template prints; pinned so that results do not change by the day):
-        see `ttsearch.backends.chat.encode_chat_prompt`. `owns_engine`: shut it down on `close()`."""
+        see `ttsearch.backends.chat.encode_chat_prompt`. `revision_instruction`: the user turn
+        after each earlier attempt of a revision prompt (`encode_revision_prompt`'s
+        `instruction`; None: none). `owns_engine`: shut it down on `close()`."""
         super().__init__(engine, tokenizer, owns_engine=owns_engine)
         self._system_prompt = system_prompt
         self._chat_format = chat_format
+        self._revision_instruction = revision_instruction
         self.date_string = date_string
         self._eos_token_ids = _eos_token_ids(engine, self._tokenizer)
         self._seeds_crash_engine = _seeds_crash_engine(engine)
@@ -98,6 +102,7 @@ class VLLMPolicy(VLLMBackend):
         system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT,
         chat_format: ChatFormat | Literal["tokenizer"] | None = None,
         date_string: str | None = DEFAULT_DATE_STRING,
+        revision_instruction: str | None = None,
         engine_options: dict[str, Any] | None = None,
     ) -> VLLMPolicy:
         """Start a vLLM engine for `model` (blocking: ~20 s on CPU; from async code use
@@ -133,7 +138,13 @@ class VLLMPolicy(VLLMBackend):
             data_parallel_size=dp_setting,
             engine_options=engine_options,
         )
-        return cls._owning(engine, system_prompt=system_prompt, chat_format=chat_format, date_string=date_string)
+        return cls._owning(
+            engine,
+            system_prompt=system_prompt,
+            chat_format=chat_format,
+            date_string=date_string,
+            revision_instruction=revision_instruction,
+        )
 
     # -- Policy protocol (max_model_len, close: see VLLMBackend) ----------------------
 
@@ -159,6 +170,7 @@ class VLLMPolicy(VLLMBackend):
             system_prompt=self._system_prompt,
             chat_format=self._chat_format,
             date_string=self.date_string,
+            instruction=self._revision_instruction,
         )
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
