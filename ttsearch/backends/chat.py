@@ -149,6 +149,37 @@ def encode_revision_prompt(
     return ids
 
 
+@dataclass(frozen=True, slots=True)
+class PromptFormat:
+    """How a policy renders its prompts: one place for the options that `encode_chat_prompt`
+    and `encode_revision_prompt` share (the in-process and the server policy both hold one)."""
+
+    system_prompt: str | None = LLAMA3_MATH_SYSTEM_PROMPT
+    chat_format: ChatFormat | Literal["tokenizer"] | None = None
+    date_string: str | None = DEFAULT_DATE_STRING
+    revision_instruction: str | None = None
+
+    def problem(self, tokenizer: Any, problem: str) -> list[int]:
+        return encode_chat_prompt(
+            tokenizer,
+            problem,
+            system_prompt=self.system_prompt,
+            chat_format=self.chat_format,
+            date_string=self.date_string,
+        )
+
+    def revision(self, tokenizer: Any, problem: str, attempts: Sequence[str]) -> list[int]:
+        return encode_revision_prompt(
+            tokenizer,
+            problem,
+            attempts,
+            system_prompt=self.system_prompt,
+            chat_format=self.chat_format,
+            date_string=self.date_string,
+            instruction=self.revision_instruction,
+        )
+
+
 def _check_markers(tokenizer: Any, fmt: ChatFormat) -> None:
     """The fallback format only makes sense if its markers are special tokens of this vocab."""
     for marker in (fmt.bos, fmt.turn_start.split("{role}")[0], fmt.turn_end):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ttsearch.backends.chat import encode_revision_prompt
+from ttsearch.backends.chat import PromptFormat
 from ttsearch.backends.prm_formats import PRM_FORMATS, PrmEncoder, PrmFormat
 from ttsearch.errors import DatasetError, RecipeError
 from ttsearch.evaluation.datasets import Problem, load_math500
@@ -186,16 +186,8 @@ def _check_revision_prompts(recipe: Recipe, source: str | None) -> None:
     except Exception as error:
         raise RecipeError(f"policy: cannot load the policy tokenizer from {tokenizer_path!r}: {error}") from None
     try:
-        options = policy_prompt_options(recipe)
-        encode_revision_prompt(
-            tokenizer,
-            "What is 1 + 1?",
-            ["First attempt.", "Second attempt."],
-            system_prompt=options["system_prompt"],
-            chat_format=options["chat_format"],
-            date_string=options["date_string"],
-            instruction=options["revision_instruction"],
-        )
+        prompts = PromptFormat(**policy_prompt_options(recipe))
+        prompts.revision(tokenizer, "What is 1 + 1?", ["First attempt.", "Second attempt."])
     except Exception as error:
         hint = (
             " (a template that needs user and assistant turns to alternate: set sampling.revision_instruction)"

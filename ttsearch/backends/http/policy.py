@@ -28,7 +28,7 @@ from typing import Any, Literal
 import httpx
 
 from ttsearch.backends.affinity import ProblemPrefixes
-from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt, encode_revision_prompt
+from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, PromptFormat
 from ttsearch.backends.completions import (
     align_ids_with_text,
     check_prompt_fits,
@@ -68,10 +68,7 @@ class OpenAIPolicy(Closeable):
         self._pool = pool
         self._served = served
         self._tokenizer = tokenizer
-        self._system_prompt = system_prompt
-        self._chat_format = chat_format
-        self._revision_instruction = revision_instruction
-        self.date_string = date_string  # recorded in results, as VLLMPolicy's
+        self.prompt_format = PromptFormat(system_prompt, chat_format, date_string, revision_instruction)
         self._eos_token_ids = eos_token_ids(getattr(tokenizer, "eos_token_id", None), list(extra_eos_token_ids))
         # A prompt's problem (its server) is the registered problem prompt it starts with.
         self._problems = ProblemPrefixes()
@@ -139,31 +136,22 @@ class OpenAIPolicy(Closeable):
         """The servers (which are up, which problem goes where)."""
         return self._pool
 
+    @property
+    def date_string(self) -> str | None:
+        """The "Today Date" the chat template prints, pinned (recorded in results)."""
+        return self.prompt_format.date_string
+
     # -- Policy protocol -------------------------------------------------------------
 
     def encode_problem(self, problem: str) -> list[int]:
-        ids = encode_chat_prompt(
-            self._tokenizer,
-            problem,
-            system_prompt=self._system_prompt,
-            chat_format=self._chat_format,
-            date_string=self.date_string,
-        )
+        ids = self.prompt_format.problem(self._tokenizer, problem)
         self._problems.add(ids)
         return ids
 
     def encode_revision(self, problem: str, attempts: Sequence[str]) -> list[int]:
         """The problem, then `attempts` as earlier assistant turns (`RevisionPolicy`; the
         plain prompt is its prefix, so requests keep their problem's affinity and cache)."""
-        return encode_revision_prompt(
-            self._tokenizer,
-            problem,
-            attempts,
-            system_prompt=self._system_prompt,
-            chat_format=self._chat_format,
-            date_string=self.date_string,
-            instruction=self._revision_instruction,
-        )
+        return self.prompt_format.revision(self._tokenizer, problem, attempts)
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
         """`request.n` continuations of `request.prompt_token_ids`, from one server request.

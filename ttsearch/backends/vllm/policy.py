@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ttsearch.backends.affinity import ProblemPrefixes
-from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, encode_chat_prompt, encode_revision_prompt
+from ttsearch.backends.chat import DEFAULT_DATE_STRING, ChatFormat, PromptFormat
 from ttsearch.backends.completions import (
     align_ids_with_text,
     check_prompt_fits,
@@ -73,10 +73,7 @@ class VLLMPolicy(VLLMBackend):
         after each earlier attempt of a revision prompt (`encode_revision_prompt`'s
         `instruction`; None: none). `owns_engine`: shut it down on `close()`."""
         super().__init__(engine, tokenizer, owns_engine=owns_engine)
-        self._system_prompt = system_prompt
-        self._chat_format = chat_format
-        self._revision_instruction = revision_instruction
-        self.date_string = date_string
+        self.prompt_format = PromptFormat(system_prompt, chat_format, date_string, revision_instruction)
         self._eos_token_ids = _eos_token_ids(engine, self._tokenizer)
         self._seeds_crash_engine = _seeds_crash_engine(engine)
         # With several data-parallel ranks: the problem prompts, to keep each on one rank.
@@ -146,16 +143,15 @@ class VLLMPolicy(VLLMBackend):
             revision_instruction=revision_instruction,
         )
 
+    @property
+    def date_string(self) -> str | None:
+        """The "Today Date" the chat template prints, pinned (recorded in results)."""
+        return self.prompt_format.date_string
+
     # -- Policy protocol (max_model_len, close: see VLLMBackend) ----------------------
 
     def encode_problem(self, problem: str) -> list[int]:
-        ids = encode_chat_prompt(
-            self._tokenizer,
-            problem,
-            system_prompt=self._system_prompt,
-            chat_format=self._chat_format,
-            date_string=self.date_string,
-        )
+        ids = self.prompt_format.problem(self._tokenizer, problem)
         if self._problems is not None:
             self._problems.add(ids)
         return ids
@@ -163,15 +159,7 @@ class VLLMPolicy(VLLMBackend):
     def encode_revision(self, problem: str, attempts: Sequence[str]) -> list[int]:
         """The problem, then `attempts` as earlier assistant turns (`RevisionPolicy`; the
         plain prompt is its prefix, so requests keep their problem's affinity and cache)."""
-        return encode_revision_prompt(
-            self._tokenizer,
-            problem,
-            attempts,
-            system_prompt=self._system_prompt,
-            chat_format=self._chat_format,
-            date_string=self.date_string,
-            instruction=self._revision_instruction,
-        )
+        return self.prompt_format.revision(self._tokenizer, problem, attempts)
 
     async def sample(self, request: SampleRequest) -> list[Sample]:
         """`request.n` continuations of `request.prompt_token_ids`, from one vLLM request.
