@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,33 @@ def write_run(
     path = directory / "runs" / f"{run_id}.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     return run_id
+
+
+def write_best_of_n(directory: Path, seed: int, problems: dict[str, Sequence[Cand]], **kwargs: Any) -> str:
+    """`write_run` for a scored best-of-N sampling run of 4 samples reported at budgets 1, 2
+    and 4 (label and strategy "best_of_n"); `kwargs` override any of these."""
+    fixed: dict[str, Any] = {
+        "label": "best_of_n",
+        "strategy": "best_of_n",
+        "kind": "sampling",
+        "n": 4,
+        "budgets": [1, 2, 4],
+    }
+    return write_run(directory, **(fixed | {"seed": seed, "problems": problems} | kwargs))
+
+
+def write_beam(directory: Path, seed: int, problems: dict[str, Sequence[Cand]], **kwargs: Any) -> str:
+    """`write_run` for a beam-search (stepwise) run at N=4, width 2 (label and strategy
+    "beam"); `kwargs` override any of these."""
+    fixed: dict[str, Any] = {"label": "beam", "strategy": "beam", "kind": "stepwise", "n": 4, "config": {"width": 2}}
+    return write_run(directory, **(fixed | {"seed": seed, "problems": problems} | kwargs))
+
+
+def write_majority(directory: Path, seed: int, problems: dict[str, Sequence[Cand]], **kwargs: Any) -> str:
+    """`write_run` for an unscored majority-vote sampling run of 2 samples (label and
+    strategy "majority"); `kwargs` override any of these."""
+    fixed: dict[str, Any] = {"label": "majority", "strategy": "majority", "kind": "sampling", "n": 2, "scored": False}
+    return write_run(directory, **(fixed | {"seed": seed, "problems": problems} | kwargs))
 
 
 def outcomes_from_table(

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.optimal.helpers import write_run
+from tests.optimal.helpers import write_best_of_n, write_majority
 from ttsearch.study.optimal.adaptive import simulate_adaptive
 from ttsearch.study.optimal.records import load_runs
 
@@ -10,9 +10,7 @@ SLOW = [("3", 0.2, False, 1), ("5", 0.1, False, 1), ("7", 0.9, True, 1), ("7", 0
 
 
 def test_budget_moves_from_a_settled_problem_to_an_uncertain_one(tmp_path):
-    write_run(
-        tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, problems={"a": SURE, "b": SLOW}
-    )
+    write_best_of_n(tmp_path, 0, {"a": SURE, "b": SLOW}, budgets=None)
     (point,) = simulate_adaptive(load_runs([tmp_path]), [2])
     # Uniform N=2: rotation 0 gives b [3, 5] (wrong), rotation 1 [7, 7] (right): 75%.
     assert point.uniform_accuracy == pytest.approx(0.75)
@@ -27,30 +25,17 @@ def test_budget_moves_from_a_settled_problem_to_an_uncertain_one(tmp_path):
 
 
 def test_never_draws_beyond_the_recorded_samples_and_spends_at_most_the_total(tmp_path):
-    write_run(
-        tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=4, seed=0, problems={"a": SURE, "b": SLOW}
-    )
+    write_best_of_n(tmp_path, 0, {"a": SURE, "b": SLOW}, budgets=None)
     (point,) = simulate_adaptive(load_runs([tmp_path]), [4])
     assert point.max_samples == 4  # both problems already hold all 4: nothing to move
     assert point.adaptive_accuracy == point.uniform_accuracy == 1.0
 
 
 def test_unusable_runs_are_refused(tmp_path):
-    write_run(
-        tmp_path,
-        label="majority",
-        strategy="majority",
-        kind="sampling",
-        n=2,
-        seed=0,
-        problems={"a": SURE[:2]},
-        scored=False,
-    )
+    write_majority(tmp_path, 0, {"a": SURE[:2]})
     with pytest.raises(ValueError, match="without PRM scores"):
         simulate_adaptive(load_runs([tmp_path]), [2])
-    write_run(
-        tmp_path / "b", label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0, problems={"a": SURE[:2]}
-    )
+    write_best_of_n(tmp_path / "b", 0, {"a": SURE[:2]}, n=2, budgets=None)
     with pytest.raises(ValueError, match="exceeds the 2 samples"):
         simulate_adaptive(load_runs([tmp_path / "b"]), [4])
 
@@ -58,16 +43,7 @@ def test_unusable_runs_are_refused(tmp_path):
 def test_the_analysis_and_its_text_compare_adaptive_with_uniform_at_equal_samples(tmp_path):
     from ttsearch.study.optimal.analysis import analyse_experiment, format_analysis
 
-    write_run(
-        tmp_path,
-        label="best_of_n",
-        strategy="best_of_n",
-        kind="sampling",
-        n=4,
-        seed=0,
-        budgets=[1, 2, 4],
-        problems={"a": SURE, "b": SLOW},
-    )
+    write_best_of_n(tmp_path, 0, {"a": SURE, "b": SLOW})
     analysis = analyse_experiment([tmp_path])
     # Every budget N >= 2 the predictor's samples cover, replayed as simulate_adaptive does.
     assert analysis.adaptive == simulate_adaptive(load_runs([tmp_path]), [2, 4])

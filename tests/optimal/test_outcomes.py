@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tests.optimal.helpers import write_run
+from tests.optimal.helpers import write_beam, write_best_of_n, write_majority, write_run
 from ttsearch.errors import ExperimentError
 from ttsearch.study.optimal.outcomes import build_outcomes
 from ttsearch.study.optimal.records import load_runs
@@ -12,39 +12,9 @@ RIGHT = [("7", 0.8, True, 10)] * 4
 
 
 def _experiment(tmp_path, **kwargs):
-    write_run(
-        tmp_path,
-        label="best_of_n",
-        strategy="best_of_n",
-        kind="sampling",
-        n=4,
-        seed=0,
-        budgets=[1, 2, 4],
-        problems={"a": MIXED, "b": RIGHT},
-        **kwargs,
-    )
-    write_run(
-        tmp_path,
-        label="best_of_n",
-        strategy="best_of_n",
-        kind="sampling",
-        n=4,
-        seed=1,
-        budgets=[1, 2, 4],
-        problems={"a": RIGHT, "b": RIGHT},
-        **kwargs,
-    )
-    write_run(
-        tmp_path,
-        label="beam",
-        strategy="beam",
-        kind="stepwise",
-        n=4,
-        seed=0,
-        config={"width": 2},
-        problems={"a": RIGHT[:2], "b": MIXED[1:3]},
-        **kwargs,
-    )
+    write_best_of_n(tmp_path, 0, {"a": MIXED, "b": RIGHT}, **kwargs)
+    write_best_of_n(tmp_path, 1, {"a": RIGHT, "b": RIGHT}, **kwargs)
+    write_beam(tmp_path, 0, {"a": RIGHT[:2], "b": MIXED[1:3]}, **kwargs)
     return build_outcomes(load_runs([tmp_path]))
 
 
@@ -81,32 +51,19 @@ def test_sampling_budgets_average_disjoint_groups_and_seeds(tmp_path):
 
 
 def test_unscored_runs_offer_only_majority_and_no_predictor(tmp_path):
-    write_run(
-        tmp_path,
-        label="majority",
-        strategy="majority",
-        kind="sampling",
-        n=2,
-        seed=0,
-        budgets=[1, 2],
-        problems={"a": RIGHT[:2]},
-        scored=False,
-        config={"selection": "majority"},
-    )
+    write_majority(tmp_path, 0, {"a": RIGHT[:2]}, budgets=[1, 2], config={"selection": "majority"})
     out = build_outcomes(load_runs([tmp_path]))
     assert [o.name for o in out.options] == ["majority/majority"]
     assert out.mean_score is None and out.predictor is None
 
 
 def test_missing_correct_flags_are_graded_and_failed_problems_are_left_out(tmp_path):
-    write_run(
+    write_best_of_n(
         tmp_path,
-        label="best_of_n",
-        strategy="best_of_n",
-        kind="sampling",
+        0,
+        {"a": [("7", 0.5, False, 1), ("3", 0.4, False, 1)], "b": RIGHT[:2], "c": RIGHT[:2]},
         n=2,
-        seed=0,
-        problems={"a": [("7", 0.5, False, 1), ("3", 0.4, False, 1)], "b": RIGHT[:2], "c": RIGHT[:2]},
+        budgets=None,
         with_correct=False,
         errors=["b"],
     )
@@ -158,9 +115,7 @@ def test_bad_directories_and_records_are_named(tmp_path):
 def test_answers_the_runner_could_not_grade_are_graded_here_not_read_as_wrong(tmp_path):
     # A run whose grader was down records `"correct": null` and a `grade_error`
     # (docs/records.md); reading null as False would count right answers as wrong.
-    write_run(
-        tmp_path, label="best_of_n", strategy="best_of_n", kind="sampling", n=2, seed=0, problems={"a": RIGHT[:2]}
-    )
+    write_best_of_n(tmp_path, 0, {"a": RIGHT[:2]}, n=2, budgets=None)
     path = next((tmp_path / "runs").glob("*.jsonl"))
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for record in records:

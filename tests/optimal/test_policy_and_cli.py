@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.optimal.helpers import write_run
+from tests.optimal.helpers import write_beam, write_best_of_n, write_majority, write_run
 from ttsearch.cli.app import main
 from ttsearch.errors import PolicyFileError
 from ttsearch.strategies.compute_optimal import ComputeOptimal
@@ -24,18 +24,9 @@ HARD = [(f"h{i}", [("3", 0.2, False, 10)] * 4) for i in range(6)]
 
 def _experiment(tmp_path):
     # Best-of-N solves the easy half, beam search the hard half (and fails the easy one).
-    write_run(
-        tmp_path,
-        label="best_of_n",
-        strategy="best_of_n",
-        kind="sampling",
-        n=4,
-        seed=0,
-        budgets=[1, 2, 4],
-        problems=dict(EASY + HARD),
-    )
+    write_best_of_n(tmp_path, 0, dict(EASY + HARD))
     beam = {uid: [("3", 0.5, False, 30)] * 2 for uid, _ in EASY} | {uid: [("7", 0.5, True, 30)] * 2 for uid, _ in HARD}
-    write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=4, seed=0, config={"width": 2}, problems=beam)
+    write_beam(tmp_path, 0, beam)
     return tmp_path
 
 
@@ -100,16 +91,7 @@ def test_fit_policy_command_writes_a_table_the_strategy_loads(tmp_path, capsys):
 def test_fit_policy_command_names_bad_input(tmp_path, capsys):
     assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
-    write_run(
-        tmp_path,
-        label="majority",
-        strategy="majority",
-        kind="sampling",
-        n=2,
-        seed=0,
-        problems={"a": [("7", 0.0, True, 1)] * 2, "b": [("7", 0.0, True, 1)] * 2},
-        scored=False,
-    )
+    write_majority(tmp_path, 0, {"a": [("7", 0.0, True, 1)] * 2, "b": [("7", 0.0, True, 1)] * 2})
     assert main(["fit-policy", str(tmp_path), "-o", str(tmp_path / "p.json")]) == 2
     assert "needs a sampling run scored by the PRM" in capsys.readouterr().err
 
@@ -122,7 +104,7 @@ def test_online_replay_bins_by_the_probe_and_pays_for_it(tmp_path):
     # back to best-of-N and fail.
     assert [(p.n, p.accuracy) for p in replay_online(outcomes, probe=1)] == [(2, 0.4), (4, 0.4)]
     hard = {uid: [("7", 0.5, True, 30)] * 2 for uid, _ in HARD} | {uid: [("3", 0.5, False, 30)] * 2 for uid, _ in EASY}
-    write_run(tmp_path, label="beam", strategy="beam", kind="stepwise", n=2, seed=0, config={"width": 2}, problems=hard)
+    write_beam(tmp_path, 0, hard, n=2)
     outcomes = build_outcomes(load_runs([tmp_path]))
     two, four = replay_online(outcomes, probe=1)
     # N=2 leaves 1 sample: no room for width 2. N=4: all 10 right. Every probe of a hard

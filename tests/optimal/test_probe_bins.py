@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.optimal.helpers import write_run
+from tests.optimal.helpers import write_beam, write_best_of_n
 from ttsearch.strategies.compute_optimal import ComputeOptimal
 from ttsearch.study.optimal.analysis import analyse_experiment, format_analysis
 from ttsearch.study.optimal.outcomes import build_outcomes
@@ -29,16 +29,7 @@ def _spread_experiment(tmp_path):
             low, high = 0.1 + j / 1000, 0.9 + j / 1000
             first, second = (low, high) if (j + seed) % 2 else (high, low)
             problems[f"p{j:02d}"] = [("7", first, True, 10)] * 2 + [("7", second, True, 10)] * 2
-        write_run(
-            tmp_path,
-            label="best_of_n",
-            strategy="best_of_n",
-            kind="sampling",
-            n=4,
-            seed=seed,
-            budgets=[1, 2, 4],
-            problems=problems,
-        )
+        write_best_of_n(tmp_path, seed, problems)
     return build_outcomes(load_runs([tmp_path]))
 
 
@@ -71,27 +62,9 @@ def _coin_experiment(tmp_path):
     solves every problem at seed 0 and none at seed 1."""
     patterns = [(RIGHT, RIGHT), (RIGHT, WRONG), (WRONG, RIGHT), (WRONG, WRONG)]
     for seed in (0, 1):
-        write_run(
-            tmp_path,
-            label="best_of_n",
-            strategy="best_of_n",
-            kind="sampling",
-            n=4,
-            seed=seed,
-            budgets=[1, 2, 4],
-            problems={f"p{j:02d}": [patterns[j % 4][seed]] * 4 for j in range(40)},
-        )
+        write_best_of_n(tmp_path, seed, {f"p{j:02d}": [patterns[j % 4][seed]] * 4 for j in range(40)})
         beam = ("7", 0.5, True, 30) if seed == 0 else ("3", 0.5, False, 30)
-        write_run(
-            tmp_path,
-            label="beam",
-            strategy="beam",
-            kind="stepwise",
-            n=4,
-            seed=seed,
-            config={"width": 2},
-            problems={f"p{j:02d}": [beam] * 2 for j in range(40)},
-        )
+        write_beam(tmp_path, seed, {f"p{j:02d}": [beam] * 2 for j in range(40)})
     return tmp_path
 
 
@@ -112,15 +85,10 @@ def test_held_out_bins_come_from_another_seed_than_the_graded_one(tmp_path):
 
 def test_the_probe_is_charged_to_every_predicted_point(tmp_path):
     for seed in (0, 1):
-        write_run(
+        write_best_of_n(
             tmp_path,
-            label="best_of_n",
-            strategy="best_of_n",
-            kind="sampling",
-            n=4,
-            seed=seed,
-            budgets=[1, 2, 4],
-            problems={f"p{j}": [RIGHT if (j + seed) % 3 else WRONG] * 4 for j in range(10)},
+            seed,
+            {f"p{j}": [RIGHT if (j + seed) % 3 else WRONG] * 4 for j in range(10)},
             usage={"generated_tokens": 40, "verifier_tokens": 100, "verifier_cached_tokens": 60},
         )
     analysis = analyse_experiment([tmp_path], folds=2, probe=2)
@@ -136,17 +104,7 @@ def test_the_probe_is_charged_to_every_predicted_point(tmp_path):
 
 def test_prm_tokens_are_what_the_prm_computed_and_old_records_say_what_they_fall_back_to(tmp_path):
     def outcomes(directory, usage):
-        write_run(
-            directory,
-            label="best_of_n",
-            strategy="best_of_n",
-            kind="sampling",
-            n=4,
-            seed=0,
-            budgets=[2, 4],
-            problems={"a": [RIGHT] * 4},
-            usage=usage,
-        )
+        write_best_of_n(directory, 0, {"a": [RIGHT] * 4}, budgets=[2, 4], usage=usage)
         return build_outcomes(load_runs([directory]))
 
     recorded = outcomes(

@@ -97,21 +97,8 @@ async def test_a_client_that_disconnects_cancels_its_search() -> None:
     _, delay = hang_on("hang")
     service = make_service(delay=delay)
     app = create_app(service, api_key=None)
-    body = json.dumps({"model": "best_of_n-4", "messages": [{"role": "user", "content": "hang here"}]}).encode()
-    gone = asyncio.Event()
-    sent: list[dict[str, Any]] = []
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop()
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    handler = asyncio.create_task(app(_scope("/v1/chat/completions"), receive, send))
+    body = {"model": "best_of_n-4", "messages": [{"role": "user", "content": "hang here"}]}
+    handler, gone, _ = post_then_disconnect(app, body)
     await until(lambda: service.policy_load.requests == 1)
     gone.set()
     await asyncio.wait_for(handler, 5)
@@ -159,9 +146,24 @@ async def test_a_streaming_client_that_disconnects_cancels_its_search() -> None:
     service = make_service(delay=delay)
     app = create_app(service, api_key=None, progress_interval=0.01)
     body = {"model": "best_of_n-4", "stream": True, "messages": [{"role": "user", "content": "hang here"}]}
+    handler, gone, sent = post_then_disconnect(app, body)
+    await until(lambda: service.policy_load.requests == 1 and len(sent) >= 2)  # headers and the role chunk
+    gone.set()
+    await asyncio.wait_for(handler, 5)
+    await until(lambda: service.policy_load.requests == 0 and service.admission.running == 0)
+    assert metric(service, "ttsearch_searches_cancelled_total") == 1
+    assert metric(service, 'ttsearch_requests_total{endpoint="/v1/chat/completions",status="499"}') == 1
+
+
+def post_then_disconnect(
+    app: Any, body: dict[str, Any]
+) -> tuple[asyncio.Task[None], asyncio.Event, list[dict[str, Any]]]:
+    """POSTs `body` as JSON to the app's /v1/chat/completions, an ASGI client that disconnects
+    once the returned event is set; returns the app's task, that event and the messages the
+    app has sent so far (a list that keeps filling)."""
     gone = asyncio.Event()
-    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
     sent: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
 
     async def receive() -> dict[str, Any]:
         if messages:
@@ -172,13 +174,7 @@ async def test_a_streaming_client_that_disconnects_cancels_its_search() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    handler = asyncio.create_task(app(_scope("/v1/chat/completions"), receive, send))
-    await until(lambda: service.policy_load.requests == 1 and len(sent) >= 2)  # headers and the role chunk
-    gone.set()
-    await asyncio.wait_for(handler, 5)
-    await until(lambda: service.policy_load.requests == 0 and service.admission.running == 0)
-    assert metric(service, "ttsearch_searches_cancelled_total") == 1
-    assert metric(service, 'ttsearch_requests_total{endpoint="/v1/chat/completions",status="499"}') == 1
+    return asyncio.create_task(app(_scope("/v1/chat/completions"), receive, send)), gone, sent
 
 
 def _scope(path: str) -> dict[str, Any]:
