@@ -65,10 +65,14 @@ __all__ = [
     "greedy_accuracy",
     "greedy_correct",
     "label_solutions",
+    "log",
+    "lr_at",
     "main",
+    "pad_right",
     "prm_scores",
     "roc_auc",
     "sample_solutions",
+    "save_model",
     "synthetic_pairs",
     "train",
 ]
@@ -122,7 +126,7 @@ class ToyTrainConfig:
             raise ValueError(f"prm_synthetic_fraction must be in [0, 1], got {self.prm_synthetic_fraction}")
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
     print(f"[toy {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
@@ -152,7 +156,7 @@ def _new_model(cfg: ToyTrainConfig, tokenizer: Any) -> Any:
     return LlamaForCausalLM(config)
 
 
-def _lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine decay to 10% of `peak` at `total` steps."""
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -160,7 +164,7 @@ def _lr_at(step: int, peak: float, warmup: int, total: int) -> float:
     return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
 
 
-def _pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+def pad_right(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
@@ -297,10 +301,10 @@ def train_policy(
             labels.append([-100] * len(prompt) + target)  # no loss on the prompt
         model.train()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg.policy_lr, cfg.warmup_steps, cfg.policy_max_steps)
+            group["lr"] = lr_at(step, cfg.policy_lr, cfg.warmup_steps, cfg.policy_max_steps)
         # Right padding under a causal mask cannot affect real positions: no attention mask.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
-            loss = model(input_ids=_pad_right(inputs, pad), labels=_pad_right(labels, -100)).loss
+            loss = model(input_ids=pad_right(inputs, pad), labels=pad_right(labels, -100)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -311,11 +315,11 @@ def train_policy(
                 model, tokenizer, val, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size
             )
             history.append((n_steps, acc))
-            _log(f"policy step {n_steps}: loss {loss.item():.4f}, validation greedy accuracy {acc:.3f}")
+            log(f"policy step {n_steps}: loss {loss.item():.4f}, validation greedy accuracy {acc:.3f}")
             if acc >= cfg.target_accuracy:
                 break
         elif n_steps % 10 == 0:
-            _log(f"policy step {n_steps}: loss {loss.item():.4f}")
+            log(f"policy step {n_steps}: loss {loss.item():.4f}")
     model.eval()
     return model, {"policy_steps": n_steps, "policy_val_history": history}
 
@@ -363,7 +367,7 @@ def label_solutions(
 
 def _tag_logits(model: Any, batch: Sequence[LabelledSolution], label_ids: tuple[int, int], pad: int) -> torch.Tensor:
     """("+", "-") logits at every tag of the batch, in order: shape [n_tags, 2]."""
-    hidden = model.model(input_ids=_pad_right([ex.token_ids for ex in batch], pad)).last_hidden_state
+    hidden = model.model(input_ids=pad_right([ex.token_ids for ex in batch], pad)).last_hidden_state
     rows = torch.tensor([b for b, ex in enumerate(batch) for _ in ex.tag_positions])
     cols = torch.tensor([p for ex in batch for p in ex.tag_positions])
     return model.lm_head(hidden[rows, cols])[:, list(label_ids)]
@@ -401,7 +405,7 @@ def train_prm(
         batch += synthetic_pairs(encoder, pair_problems, rng)
         prm.train()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg.prm_lr, cfg.warmup_steps, cfg.prm_train_steps)
+            group["lr"] = lr_at(step, cfg.prm_lr, cfg.warmup_steps, cfg.prm_train_steps)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
             logits = _tag_logits(prm, batch, encoder.label_ids, pad)
         # Target class 0 is "+" (good), 1 is "-".
@@ -412,7 +416,7 @@ def train_prm(
         opt.step()
         opt.zero_grad(set_to_none=True)
         if (step + 1) % 50 == 0:
-            _log(f"prm step {step + 1}: loss {loss.item():.4f}")
+            log(f"prm step {step + 1}: loss {loss.item():.4f}")
     prm.eval()
     return prm
 
@@ -457,7 +461,7 @@ def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 # --------------------------------------------------------------------------- saving
 
 
-def _save(model: Any, tokenizer: Any, out: Path) -> None:
+def save_model(model: Any, tokenizer: Any, out: Path) -> None:
     from transformers import GenerationConfig
 
     out.mkdir(parents=True, exist_ok=True)
@@ -497,7 +501,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     n_train = cfg.policy_max_steps * cfg.policy_batch_size
     drawn = make_problems(2 * n_train, cfg.seed + 1)
     train_problems = [p for p in drawn if p.problem not in reserved][:n_train]
-    _log(f"{len(train_problems)} training problems, vocab {len(tokenizer)}, {cfg.threads} threads")
+    log(f"{len(train_problems)} training problems, vocab {len(tokenizer)}, {cfg.threads} threads")
 
     policy, policy_info = train_policy(cfg, tokenizer, train_problems, val)
     t_policy = time.time() - t0
@@ -509,7 +513,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
         level: float(np.mean([ok for p, ok in zip(test, greedy_flags) if p.level == level]))
         for level in sorted({p.level for p in test if p.level is not None})
     }
-    _log(
+    log(
         f"policy: {policy_info['policy_steps']} steps in {t_policy:.0f} s; held-out greedy accuracy "
         f"{greedy:.3f}; per level {per_level}"
     )
@@ -521,7 +525,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     )
     prm_problems = [p for p in make_problems(3 * cfg.prm_problems, cfg.seed + 2) if p.problem not in reserved]
     prm_problems = prm_problems[: cfg.prm_problems]
-    _log(f"sampling {cfg.prm_samples} solutions for each of {len(prm_problems)} PRM problems")
+    log(f"sampling {cfg.prm_samples} solutions for each of {len(prm_problems)} PRM problems")
     prm_data = label_solutions(
         encoder,
         prm_problems,
@@ -530,12 +534,12 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     )
     n_steps = sum(len(ex.labels) for ex in prm_data)
     n_good = sum(sum(ex.labels) for ex in prm_data)
-    _log(f"PRM data: {len(prm_data)} solutions, {n_steps} steps, {n_good} labelled '+'")
+    log(f"PRM data: {len(prm_data)} solutions, {n_steps} steps, {n_good} labelled '+'")
 
     test_texts = sample_solutions(policy, tokenizer, test, cfg.test_samples, seed=cfg.seed + 5, **sampling)
     test_data = label_solutions(encoder, test, test_texts, dedupe=False)
     sampled_acc = float(np.mean([is_correct(p, t) for p, ts in zip(test, test_texts) for t in ts]))
-    _log(f"held-out sampled accuracy at T={cfg.temperature}: {sampled_acc:.3f}")
+    log(f"held-out sampled accuracy at T={cfg.temperature}: {sampled_acc:.3f}")
 
     t1 = time.time()
     drawn = make_problems(cfg.prm_train_steps * cfg.prm_batch_size // 2, cfg.seed + 6)
@@ -548,14 +552,14 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
     auc = None
     if 0 < sum(step_labels) < len(step_labels):
         auc = roc_auc([s for ss in scores for s in ss], step_labels)
-    _log(f"PRM trained in {t_prm:.0f} s; held-out step-level ROC AUC {auc}")
+    log(f"PRM trained in {t_prm:.0f} s; held-out step-level ROC AUC {auc}")
 
     # Best-of-N on the held-out samples, solution score = the PRM's lowest step score.
     best_of_n = _best_of_n(test, test_texts, test_data, scores)
-    _log(f"held-out best-of-{cfg.test_samples}: {best_of_n}")
+    log(f"held-out best-of-{cfg.test_samples}: {best_of_n}")
 
-    _save(policy, tokenizer, out / "policy")
-    _save(prm, tokenizer, out / "prm")
+    save_model(policy, tokenizer, out / "policy")
+    save_model(prm, tokenizer, out / "prm")
     metrics = {
         "greedy_accuracy": greedy,
         "greedy_accuracy_per_level": per_level,
@@ -592,7 +596,7 @@ def train(cfg: ToyTrainConfig, out: Path) -> dict[str, Any]:
         "torch_version": torch.__version__,
     }
     (out / "toy_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _log(f"wrote {out} in {metrics['total_seconds']:.0f} s")
+    log(f"wrote {out} in {metrics['total_seconds']:.0f} s")
     return metrics
 
 
