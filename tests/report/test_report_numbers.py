@@ -341,6 +341,12 @@ def test_format_table_shows_hand_computed_cells(report) -> None:  # type: ignore
     line = next(l for l in text.splitlines() if l.startswith("Best-of-N (weighted)") and "±" in l)
     assert line.split()[2:] == ["55.0", "±", "14.1", "70.0", "±", "14.1", "50.0", "±", "14.1"]
     assert "(1 failed problem(s) left out)" in text
+    # The bin tables have a row per strategy and N (a winner can change with the budget);
+    # bon's weighted@4 per predicted bin as computed in test_math_levels_and_difficulty_bins.
+    predicted = text.split("accuracy % by predicted difficulty bin")[1].split("\n\n")[0]
+    bon_rows = [line.split() for line in predicted.splitlines() if line.startswith("bon ")]
+    assert [row[1] for row in bon_rows] == ["1", "2", "4"]
+    assert bon_rows[-1][2:] == ["100.0", "0.0", "100.0", "50.0", "0.0"]
 
 
 def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -68,8 +68,11 @@ def _compute_table(strategies: Sequence[StrategyReport]) -> str:
     return "compute per problem (means; accuracy with each strategy's own selection)\n" + text_grid(header, rows)
 
 
-def bin_rows(strategies: Sequence[StrategyReport], kind: str) -> tuple[list[int], list[tuple[str, int, list[float]]]]:
-    """Per strategy at its largest N with its own selection: accuracy per bin (NaN: empty bin)."""
+def bin_rows(
+    strategies: Sequence[StrategyReport], kind: str, *, every_n: bool = False
+) -> tuple[list[int], list[tuple[str, int, list[float]]]]:
+    """Per strategy at its largest N (`every_n`: at each of its N) with its own selection:
+    accuracy per bin (NaN: empty bin)."""
     if kind == "level":
         levels = sorted({lv for s in strategies for lv in s.by_level})
     else:
@@ -77,13 +80,15 @@ def bin_rows(strategies: Sequence[StrategyReport], kind: str) -> tuple[list[int]
     rows = []
     for s in strategies:
         tables = s.by_level if kind == "level" else s.by_bin.get(kind, {})
-        k = s.ks[-1]
-        rows.append((s.label, k, [tables[lv].accuracy(s.selection, k) if lv in tables else math.nan for lv in levels]))
+        for k in s.ks if every_n else s.ks[-1:]:
+            accuracies = [tables[lv].accuracy(s.selection, k) if lv in tables else math.nan for lv in levels]
+            rows.append((s.label, k, accuracies))
     return levels, rows
 
 
 def _bin_table(strategies: Sequence[StrategyReport], kind: str, digits: int, source: str) -> str:
-    levels, rows = bin_rows(strategies, kind)
+    # Every N: which strategy (or revision ratio) wins a bin can change with the budget.
+    levels, rows = bin_rows(strategies, kind, every_n=True)
     name = {"oracle": "oracle difficulty bin (pass@1)", "predicted": "predicted difficulty bin (mean PRM score)"}.get(
         kind, "MATH level"
     )
