@@ -47,7 +47,7 @@ def _recipe_file(folder: Path) -> Path:
         {"strategy": "beam", "n": [4], "width": 2, "reduction": "min"},
     ]
     data["seeds"] = [0, 1]  # 4 runs x 16 problems
-    data["execution"] = {"max_concurrent_problems": 4, "fsync_seconds": 0}
+    data["execution"] = {"max_concurrent_problems": 4, "fsync_seconds": 0, "keep_trees": True}
     data["ray"] = {"workers": 2, "max_restarts": 2, "env_vars": FAST_START}
     path = folder / "ray-toy.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -112,6 +112,23 @@ def _assert_each_search_once_as_in(out: Path, reference: Path) -> None:
     assert not differ, f"{len(differ)} searches differ from the single-process run's, e.g. {differ[:3]}"
 
 
+def _assert_a_tree_for_every_record(out: Path) -> None:
+    """`execution.keep_trees`: each record's search tree is in trees/<run>.jsonl (the last
+    line of a problem counts), with the record's answer and one node per candidate."""
+    for path in sorted((out / "runs").glob("*.jsonl")):
+        trees = {}
+        for line in (out / "trees" / path.name).read_text().splitlines():
+            tree = json.loads(line)
+            trees[tree["unique_id"]] = tree
+        records = {record["unique_id"]: record for record in read_records(path)}
+        assert trees.keys() == records.keys(), f"{path.name}: a tree for every record"
+        for uid, record in records.items():
+            tree = trees[uid]
+            assert tree["answer"] == record["answer"] and len(tree["candidates"]) == len(record["candidates"])
+            nodes = {node["id"] for node in tree["tree"]["nodes"]}
+            assert set(tree["candidates"]) <= nodes
+
+
 def _half_done(reference: Path, out: Path) -> dict[str, list[str]]:
     """A copy of `reference` as a kill would leave it: the first half of each run's records."""
     shutil.copytree(reference, out)
@@ -119,6 +136,9 @@ def _half_done(reference: Path, out: Path) -> dict[str, list[str]]:
     for name, lines in _lines(reference).items():
         half[name] = lines[: len(lines) // 2]
         (out / "runs" / name).write_text("".join(half[name]))
+        kept = {json.loads(line)["unique_id"] for line in half[name]}
+        trees = (out / "trees" / name).read_text().splitlines(keepends=True)
+        (out / "trees" / name).write_text("".join(t for t in trees if json.loads(t)["unique_id"] in kept))
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["finished_at"] = None
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -193,6 +213,7 @@ async def test_a_ray_run_finishes_a_single_process_run_and_survives_a_killed_wor
     for name, lines in _lines(out).items():
         assert lines[: len(half[name])] == half[name], f"{name}: earlier records kept as written"
     _assert_each_search_once_as_in(out, reference)
+    _assert_a_tree_for_every_record(out)  # half of them sent back by the Ray workers
     session = json.loads((out / "manifest.json").read_text())["sessions"][-1]
     assert session["ray"] == {"workers": 2, "restarts": 1, "given_up": 0}
     await _wait_for(lambda: not _worker_pids(), 60, "the workers to end with the run")

@@ -237,13 +237,23 @@ class ExperimentSession:
             self.search_seconds = time.perf_counter() - started
             bar.close()
 
-    async def record(self, run: PlannedRun, problem: Problem, result: SearchResult, *, date_string: str | None) -> None:
-        """Grade `result` (the search of `problem` in `run`) and append its record."""
+    async def record(
+        self,
+        run: PlannedRun,
+        problem: Problem,
+        result: SearchResult,
+        *,
+        date_string: str | None,
+        tree: dict[str, Any] | None = None,
+    ) -> None:
+        """Grade `result` (the search of `problem` in `run`) and append its record; with its
+        tree (`result.tree`, or `tree`: a snapshot taken where it ran) when kept."""
         correct, grade_error = await self.grader.grade(problem.answer, result.answer)
-        if result.tree is not None:
+        snapshot = result.tree.snapshot() if result.tree is not None else tree
+        if snapshot is not None:
             # Before the record: a kill between the two leaves the problem to search again,
             # never a record whose tree is missing.
-            self.store.tree_writer(run.run_id).write(tree_record(result, problem, correct))
+            self.store.tree_writer(run.run_id).write(tree_record(result, problem, correct, snapshot))
         record = result_record(result, problem, run.strategy, bool(correct), date_string=date_string)
         record = _with_grade(record, correct, grade_error)
         record.update(
@@ -397,10 +407,11 @@ def recipe_searcher(
     )
 
 
-def tree_record(result: SearchResult, problem: Problem, correct: bool | None) -> dict[str, Any]:
-    """One line of `trees/<run>.jsonl`: the search's tree (`SearchTree.snapshot`), the node
-    of each candidate and of the selected one, the answer and its grade."""
-    assert result.tree is not None
+def tree_record(
+    result: SearchResult, problem: Problem, correct: bool | None, snapshot: dict[str, Any]
+) -> dict[str, Any]:
+    """One line of `trees/<run>.jsonl`: the search's tree (`snapshot`, `SearchTree.snapshot`),
+    the node of each candidate and of the selected one, the answer and its grade."""
     index = selected_index(result)
     return {
         "unique_id": problem.unique_id,
@@ -408,7 +419,7 @@ def tree_record(result: SearchResult, problem: Problem, correct: bool | None) ->
         "correct": correct,
         "candidates": [c.node_id for c in result.candidates],
         "selected": None if index is None else result.candidates[index].node_id,
-        "tree": result.tree.snapshot(),
+        "tree": snapshot,
     }
 
 

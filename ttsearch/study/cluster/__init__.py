@@ -61,8 +61,6 @@ def check_ray_plan(prepared: Prepared) -> None:
         )
     if prepared.recipe.execution.kv_admission:
         logger.warning("execution.kv_admission is not applied on Ray: each worker holds max_concurrent_problems")
-    if prepared.recipe.execution.keep_trees:
-        logger.warning("execution.keep_trees is not applied on Ray: run without --ray to record search trees")
 
 
 async def run_experiment_on_ray(

@@ -28,7 +28,7 @@ from ttsearch.core.scheduler import Usage
 from ttsearch.errors import BackendError, ExperimentError
 from ttsearch.study.cluster.connect import actor_options, ray_cluster, worker_count
 from ttsearch.study.cluster.dispatch import Dispatcher, WorkItem
-from ttsearch.study.cluster.worker import SearchWorker, WorkerInfo
+from ttsearch.study.cluster.worker import Found, SearchWorker, WorkerInfo
 from ttsearch.study.recipe import RaySpec
 from ttsearch.study.runner import ExperimentSession
 
@@ -81,7 +81,10 @@ class _Drive:
         remote = ray.remote(SearchWorker).options(**actor_options(spec, max_concurrency=self.capacity + 4))
         self.workers = [_Worker(i, remote.remote(prepared, verbose=verbose)) for i in range(workers)]
         self.changed = asyncio.Condition()  # the dispatcher or a worker's state changed
-        self.results: asyncio.Queue[tuple[WorkItem, SearchResult, str | None] | None] = asyncio.Queue()
+        # (item, result, the worker's date string, the tree's snapshot when trees are kept)
+        self.results: asyncio.Queue[tuple[WorkItem, SearchResult, str | None, dict[str, Any] | None] | None] = (
+            asyncio.Queue()
+        )
         self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.first_up = asyncio.Event()  # a worker's engines are up: searching begins
         self.restarts = 0  # deaths of searching workers that Ray starts again
@@ -158,8 +161,7 @@ class _Drive:
             ref = worker.actor.search.remote(item.run, item.problem)
             await self._show()
             try:
-                result: SearchResult
-                result, info = await ref
+                found: Found = await ref
             except RayActorError as error:
                 died.set()  # its other slots stop asking; their searches fail with it
                 await self._failed(worker, item, f"the worker died ({_first_line(error)})")
@@ -168,12 +170,12 @@ class _Drive:
                 await self._failed(worker, item, _first_line(error.cause if error.cause is not None else error))
                 continue
             assert worker.info is not None
-            if info.pid != worker.info.pid:  # it died while idle: Ray restarted it unseen
-                worker.info = info
+            if found.worker.pid != worker.info.pid:  # it died while idle: Ray restarted it unseen
+                worker.info = found.worker
                 self.restarts += 1
                 await self._show()
             self.dispatcher.returned(worker.index, item)
-            self.results.put_nowait((item, result, worker.info.date_string))
+            self.results.put_nowait((item, found.result, worker.info.date_string, found.tree))
             await self._changed()
 
     async def _next(self, worker: _Worker, died: asyncio.Event) -> WorkItem | None:
@@ -193,7 +195,7 @@ class _Drive:
         logger.warning("search %s failed on Ray worker %d: %s", self._name(item), worker.index, cause)
         if self.dispatcher.failed(worker.index, item, cause):
             self.gave_up += 1
-            self.results.put_nowait((item, self._error_result(item), None))
+            self.results.put_nowait((item, self._error_result(item), None, None))
         await self._changed()
 
     async def _retire(self, worker: _Worker, error: BaseException | None) -> None:
@@ -215,9 +217,9 @@ class _Drive:
         prepared = self.session.prepared
         try:
             while (entry := await self.results.get()) is not None:
-                item, result, date_string = entry
+                item, result, date_string, tree = entry
                 run, problem = prepared.runs[item.run], prepared.problems[item.problem]
-                await self.session.record(run, problem, result, date_string=date_string)
+                await self.session.record(run, problem, result, date_string=date_string, tree=tree)
         except BaseException as error:
             if not isinstance(error, asyncio.CancelledError) and not self.done.done():
                 self.done.set_exception(error)

@@ -23,7 +23,8 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ttsearch.core.backend import ForgetsCaches
 from ttsearch.core.results import SearchResult
@@ -33,7 +34,7 @@ from ttsearch.study.engines import quiet_vllm_logs, start_backends
 from ttsearch.study.preflight import Prepared
 from ttsearch.study.runner import recipe_searcher
 
-__all__ = ["RunGate", "SearchWorker", "WorkerInfo"]
+__all__ = ["Found", "RunGate", "SearchWorker", "WorkerInfo"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ class WorkerInfo:
     node: str  # host name of its node
     date_string: str | None  # the policy's pinned chat-template date (for the records)
     engine_seconds: float  # its engines' start-up
+
+
+@dataclass(frozen=True)
+class Found:
+    """What one search on a worker sends back: the result (its tree left behind: the live
+    tree does not travel), the tree's snapshot when the recipe keeps trees, and the worker
+    (a worker that died idle and was restarted by Ray shows its new process)."""
+
+    result: SearchResult
+    tree: dict[str, Any] | None
+    worker: WorkerInfo
 
 
 class RunGate:
@@ -130,22 +142,24 @@ class SearchWorker:
                 self._info = await self._start()
             return self._info
 
-    async def search(self, run: int, problem: int) -> tuple[SearchResult, WorkerInfo]:
+    async def search(self, run: int, problem: int) -> Found:
         """Search problem `problem` in run `run`; a problem that fails alone comes back as
-        a result with `error`, as in `run_experiment`. With it, this worker's `WorkerInfo`:
-        a worker that died idle and was restarted by Ray shows the driver its new process."""
+        a result with `error`, as in `run_experiment`."""
         info = await self.start()
         assert self._searcher is not None
         planned = self._prepared.runs[run]
         job = SearchJob(self._prepared.problems[problem], planned.strategy, planned.seed)
         try:
             if self._gate is None:
-                return await _only_result(self._searcher, job), info
-            async with self._gate.entered(run):
-                return await _only_result(self._searcher, job), info
+                result = await _only_result(self._searcher, job)
+            else:
+                async with self._gate.entered(run):
+                    result = await _only_result(self._searcher, job)
         except SearchError:
             await self._exit_for_restart()
             raise  # not reached
+        tree = None if result.tree is None else result.tree.snapshot()
+        return Found(replace(result, tree=None), tree, info)
 
     async def pid(self) -> int:
         """This actor's process (a new one after Ray restarts it); starts nothing."""
@@ -165,7 +179,9 @@ class SearchWorker:
         recipe = self._prepared.recipe
         # The driver keeps at most max_concurrent_problems searches in flight here, each as
         # its own `run_jobs` call: the bound is the driver's.
-        self._searcher = recipe_searcher(recipe, policy, verifier, close_backends=True)
+        self._searcher = recipe_searcher(
+            recipe, policy, verifier, close_backends=True, keep_trees=recipe.execution.keep_trees
+        )
         if recipe.execution.isolate_runs and isinstance(verifier, ForgetsCaches):
             self._gate = RunGate(verifier.forget_caches)
         return WorkerInfo(
