@@ -168,6 +168,19 @@ def prm_format(value: str | dict[str, Any]) -> PrmFormat:
         raise RecipeError(f"prm.format: {error}") from None
 
 
+def _load_tokenizer(recipe: Recipe, source: str, section: str, what: str) -> tuple[Any, str]:
+    """The tokenizer at `source` (a resolved tokenizer or model: a path relative to the
+    recipe, or a hub id) and where it was loaded from; a RecipeError naming `section`."""
+    local = recipe.resolve_path(source)
+    tokenizer_path = str(local) if local.exists() else source
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(tokenizer_path), tokenizer_path
+    except Exception as error:
+        raise RecipeError(f"{section}: cannot load {what} from {tokenizer_path!r}: {error}") from None
+
+
 def _check_revision_prompts(recipe: Recipe, source: str | None) -> None:
     """A run that revises needs revision prompts the policy's tokenizer can render (earlier
     attempts as assistant turns: some chat templates refuse two in a row): one is rendered
@@ -177,14 +190,7 @@ def _check_revision_prompts(recipe: Recipe, source: str | None) -> None:
         raise RecipeError("sampling.revision_instruction is empty: give its text, or leave it out for none")
     if source is None:  # servers without a named model: their tokenizer is only known on connect
         return
-    local = recipe.resolve_path(source)
-    tokenizer_path = str(local) if local.exists() else source
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    except Exception as error:
-        raise RecipeError(f"policy: cannot load the policy tokenizer from {tokenizer_path!r}: {error}") from None
+    tokenizer, tokenizer_path = _load_tokenizer(recipe, source, "policy", "the policy tokenizer")
     try:
         prompts = PromptFormat(**policy_prompt_options(recipe))
         prompts.revision(tokenizer, "What is 1 + 1?", ["First attempt.", "Second attempt."])
@@ -207,14 +213,7 @@ def _check_format_tokens(recipe: Recipe, fmt: PrmFormat, source: str | None) -> 
     assert recipe.prm is not None
     if source is None:  # servers without a named model: their tokenizer is checked on connect
         return
-    local = recipe.resolve_path(source)
-    tokenizer_path = str(local) if local.exists() else source
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    except Exception as error:
-        raise RecipeError(f"prm: cannot load the PRM tokenizer from {tokenizer_path!r}: {error}") from None
+    tokenizer, tokenizer_path = _load_tokenizer(recipe, source, "prm", "the PRM tokenizer")
     try:
         encoder = PrmEncoder(fmt, tokenizer)
     except ValueError as error:
