@@ -1,5 +1,6 @@
 """The Ray driver's bookkeeping without Ray: which worker gets which search, what happens
-to the searches of a worker that died, one run at a time on a worker; and the recipe's
+to the searches of a worker that died, how its restarts are counted, one run at a time on
+a worker; and the recipe's
 `ray:` section and the `--ray` flag's refusals (no cluster, no engine)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ttsearch.cli.experiment import TOY_RECIPE
 from ttsearch.errors import RecipeError
 from ttsearch.study.cluster import check_ray_plan, ray_spec, require_ray
 from ttsearch.study.cluster.dispatch import Dispatcher, WorkItem
+from ttsearch.study.cluster.restarts import RestartCount
 from ttsearch.study.cluster.worker import RunGate
 from ttsearch.study.preflight import prepare
 from ttsearch.study.recipe import RaySpec, load_recipe
@@ -91,6 +93,43 @@ def test_a_retired_workers_problems_find_a_new_home() -> None:
     assert nxt is not None and nxt.run == 1
     dispatcher.returned(0, nxt)
     assert dispatcher.finished and dispatcher.live_workers == 1
+
+
+def test_a_death_is_one_restart_however_many_calls_fail_with_it() -> None:
+    count = RestartCount(workers=2)
+    count.answered(0, pid=100)
+    count.answered(1, pid=200)
+    for _ in range(4):  # every slot's search fails with the process, then two starts
+        count.died(0)
+    assert count.total == 1 and count.pid(0) is None
+    count.answered(0, pid=101)  # the restarted process: no second count
+    assert count.total == 1 and count.pid(0) == 101
+    count.answered(1, pid=200)  # the same process again
+    assert count.total == 1
+
+
+def test_a_death_while_starting_or_idle_is_counted_by_the_new_process() -> None:
+    count = RestartCount(workers=2)
+    count.answered(0, pid=100)  # seen before its engines start
+    count.died(0)  # killed while starting them (the CI flake this test pins: it was missed)
+    count.answered(0, pid=101)
+    assert count.total == 1
+    count.answered(1, pid=200)
+    count.answered(1, pid=201)  # died idle, restarted by Ray before the next call
+    assert count.total == 2
+
+
+def test_a_death_ray_never_restarts_is_not_a_restart() -> None:
+    count = RestartCount(workers=1)
+    count.answered(0, pid=100)
+    count.died(0)
+    count.died(0)
+    count.gone(0)
+    assert count.total == 0
+    never_seen = RestartCount(workers=1)
+    never_seen.died(0)  # died being created: nothing to compare a new process with
+    never_seen.gone(0)
+    assert never_seen.total == 0
 
 
 async def test_the_run_gate_lets_one_run_in_at_a_time_and_switches_between() -> None:

@@ -28,6 +28,7 @@ from ttsearch.core.scheduler import Usage
 from ttsearch.errors import BackendError, ExperimentError
 from ttsearch.study.cluster.connect import actor_options, ray_cluster, worker_count
 from ttsearch.study.cluster.dispatch import Dispatcher, WorkItem
+from ttsearch.study.cluster.restarts import RestartCount
 from ttsearch.study.cluster.worker import Found, SearchWorker, WorkerInfo
 from ttsearch.study.recipe import RaySpec
 from ttsearch.study.runner import ExperimentSession
@@ -87,7 +88,7 @@ class _Drive:
         )
         self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.first_up = asyncio.Event()  # a worker's engines are up: searching begins
-        self.restarts = 0  # deaths of searching workers that Ray starts again
+        self.restarts = RestartCount(workers)
         self.gave_up = 0
 
     async def run(self) -> None:
@@ -108,7 +109,7 @@ class _Drive:
             # First, before any await: a stop (SIGTERM) cancels the awaits below too.
             self.session.extra_stats["ray"] = {
                 "workers": len(self.workers),
-                "restarts": self.restarts,
+                "restarts": self.restarts.total,
                 "given_up": self.gave_up,
             }
             for task in (*tasks, writer):
@@ -124,30 +125,34 @@ class _Drive:
         waits for the new process and starts its engines. Calls to an actor that is dead
         for good fail at once, so `start` failing many times in a row means gone."""
         try:
+            try:  # its process before the engines start: a death while starting is seen as one
+                self.restarts.answered(worker.index, await _pid(worker))
+            except RayActorError:
+                pass  # it died being created: `start` below waits for Ray's restart
             failed_starts = 0  # in a row
-            restarting = False  # the worker died searching; not up again yet
             while not self.done.done():
                 try:
                     info = await worker.actor.start.remote()
-                except RayActorError as error:  # restarting, died while starting, or dead for good
+                except RayActorError as error:  # died while starting, restarting, or dead for good
+                    self.restarts.died(worker.index)
                     failed_starts += 1
                     if self.spec.max_restarts != -1 and failed_starts > self.spec.max_restarts + 1:
-                        self.restarts -= restarting  # it never came back
+                        self.restarts.gone(worker.index)
                         await self._retire(worker, error)
                         return
                     await asyncio.sleep(RESTART_PAUSE)
                     continue
                 except RayTaskError as error:  # the engines cannot start: no worker could
                     raise BackendError(f"Ray worker {worker.index} could not start its engines: {error}") from None
-                failed_starts, restarting = 0, False
+                failed_starts = 0
+                self.restarts.answered(worker.index, info.pid)
                 worker.info, worker.died = info, asyncio.Event()
                 self.first_up.set()
                 await self._show()
                 await asyncio.gather(*(self._slot(worker) for _ in range(self.capacity)))
                 if not worker.died.is_set():
                     return  # no work left
-                worker.info, restarting = None, True
-                self.restarts += 1  # counted once per death: Ray starts the actor again
+                worker.info = None  # Ray starts the actor again; `start` waits for it
                 await self._show()
         except BaseException as error:
             if not isinstance(error, asyncio.CancelledError) and not self.done.done():
@@ -163,19 +168,19 @@ class _Drive:
             try:
                 found: Found = await ref
             except RayActorError as error:
+                self.restarts.died(worker.index)
                 died.set()  # its other slots stop asking; their searches fail with it
                 await self._failed(worker, item, f"the worker died ({_first_line(error)})")
                 return
             except RayTaskError as error:
                 await self._failed(worker, item, _first_line(error.cause if error.cause is not None else error))
                 continue
-            assert worker.info is not None
-            if found.worker.pid != worker.info.pid:  # it died while idle: Ray restarted it unseen
+            if found.worker.pid != self.restarts.pid(worker.index):  # it died idle: Ray restarted it unseen
+                self.restarts.answered(worker.index, found.worker.pid)
                 worker.info = found.worker
-                self.restarts += 1
                 await self._show()
             self.dispatcher.returned(worker.index, item)
-            self.results.put_nowait((item, found.result, worker.info.date_string, found.tree))
+            self.results.put_nowait((item, found.result, found.worker.date_string, found.tree))
             await self._changed()
 
     async def _next(self, worker: _Worker, died: asyncio.Event) -> WorkItem | None:
@@ -257,20 +262,19 @@ class _Drive:
         if self.session.progress is None:
             return
         flights = [None if w.info is None else self.dispatcher.in_flight(w.index) for w in self.workers]
-        self.session.progress.set_workers(flights, self.restarts)
+        self.session.progress.set_workers(flights, self.restarts.total)
 
     async def _count_unseen_restarts(self) -> None:
         """A worker that died idle near the end (no search sent to it since) was restarted
         by Ray without the driver seeing it: its process id tells."""
-        live = [w for w in self.workers if not w.gone and w.info is not None]
+        seen = [w for w in self.workers if not w.gone and self.restarts.pid(w.index) is not None]
         pids = await asyncio.gather(
-            *(asyncio.wait_for(_pid(w), PID_SECONDS) for w in live),
+            *(asyncio.wait_for(_pid(w), PID_SECONDS) for w in seen),
             return_exceptions=True,
         )
-        for worker, pid in zip(live, pids, strict=True):
-            assert worker.info is not None
-            if isinstance(pid, int) and pid != worker.info.pid:
-                self.restarts += 1
+        for worker, pid in zip(seen, pids, strict=True):
+            if isinstance(pid, int):
+                self.restarts.answered(worker.index, pid)
 
     async def _close_workers(self) -> None:
         live = [w for w in self.workers if not w.gone]
