@@ -369,3 +369,37 @@ def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path:
     assert list(bon.get_xdata()) == [1, 2, 4]
     assert list(bon.get_ydata()) == pytest.approx([100 * (x + 0.1) for x in SEED0["weighted"]])
     assert list(weighted.get_lines()[1].get_xdata()) == [2, 4]
+
+
+def test_accuracy_vs_compute_plot_has_a_total_panel_and_the_weighted_vote_beside_another_selection(
+    report, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from ttsearch.study.report import plots
+
+    figures = []
+    real_save = plots._save
+
+    def keep(fig, path, dpi):  # type: ignore[no-untyped-def]
+        figures.append(fig)
+        return real_save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    bon = next(s for s in report.strategies if s.label == "bon")
+    # A strategy whose own selection is the best final reward (as particle filtering's).
+    naive_bon = replace(bon, selection="naive")
+    plots.plot_accuracy_vs_compute(replace(report, strategies=(naive_bon,)), tmp_path / "c.png")
+    policy, prm, total = figures[0].axes
+    assert total.get_xlabel() == "generated + PRM computed tokens per problem"
+    own, weighted = total.get_lines()
+    assert (own.get_label(), own.get_linestyle()) == ("bon (naive)", "-")
+    assert (weighted.get_label(), weighted.get_linestyle()) == ("bon (weighted)", "--")
+    points = [c for c in bon.compute if c.usage.get("generated_tokens", 0) > 0]
+    assert list(own.get_xdata()) == pytest.approx(
+        [c.usage["generated_tokens"] + c.usage.get("verifier_computed_tokens", 0.0) for c in points]
+    )
+    assert list(weighted.get_ydata()) == pytest.approx([100 * bon.accuracy(c.k, "weighted") for c in points])
+    assert list(own.get_ydata()) == pytest.approx([100 * bon.accuracy(c.k, "naive") for c in points])
+    assert [line.get_label() for line in policy.get_lines()] == ["bon (naive)", "bon (weighted)"]
+    assert prm.get_xlabel() == "verifier computed tokens per problem"

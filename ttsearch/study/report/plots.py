@@ -7,6 +7,7 @@ matplotlib's object API on an Agg canvas: no pyplot global state, no display nee
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,9 @@ def plot_accuracy_vs_n(report: Report, path: str | Path, *, dpi: int = 120) -> P
     return _save(fig, Path(path), dpi)
 
 
+TOTAL = "total"  # the compute axis of equal compute: generated + PRM-computed tokens
+
+
 def plot_accuracy_vs_compute(
     report: Report,
     path: str | Path,
@@ -81,32 +85,58 @@ def plot_accuracy_vs_compute(
     fields: tuple[str, ...] = ("generated_tokens", "verifier_computed_tokens"),
     dpi: int = 120,
 ) -> Path:
-    """Accuracy (each strategy's own selection) vs mean compute per problem, log x-axis:
-    one panel per usage field that any strategy spent (generated tokens, PRM tokens the PRM
-    computed: cached ones cost nothing and are not on the axis)."""
+    """Accuracy vs mean compute per problem, log x-axis: one panel per usage field that any
+    strategy spent (generated tokens, PRM tokens the PRM computed: cached ones cost nothing
+    and are not on the axis), and, where the PRM computed any, one for their sum (equal
+    compute across methods that split it differently). A solid line is the strategy's own
+    selection; a strategy whose own selection is not the weighted vote also gets a dashed
+    line for it, so methods are compared with one selection too."""
     shown = [f for f in fields if any(c.usage.get(f, 0) > 0 for s in report.strategies for c in s.compute)]
     shown = shown or list(fields[:1])
-    fig = _figure(6.0 * len(shown), 4.4)
+    if len(shown) > 1:
+        shown.append(TOTAL)
+    fig = _figure(6.0 * len(shown), 4.8)
     for i, field in enumerate(shown):
         ax = fig.add_subplot(1, len(shown), i + 1)
         for si, s in enumerate(report.strategies):
-            pts = [(c.usage[field], 100 * s.accuracy(c.k), c.k) for c in s.compute if c.usage.get(field, 0) > 0]
-            pts = [p for p in pts if not math.isnan(p[1])]
-            if not pts:
-                continue
-            ax.plot(
-                [p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{s.label} ({s.selection})", color=f"C{si}"
-            )
-            for x, y, k in pts:
-                ax.annotate(f"N={k}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize="x-small")
+            cost = {c.k: _cost(c.usage, field, fields) for c in s.compute}
+            selections = [s.selection]
+            if s.selection != "weighted" and "weighted" in s.overall.methods:
+                selections.append("weighted")
+            for selection in selections:
+                pts = [(cost[c.k], 100 * s.accuracy(c.k, selection), c.k) for c in s.compute if cost[c.k] > 0]
+                pts = [p for p in pts if not math.isnan(p[1])]
+                if not pts:
+                    continue
+                own = selection == s.selection
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    marker="o" if own else ".",
+                    linestyle="-" if own else "--",
+                    label=f"{s.label} ({selection})",
+                    color=f"C{si}",
+                )
+                if own:
+                    for x, y, k in pts:
+                        ax.annotate(f"N={k}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize="x-small")
         ax.set_xscale("log")
-        ax.set_xlabel(f"{field.replace('_', ' ')} per problem")
-        ax.set_ylabel("Accuracy (%)")
-        ax.set_title(f"Accuracy vs {'PRM' if field.startswith('verifier') else 'policy'} compute")
+        if field == TOTAL:
+            ax.set_xlabel("generated + PRM computed tokens per problem")
+            ax.set_title("Accuracy vs total compute")
+        else:
+            ax.set_xlabel(f"{field.replace('_', ' ')} per problem")
+            ax.set_title(f"Accuracy vs {'PRM' if field.startswith('verifier') else 'policy'} compute")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="x-small")
     return _save(fig, Path(path), dpi)
+
+
+def _cost(usage: Mapping[str, float], field: str, fields: tuple[str, ...]) -> float:
+    if field == TOTAL:
+        return sum(usage.get(f, 0.0) for f in fields)
+    return usage.get(field, 0.0)
 
 
 def plot_bins(report: Report, kind: str, path: str | Path, *, dpi: int = 120) -> Path:
