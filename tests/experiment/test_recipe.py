@@ -259,7 +259,7 @@ def test_recipe_with_server_urls_connects_to_them(tmp_path: Path, llama3_tokeniz
 RECIPE_HASHES = {
     "blog-llama-1b.yaml": "6b3ac31a79771056",
     "blog-llama-3b.yaml": "b0a8ad9673c84061",
-    "toy-optimal-online.yaml": "eaa2cdaced75f9f3",
+    "toy-optimal-online.yaml": "63c4bd5c853c73aa",
     "toy-optimal.yaml": "90add49ef816e6dd",
     "toy-quick.yaml": "102e57a2c5235eec",
     "toy.yaml": "38674fbf6daca682",
