@@ -114,6 +114,34 @@ async def test_a_stepwise_option_too_wide_for_the_budget_left_is_skipped() -> No
     assert result.usage.verifier_calls == len(generated)  # the probe's 2 solutions were scored too
 
 
+@pytest.mark.parametrize(
+    ("strategy", "config"),
+    [
+        ("beam", {"width": 2}),
+        ("dvts", {"width": 2}),
+        ("rebase", {}),
+        ("particle_filtering", {}),
+        ("particle_gibbs", {"iterations": 2}),
+        ("entropic_particle_filtering", {}),
+        ("mcts", {"children": 2}),  # rollout values; raised KeyError on the probe's nodes
+        ("mcts", {"children": 2, "value": "step"}),
+    ],
+)
+async def test_every_search_method_runs_as_the_tables_choice_beside_the_probe(strategy, config) -> None:
+    option = _choice(strategy, "stepwise", "weighted", **config)
+    by_level = {level: (option,) for level in range(1, 6)}
+    table = PolicyTable(
+        thresholds=(0.8, 0.6, 0.4, 0.2), reduction="last", temperature=0.8, budgets=(8,), ranked={8: by_level}
+    )
+    compute_optimal = ComputeOptimal(n=8, policy=table, probe=2)
+    result = await _searcher().solve("hard", compute_optimal)
+    plan = compute_optimal.plan(result.tree)
+    assert result.error is None and plan is not None and plan.inner.n == 6
+    assert result.candidates, "the chosen search finished solutions"
+    probe = {node.id for node in plan.probe_nodes}
+    assert probe and not {c.node_id for c in result.candidates} & probe  # a search's own candidates only
+
+
 async def test_the_table_is_read_at_the_largest_budget_not_above_n() -> None:
     table = _table()
     by_level = {level: (MAJORITY,) for level in range(1, 6)}

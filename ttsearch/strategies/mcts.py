@@ -313,7 +313,9 @@ def _open_leaf_counts(tree: SearchTree, rollouts: set[Node]) -> dict[Node, int]:
         elif node.state == "open" or (not steps and not node.is_root):
             counts[node] = 1
         else:
-            counts[node] = sum(counts[child] for child in steps)
+            # A child outside `tree.nodes()` is hidden from this search (the probe of
+            # compute-optimal, whose view of the tree leaves it out): no open leaves here.
+            counts[node] = sum(counts.get(child, 0) for child in steps)
     return counts
 
 
