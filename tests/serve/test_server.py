@@ -34,6 +34,7 @@ API_KEY = "serve-test-key"
 MAX_CONCURRENT = 16
 MAX_QUEUE = 40  # with MAX_CONCURRENT: room for the load test's 50 clients, not for the overload's 120
 PROBLEMS = [p.problem for p in make_problems(200, seed=7)]
+LEAVERS = [p.problem for p in make_problems(5, seed=8)][2:]  # levels 3-5: the longest solutions
 USER = [{"role": "user", "content": PROBLEMS[0]}]
 
 
@@ -238,18 +239,28 @@ def test_a_client_that_disconnects_cancels_its_search(server: str) -> None:
     cancelled = metrics(server).get("ttsearch_searches_cancelled_total", 0.0)
 
     async def leave_early() -> None:
-        body = {"model": "best_of_n-4", "messages": USER, "search": {"n": 1000}}  # minutes of work
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
-            request = asyncio.create_task(http.post(f"{server}/v1/chat/completions", json=body, timeout=600))
-            for _ in range(600):
-                await asyncio.sleep(0.1)
-                now = await asyncio.to_thread(metrics, server)
-                # admitted and searching (an engine request may come and go between polls)
-                if now["ttsearch_problems_in_flight"] >= 1:
-                    break
-            assert not request.done()
-            request.cancel()  # closes the connection
-            await asyncio.gather(request, return_exceptions=True)
+            # A search of 1024 samples takes seconds here; one that ends before a poll sees
+            # it searching proves nothing (it happened in CI under load), so try another
+            # problem (not in the prefix cache) until one is seen in flight.
+            for problem in LEAVERS:
+                body = {"model": "best_of_n-4", "messages": [{"role": "user", "content": problem}]}
+                body["search"] = {"n": 1024}
+                request = asyncio.create_task(http.post(f"{server}/v1/chat/completions", json=body, timeout=600))
+                searching = False
+                while not request.done():
+                    await asyncio.sleep(0.1)
+                    now = await asyncio.to_thread(metrics, server)
+                    # admitted and searching (an engine request may come and go between polls)
+                    searching = now["ttsearch_problems_in_flight"] >= 1 and not request.done()
+                    if searching:
+                        break
+                if searching:
+                    request.cancel()  # closes the connection
+                    await asyncio.gather(request, return_exceptions=True)
+                    return
+                assert request.result().status_code == 200, request.result().text
+            raise AssertionError("every search ended before a poll saw it in flight")
 
     asyncio.run(leave_early())
     engines = (
