@@ -349,17 +349,25 @@ def test_format_table_shows_hand_computed_cells(report) -> None:  # type: ignore
     assert bon_rows[-1][2:] == ["100.0", "0.0", "100.0", "50.0", "0.0"]
 
 
-def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The figures the report's plot functions save, in order (each still written)."""
     from ttsearch.study.report import plots
 
-    figures = []
+    saved: list[Any] = []
     real_save = plots._save
 
     def keep(fig, path, dpi):  # type: ignore[no-untyped-def]
-        figures.append(fig)
+        saved.append(fig)
         return real_save(fig, path, dpi)
 
     monkeypatch.setattr(plots, "_save", keep)
+    return saved
+
+
+def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
+    from ttsearch.study.report import plots
+
     plots.plot_accuracy_vs_n(report, tmp_path / "a.png")
     majority, _naive, weighted = figures[0].axes
     assert majority.get_xscale() == "log" and majority.xaxis.get_transform().base == 2
@@ -372,25 +380,18 @@ def test_accuracy_vs_n_plot_is_log2_with_one_line_per_strategy(report, tmp_path:
 
 
 def test_accuracy_vs_compute_plot_has_a_total_panel_and_the_weighted_vote_beside_another_selection(
-    report, tmp_path: Path, monkeypatch
+    report, tmp_path: Path, figures
 ) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
     from ttsearch.study.report import plots
 
-    figures = []
-    real_save = plots._save
-
-    def keep(fig, path, dpi):  # type: ignore[no-untyped-def]
-        figures.append(fig)
-        return real_save(fig, path, dpi)
-
-    monkeypatch.setattr(plots, "_save", keep)
     bon = next(s for s in report.strategies if s.label == "bon")
     # A strategy whose own selection is the best final reward (as particle filtering's).
     naive_bon = replace(bon, selection="naive")
     plots.plot_accuracy_vs_compute(replace(report, strategies=(naive_bon,)), tmp_path / "c.png")
     policy, prm, total = figures[0].axes
+    assert [ax.get_ylabel() for ax in (policy, prm, total)] == ["Accuracy (%)"] * 3
     assert total.get_xlabel() == "generated + PRM computed tokens per problem"
     own, weighted = total.get_lines()
     assert (own.get_label(), own.get_linestyle()) == ("bon (naive)", "-")

@@ -121,6 +121,7 @@ def plot_accuracy_vs_compute(
                     for x, y, k in pts:
                         ax.annotate(f"N={k}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize="x-small")
         ax.set_xscale("log")
+        ax.set_ylabel("Accuracy (%)")
         if field == TOTAL:
             ax.set_xlabel("generated + PRM computed tokens per problem")
             ax.set_title("Accuracy vs total compute")
