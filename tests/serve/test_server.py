@@ -292,7 +292,9 @@ def test_past_the_queue_requests_get_429_with_retry_after(server: str) -> None:
         limits = httpx.Limits(max_connections=MAX_CONCURRENT + MAX_QUEUE + 20)
         async with httpx.AsyncClient(headers=headers, timeout=300, limits=limits) as http:
             blockers = [
-                asyncio.create_task(http.post(f"{server}/v1/chat/completions", json=ask(p, n=256)))
+                asyncio.create_task(
+                    http.post(f"{server}/v1/chat/completions", json=ask(p, n=1024))
+                )  # long enough to hold every slot
                 for p in PROBLEMS[: MAX_CONCURRENT + MAX_QUEUE]
             ]
             deadline = time.monotonic() + 120
